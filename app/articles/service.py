@@ -1,0 +1,188 @@
+import secrets
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from slugify import slugify
+from sqlalchemy import ColumnElement, Row, delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.articles import queries
+from app.articles.schemas import Article, ArticleSummary, MultipleArticlesResponse, NewArticle
+from app.errors import Forbidden, Invalid, NotFound
+from app.models import Article as ArticleRow
+from app.models import Favorite, Tag, User
+from app.schemas import Profile
+
+
+async def list_articles(
+    session: AsyncSession,
+    *,
+    viewer_id: int | None,
+    tag: str | None,
+    author: str | None,
+    favorited_by: str | None,
+    limit: int,
+    offset: int,
+) -> MultipleArticlesResponse:
+    """A page of articles, newest first, and how many match in all: two statements."""
+    clauses = queries.filters(tag=tag, author=author, favorited_by=favorited_by)
+    return await _page(session, clauses, viewer_id=viewer_id, limit=limit, offset=offset)
+
+
+async def feed(
+    session: AsyncSession, *, viewer_id: int, limit: int, offset: int
+) -> MultipleArticlesResponse:
+    """A page of articles by the authors the viewer follows, newest first."""
+    clauses = [queries.feed_filter(viewer_id)]
+    return await _page(session, clauses, viewer_id=viewer_id, limit=limit, offset=offset)
+
+
+async def get(session: AsyncSession, *, slug: str, viewer_id: int | None) -> Article:
+    """One article with its body, as the viewer sees it."""
+    statement = queries.article_rows(viewer_id, with_body=True).where(ArticleRow.slug == slug)
+    row = (await session.execute(statement)).first()
+    if row is None:
+        raise NotFound(f"article {slug!r} not found")
+    return Article(body=row.body, **_summary_fields(row))
+
+
+async def get_row(session: AsyncSession, slug: str) -> ArticleRow:
+    """The article row for a write; NotFound when the slug is unknown."""
+    article = await session.scalar(select(ArticleRow).where(ArticleRow.slug == slug))
+    if article is None:
+        raise NotFound(f"article {slug!r} not found")
+    return article
+
+
+async def create(session: AsyncSession, *, author: User, data: NewArticle) -> Article:
+    """Publish an article; its slug comes from the title and is unique."""
+    # Sorted, as RealWorld clients expect; it also makes concurrent publishers take the
+    # tag rows' locks in one order, so they cannot deadlock.
+    tags = sorted(set(data.tag_list))
+    if tags:
+        rows = [{"name": name} for name in tags]
+        await session.execute(insert(Tag).values(rows).on_conflict_do_nothing())
+    base = slugify(data.title, max_length=80) or "article"
+    for candidate in _slug_candidates(base):
+        slug = await session.scalar(
+            insert(ArticleRow)
+            .values(
+                slug=candidate,
+                title=data.title,
+                description=data.description,
+                body=data.body,
+                tag_list=tags,
+                author_id=author.id,
+            )
+            .on_conflict_do_nothing(index_elements=[ArticleRow.slug])
+            .returning(ArticleRow.slug)
+        )
+        if slug is not None:
+            return await get(session, slug=slug, viewer_id=author.id)
+    raise AssertionError("unreachable: slug candidates are endless")
+
+
+async def update_article(
+    session: AsyncSession, *, slug: str, user: User, changes: dict[str, Any]
+) -> Article:
+    """Change title, description or body of one's own article."""
+    article = await _own(session, slug=slug, user=user)
+    if not changes:
+        raise Invalid("article: at least one field is required")
+    if any(value is None for value in changes.values()):
+        raise Invalid("article: fields may not be null")
+    await session.execute(
+        update(ArticleRow)
+        .where(ArticleRow.id == article.id)
+        .values(**changes, updated_at=func.now())
+    )
+    return await get(session, slug=slug, viewer_id=user.id)
+
+
+async def delete_article(session: AsyncSession, *, slug: str, user: User) -> None:
+    """Delete one's own article with its comments and favorites."""
+    article = await _own(session, slug=slug, user=user)
+    await session.execute(delete(ArticleRow).where(ArticleRow.id == article.id))
+
+
+async def favorite(session: AsyncSession, *, slug: str, user: User) -> Article:
+    """Favorite an article; twice is the same as once, and the count stays exact."""
+    article = await get_row(session, slug)
+    added = await session.scalar(
+        insert(Favorite)
+        .values(user_id=user.id, article_id=article.id)
+        .on_conflict_do_nothing()
+        .returning(Favorite.article_id)
+    )
+    if added is not None:
+        await _bump_count(session, article.id, 1)
+    return await get(session, slug=slug, viewer_id=user.id)
+
+
+async def unfavorite(session: AsyncSession, *, slug: str, user: User) -> Article:
+    """Remove a favorite; removing one that is not there changes nothing."""
+    article = await get_row(session, slug)
+    removed = await session.scalar(
+        delete(Favorite)
+        .where(Favorite.user_id == user.id, Favorite.article_id == article.id)
+        .returning(Favorite.article_id)
+    )
+    if removed is not None:
+        await _bump_count(session, article.id, -1)
+    return await get(session, slug=slug, viewer_id=user.id)
+
+
+async def _bump_count(session: AsyncSession, article_id: int, delta: int) -> None:
+    # Relative update in the same transaction as the favorites row: the count cannot drift.
+    await session.execute(
+        update(ArticleRow)
+        .where(ArticleRow.id == article_id)
+        .values(favorites_count=ArticleRow.favorites_count + delta)
+    )
+
+
+async def _own(session: AsyncSession, *, slug: str, user: User) -> ArticleRow:
+    article = await get_row(session, slug)
+    if article.author_id != user.id:
+        raise Forbidden("only the author may change this article")
+    return article
+
+
+async def _page(
+    session: AsyncSession,
+    clauses: list[ColumnElement[bool]],
+    *,
+    viewer_id: int | None,
+    limit: int,
+    offset: int,
+) -> MultipleArticlesResponse:
+    statement = queries.article_rows(viewer_id, with_body=False).where(*clauses)
+    rows = (await session.execute(queries.page(statement, limit=limit, offset=offset))).all()
+    total = await session.scalar(queries.count(clauses))
+    return MultipleArticlesResponse(articles=_summaries(rows), articles_count=total or 0)
+
+
+def _summaries(rows: Sequence[Row[Any]]) -> list[ArticleSummary]:
+    return [ArticleSummary(**_summary_fields(row)) for row in rows]
+
+
+def _summary_fields(row: Row[Any]) -> dict[str, Any]:
+    author = Profile(username=row.username, bio=row.bio, image=row.image, following=row.following)
+    return {
+        "slug": row.slug,
+        "title": row.title,
+        "description": row.description,
+        "tag_list": row.tag_list,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+        "favorited": row.favorited,
+        "favorites_count": row.favorites_count,
+        "author": author,
+    }
+
+
+def _slug_candidates(base: str) -> Iterator[str]:
+    yield base
+    while True:
+        yield f"{base}-{secrets.token_hex(4)}"

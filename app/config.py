@@ -1,0 +1,48 @@
+"""Settings, from environment variables only (documented in the README)."""
+
+from functools import cached_property
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def async_url(url: str) -> str:
+    """Point a plain `postgresql://` URL at the project's one async driver (psycopg 3)."""
+    for prefix in (
+        "postgresql+psycopg://",
+        "postgresql+asyncpg://",
+        "postgresql://",
+        "postgres://",
+    ):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    raise ValueError(f"not a PostgreSQL URL: {url!r}")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/conduit"
+    # Migrations and DDL bypass PgBouncer; defaults to DATABASE_URL.
+    direct_database_url: str | None = None
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=0, ge=0)
+    db_pool_timeout: float = Field(default=5.0, gt=0)
+
+    jwt_secret: str = "change-me-in-production-please-32b"  # noqa: S105 - dev default
+    jwt_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
+    password_hash_threads: int = Field(default=4, ge=1)
+
+    cors_origins: list[str] = ["*"]
+    max_body_bytes: int = Field(default=1_048_576, gt=0)
+    max_page_limit: int = Field(default=100, ge=1)
+    log_level: str = "INFO"
+
+    @field_validator("database_url", "direct_database_url")
+    @classmethod
+    def _normalise(cls, url: str | None) -> str | None:
+        return None if url is None else async_url(url)
+
+    @cached_property
+    def migration_url(self) -> str:
+        return self.direct_database_url or self.database_url

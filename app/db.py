@@ -1,0 +1,57 @@
+"""Database plumbing: declarative base, engine and session factory.
+
+The driver is psycopg 3, chosen in this one place. It runs with
+`prepare_threshold=None`, so it never creates named server-side prepared
+statements: every statement is a single unnamed extended-protocol round trip,
+which is exactly what PgBouncer in transaction mode (1.18, no prepared
+statement support) can route safely to any server connection.
+"""
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import DateTime, MetaData
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import NullPool
+
+from app.config import Settings
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: DateTime(timezone=True)}  # noqa: RUF012
+
+
+def make_engine(settings: Settings, url: str | None = None, *, pooled: bool = True) -> AsyncEngine:
+    """One pool per process, sized by settings (see README "Connection budget")."""
+    options: dict[str, Any] = {
+        "connect_args": {"prepare_threshold": None, "application_name": "conduit"},
+    }
+    if pooled:
+        options |= {
+            "pool_size": settings.db_pool_size,
+            "max_overflow": settings.db_max_overflow,
+            "pool_timeout": settings.db_pool_timeout,
+            "pool_recycle": 1800,
+        }
+    else:
+        options["poolclass"] = NullPool
+    return create_async_engine(url or settings.database_url, **options)
+
+
+def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)

@@ -1,0 +1,103 @@
+"""Every FastAPI dependency, as `Annotated` aliases. State comes from the lifespan
+(`request.state`), so tests can build an app from their own Settings and override these."""
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+from fastapi.security import APIKeyHeader
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.errors import Invalid, Unauthorized
+from app.models import User
+from app.security import PasswordHashing, read_user_id
+from app.users import service as users
+
+
+async def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
+    sessions: async_sessionmaker[AsyncSession] = request.state.sessionmaker
+    return sessions
+
+
+async def get_hashing(request: Request) -> PasswordHashing:
+    hashing: PasswordHashing = request.state.hashing
+    return hashing
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionMakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
+HashingDep = Annotated[PasswordHashing, Depends(get_hashing)]
+
+
+async def get_session(sessions: SessionMakerDep) -> AsyncIterator[AsyncSession]:
+    """The request's one transaction: committed before the response is sent, or rolled back."""
+    async with sessions() as session:
+        try:
+            yield session
+        except Exception:
+            await session.rollback()
+            raise
+        await session.commit()
+
+
+# scope="function": the commit runs before the response goes out, not after it.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+_authorization = APIKeyHeader(
+    name="Authorization", auto_error=False, description="`Token <jwt>` as returned by login"
+)
+
+
+async def _maybe_viewer_id(
+    header: Annotated[str | None, Depends(_authorization)], settings: SettingsDep
+) -> int | None:
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme != "Token" or not token:  # RealWorld sends "Authorization: Token <jwt>"
+        raise Unauthorized("expected 'Authorization: Token <jwt>'")
+    return read_user_id(token.strip(), secret=settings.jwt_secret)
+
+
+async def _viewer_id(viewer_id: Annotated[int | None, Depends(_maybe_viewer_id)]) -> int:
+    if viewer_id is None:
+        raise Unauthorized("authentication required")
+    return viewer_id
+
+
+# Read endpoints only need the id a valid token vouches for: no query to load the user.
+MaybeViewerId = Annotated[int | None, Depends(_maybe_viewer_id)]
+ViewerId = Annotated[int, Depends(_viewer_id)]
+
+
+async def _current_user(viewer_id: ViewerId, session: SessionDep) -> User:
+    return await users.get_by_id(session, viewer_id)
+
+
+CurrentUser = Annotated[User, Depends(_current_user)]
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    limit: int
+    offset: int
+
+
+async def _page(
+    settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1, le=2**31 - 1, description="at most MAX_PAGE_LIMIT")] = 20,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+) -> Page:
+    if limit > settings.max_page_limit:
+        raise Invalid(f"limit: at most {settings.max_page_limit}")
+    return Page(limit=limit, offset=offset)
+
+
+PageDep = Annotated[Page, Depends(_page)]

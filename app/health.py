@@ -1,0 +1,42 @@
+"""Probes: /healthz (process up), /livez (event loop turning), /readyz (dependencies answer)."""
+
+import asyncio
+
+from fastapi import APIRouter, Request, Response
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+router = APIRouter(tags=["Health"])
+READY_TIMEOUT_S = 1.0
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/livez")
+async def livez() -> dict[str, str]:
+    """The event loop is serving requests; depends on nothing else."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "a dependency does not answer"}})
+async def readyz(request: Request, response: Response) -> dict[str, str]:
+    """PostgreSQL answers within a short timeout."""
+    engine: AsyncEngine = request.state.engine
+    checks = {"database": await _check_database(engine)}
+    if any(result != "ok" for result in checks.values()):
+        response.status_code = 503
+        response.headers["Retry-After"] = "1"
+    return checks
+
+
+async def _check_database(engine: AsyncEngine) -> str:
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_S), engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except Exception as exc:  # any failure means "not ready"; the reason is reported
+        return f"unavailable: {type(exc).__name__}"
+    return "ok"

@@ -1,0 +1,123 @@
+"""The application factory: settings in, FastAPI app out.
+
+Middleware, outermost first: CORS (answers preflights, decorates every response,
+errors included) → BodyLimit (413 before any parsing) → FastAPI's own exception
+handling → routes.
+"""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import swagger_ui_bundle
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+
+from app.articles.router import router as articles_router
+from app.comments.router import router as comments_router
+from app.config import Settings
+from app.db import make_engine, make_sessionmaker
+from app.errors import AppError
+from app.health import router as health_router
+from app.middleware import BodyLimit
+from app.openapi import error_responses
+from app.profiles.router import router as profiles_router
+from app.security import PasswordHashing
+from app.tags.router import router as tags_router
+from app.users.router import router as users_router
+
+log = logging.getLogger("conduit")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        engine = make_engine(settings)
+        try:
+            yield {
+                "engine": engine,
+                "sessionmaker": make_sessionmaker(engine),
+                "hashing": PasswordHashing(settings.password_hash_threads),
+            }
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Conduit API",
+        version="1.0.0",
+        description="The RealWorld Conduit API, built for thousands of concurrent users.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings
+    for router in (users_router, profiles_router, articles_router, comments_router, tags_router):
+        app.include_router(router, prefix="/api", responses=error_responses(422))
+    app.include_router(health_router)
+    _add_error_handlers(app)
+    _add_docs(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID", "Idempotency-Key"],
+        max_age=600,
+    )
+    return app
+
+
+def _errors(
+    status_code: int, messages: list[str], headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"errors": {"body": messages}}, status_code=status_code, headers=headers)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def app_error(_: Request, exc: AppError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Token"} if exc.status_code == 401 else None
+        return _errors(exc.status_code, [str(exc)], headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        messages = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"][1:]) or str(error["loc"][0])
+            messages.append(f"{where}: {error['msg']}")
+        return _errors(422, messages)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        return _errors(exc.status_code, [str(exc.detail)], exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return _errors(500, ["internal server error"])
+
+
+def _add_docs(app: FastAPI) -> None:
+    """Swagger UI from the swagger-ui-bundle wheel: /docs works offline, no CDN."""
+    app.mount(
+        "/docs/static", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-static"
+    )
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="Conduit API",
+            swagger_js_url="/docs/static/swagger-ui-bundle.js",
+            swagger_css_url="/docs/static/swagger-ui.css",
+            swagger_favicon_url="/docs/static/favicon-32x32.png",
+        )

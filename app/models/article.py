@@ -1,0 +1,52 @@
+from datetime import datetime
+
+from sqlalchemy import BigInteger, ForeignKey, Identity, Index, Integer, Text, func, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base
+
+
+class Article(Base):
+    __tablename__ = "articles"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    slug: Mapped[str] = mapped_column(Text, unique=True)
+    title: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    # Denormalised and sorted: a page of articles needs no join for its tags.
+    tag_list: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
+    author_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    # Kept equal to the number of `favorites` rows by the service, in the same transaction.
+    favorites_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (
+        Index("ix_articles_created_at_id", text("created_at DESC"), text("id DESC")),
+        Index("ix_articles_author_id_created_at", "author_id", text("created_at DESC")),
+        Index("ix_articles_tag_list", "tag_list", postgresql_using="gin"),
+    )
+
+
+class Favorite(Base):
+    __tablename__ = "favorites"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    article_id: Mapped[int] = mapped_column(
+        ForeignKey("articles.id", ondelete="CASCADE"), primary_key=True
+    )
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (Index(None, "article_id"),)
+
+
+class Tag(Base):
+    """Every tag ever used, for `GET /tags`; `articles.tag_list` is the source of truth."""
+
+    __tablename__ = "tags"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)

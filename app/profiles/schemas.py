@@ -1,0 +1,5 @@
+from app.schemas import Profile, Schema
+
+
+class ProfileResponse(Schema):
+    profile: Profile

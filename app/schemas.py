@@ -1,0 +1,31 @@
+"""Shared schema plumbing: camelCase aliases and the RealWorld timestamp format."""
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, PlainSerializer
+from pydantic.alias_generators import to_camel
+
+
+def _iso_millis(value: datetime) -> str:
+    # Always milliseconds and "Z": the RealWorld suite expects a fractional part.
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+Timestamp = Annotated[datetime, PlainSerializer(_iso_millis, return_type=str)]
+
+
+class Schema(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        from_attributes=True,
+        serialize_by_alias=True,
+    )
+
+
+class Profile(Schema):
+    username: str
+    bio: str
+    image: str | None
+    following: bool = False

@@ -1,0 +1,5 @@
+from app.schemas import Schema
+
+
+class TagsResponse(Schema):
+    tags: list[str]

@@ -1,0 +1,71 @@
+from typing import Annotated, Self
+
+from pydantic import Field, StringConstraints, model_validator
+
+from app.schemas import Schema
+
+Username = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[\w.\-]+$"),
+]
+Email = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, to_lower=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$"
+    ),
+]
+Password = Annotated[str, StringConstraints(min_length=8, max_length=256)]
+Bio = Annotated[str, StringConstraints(max_length=2000)]
+ImageUrl = Annotated[str, StringConstraints(max_length=2000)]
+
+
+class NewUser(Schema):
+    username: Username
+    email: Email
+    password: Password
+
+
+class LoginUser(Schema):
+    email: Email
+    password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class UpdateUser(Schema):
+    """Only the fields present are changed; `image: null` clears the image."""
+
+    email: Email | None = None
+    username: Username | None = None
+    password: Password | None = None
+    bio: Bio | None = None
+    image: ImageUrl | None = None
+
+    @model_validator(mode="after")
+    def _no_null_credentials(self) -> Self:
+        for field in ("email", "username", "password"):
+            if field in self.model_fields_set and getattr(self, field) is None:
+                raise ValueError(f"{field} may not be null")
+        return self
+
+
+class NewUserRequest(Schema):
+    user: NewUser
+
+
+class LoginUserRequest(Schema):
+    user: LoginUser
+
+
+class UpdateUserRequest(Schema):
+    user: UpdateUser
+
+
+class User(Schema):
+    email: str
+    token: str
+    username: str
+    bio: str
+    image: str | None = Field(description="null when the user has set none")
+
+
+class UserResponse(Schema):
+    user: User

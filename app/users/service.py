@@ -1,0 +1,91 @@
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import Conflict, Invalid, NotFound, Unauthorized
+from app.models import User
+from app.security import PasswordHashing
+
+
+async def register(
+    session: AsyncSession, hashing: PasswordHashing, *, username: str, email: str, password: str
+) -> User:
+    """Create a user; a taken username or email is a Conflict, decided by the unique indexes."""
+    await _ensure_free(session, username=username, email=email)
+    password_hash = await hashing.hash(password)
+    # ON CONFLICT DO NOTHING: a registration racing past the check above still gets a 409,
+    # without aborting the request's transaction.
+    user: User | None = await session.scalar(
+        insert(User)
+        .values(username=username, email=email, password_hash=password_hash)
+        .on_conflict_do_nothing()
+        .returning(User)
+    )
+    if user is None:
+        await _ensure_free(session, username=username, email=email)
+        raise Conflict("username or email has already been taken")
+    return user
+
+
+async def login(
+    session: AsyncSession, hashing: PasswordHashing, *, email: str, password: str
+) -> User:
+    """The user with these credentials; wrong email and wrong password look the same."""
+    user = await session.scalar(select(User).where(User.email == email))
+    if user is None or not await hashing.verify(user.password_hash, password):
+        raise Unauthorized("email or password is invalid")
+    return user
+
+
+async def get_by_id(session: AsyncSession, user_id: int) -> User:
+    user = await session.get(User, user_id)
+    if user is None:
+        raise Unauthorized("the token's user no longer exists")
+    return user
+
+
+async def get_by_username(session: AsyncSession, username: str) -> User:
+    user = await session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise NotFound(f"profile {username!r} not found")
+    return user
+
+
+async def update(
+    session: AsyncSession, hashing: PasswordHashing, *, user: User, changes: dict[str, Any]
+) -> User:
+    """Apply the given fields; at least one is required."""
+    if not changes:
+        raise Invalid("user: at least one field is required")
+    if "password" in changes:
+        changes["password_hash"] = await hashing.hash(changes.pop("password"))
+    for field in ("username", "email"):
+        if changes.get(field) == getattr(user, field):
+            del changes[field]
+    await _ensure_free(session, username=changes.get("username"), email=changes.get("email"))
+    for field, value in changes.items():
+        setattr(user, field, "" if field == "bio" and value is None else value)
+    try:
+        async with session.begin_nested():  # a racing rename fails only this savepoint
+            await session.flush()
+    except IntegrityError as exc:
+        raise Conflict("username or email has already been taken") from exc
+    return user
+
+
+async def _ensure_free(session: AsyncSession, *, username: str | None, email: str | None) -> None:
+    clauses = []
+    if username is not None:
+        clauses.append(User.username == username)
+    if email is not None:
+        clauses.append(User.email == email)
+    if not clauses:
+        return
+    taken = (await session.execute(select(User.username, User.email).where(or_(*clauses)))).all()
+    for row in taken:
+        if row.username == username:
+            raise Conflict("username has already been taken")
+        raise Conflict("email has already been taken")
