@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/conduit"
+    # Shared cache and job queue; unset, the API runs without Redis.
+    redis_url: str | None = None
+    redis_timeout_s: float = Field(default=0.25, gt=0)
     # Migrations and DDL bypass PgBouncer; defaults to DATABASE_URL.
     direct_database_url: str | None = None
     db_pool_size: int = Field(default=10, ge=1)

@@ -3,6 +3,7 @@
 import asyncio
 
 from fastapi import APIRouter, Request, Response
+from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -24,9 +25,12 @@ async def livez() -> dict[str, str]:
 
 @router.get("/readyz", responses={503: {"description": "a dependency does not answer"}})
 async def readyz(request: Request, response: Response) -> dict[str, str]:
-    """PostgreSQL answers within a short timeout."""
+    """PostgreSQL (through PgBouncer, when deployed so) and Redis answer within a short timeout."""
     engine: AsyncEngine = request.state.engine
+    redis: Redis | None = request.state.redis
     checks = {"database": await _check_database(engine)}
+    if redis is not None:
+        checks["redis"] = await _check_redis(redis)
     if any(result != "ok" for result in checks.values()):
         response.status_code = 503
         response.headers["Retry-After"] = "1"
@@ -37,6 +41,15 @@ async def _check_database(engine: AsyncEngine) -> str:
     try:
         async with asyncio.timeout(READY_TIMEOUT_S), engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
+    except Exception as exc:  # any failure means "not ready"; the reason is reported
+        return f"unavailable: {type(exc).__name__}"
+    return "ok"
+
+
+async def _check_redis(redis: Redis) -> str:
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            await redis.ping()
     except Exception as exc:  # any failure means "not ready"; the reason is reported
         return f"unavailable: {type(exc).__name__}"
     return "ok"

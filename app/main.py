@@ -6,7 +6,7 @@ handling → routes.
 """
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -28,6 +28,7 @@ from app.health import router as health_router
 from app.middleware import BodyLimit
 from app.openapi import error_responses
 from app.profiles.router import router as profiles_router
+from app.redis import make_redis
 from app.security import PasswordHashing
 from app.tags.router import router as tags_router
 from app.users.router import router as users_router
@@ -41,13 +42,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         engine = make_engine(settings)
+        redis = make_redis(settings)
         try:
             yield {
                 "engine": engine,
                 "sessionmaker": make_sessionmaker(engine),
+                "redis": redis,
                 "hashing": PasswordHashing(settings.password_hash_threads),
             }
         finally:
+            if redis is not None:
+                await redis.aclose()
             await engine.dispose()
 
     app = FastAPI(
