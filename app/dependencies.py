@@ -7,7 +7,8 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 from fastapi.security import APIKeyHeader
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.errors import Invalid, Unauthorized
@@ -26,6 +27,16 @@ async def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]
     return sessions
 
 
+async def get_engine(request: Request) -> AsyncEngine:
+    engine: AsyncEngine = request.state.engine
+    return engine
+
+
+async def get_redis(request: Request) -> Redis | None:
+    redis: Redis | None = request.state.redis
+    return redis
+
+
 async def get_hashing(request: Request) -> PasswordHashing:
     hashing: PasswordHashing = request.state.hashing
     return hashing
@@ -34,6 +45,8 @@ async def get_hashing(request: Request) -> PasswordHashing:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionMakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
 HashingDep = Annotated[PasswordHashing, Depends(get_hashing)]
+EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
+RedisDep = Annotated[Redis | None, Depends(get_redis)]
 
 
 async def get_session(sessions: SessionMakerDep) -> AsyncIterator[AsyncSession]:

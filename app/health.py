@@ -2,10 +2,12 @@
 
 import asyncio
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.dependencies import EngineDep, RedisDep
 
 router = APIRouter(tags=["Health"])
 READY_TIMEOUT_S = 1.0
@@ -24,10 +26,8 @@ async def livez() -> dict[str, str]:
 
 
 @router.get("/readyz", responses={503: {"description": "a dependency does not answer"}})
-async def readyz(request: Request, response: Response) -> dict[str, str]:
+async def readyz(engine: EngineDep, redis: RedisDep, response: Response) -> dict[str, str]:
     """PostgreSQL (through PgBouncer, when deployed so) and Redis answer within a short timeout."""
-    engine: AsyncEngine = request.state.engine
-    redis: Redis | None = request.state.redis
     checks = {"database": await _check_database(engine)}
     if redis is not None:
         checks["redis"] = await _check_redis(redis)

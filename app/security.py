@@ -10,7 +10,6 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from app.errors import Unauthorized
 
-_hasher = PasswordHasher()
 _ALGORITHM = "HS256"
 
 
@@ -18,22 +17,22 @@ class PasswordHashing:
     """Runs argon2 in worker threads. argon2-cffi releases the GIL, and the limiter keeps
     a login burst from taking every thread (and 64 MiB of memory per hash) at once."""
 
-    def __init__(self, threads: int) -> None:
+    def __init__(self, threads: int, hasher: PasswordHasher | None = None) -> None:
         self._limiter = anyio.CapacityLimiter(threads)
+        self._hasher = hasher or PasswordHasher()  # argon2id, RFC 9106 low-memory profile
 
     async def hash(self, password: str) -> str:
-        return await anyio.to_thread.run_sync(_hasher.hash, password, limiter=self._limiter)
+        return await anyio.to_thread.run_sync(self._hasher.hash, password, limiter=self._limiter)
 
     async def verify(self, password_hash: str, password: str) -> bool:
-        check = partial(_verify, password_hash, password)
+        check = partial(self._verify, password_hash, password)
         return await anyio.to_thread.run_sync(check, limiter=self._limiter)
 
-
-def _verify(password_hash: str, password: str) -> bool:
-    try:
-        return _hasher.verify(password_hash, password)
-    except (VerificationError, InvalidHashError):
-        return False
+    def _verify(self, password_hash: str, password: str) -> bool:
+        try:
+            return self._hasher.verify(password_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
 
 
 def make_token(user_id: int, *, secret: str, ttl_seconds: int) -> str:

@@ -1,0 +1,93 @@
+"""Fixtures: one migrated database per run; each test in a transaction rolled back at the end.
+
+The real `get_session` runs (commit included): it commits a SAVEPOINT inside the test's
+outer transaction ("Joining a Session into an External Transaction", SQLAlchemy docs).
+"""
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from argon2 import PasswordHasher
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.db import make_engine
+from app.dependencies import get_engine, get_hashing, get_redis, get_sessionmaker
+from app.main import create_app
+from app.security import PasswordHashing, make_token
+from tests.database import fresh_database
+
+# Cheap argon2 parameters: tests check behaviour, not hashing cost.
+FAST_HASHING = PasswordHashing(4, PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    return fresh_database("conduit_test")
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url, jwt_secret="test-secret-" + "x" * 32)
+
+
+@pytest.fixture(scope="session")
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(settings)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    async with engine.connect() as conn:
+        transaction = await conn.begin()
+        yield conn
+        await transaction.rollback()
+
+
+@pytest.fixture
+def sessions(connection: AsyncConnection) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(
+        bind=connection,
+        join_transaction_mode="create_savepoint",
+        expire_on_commit=False,
+        autoflush=False,
+    )
+
+
+@pytest.fixture
+async def session(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    async with sessions() as session:
+        yield session
+
+
+@pytest.fixture
+def app(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], engine: AsyncEngine
+) -> FastAPI:
+    app = create_app(settings)
+    app.dependency_overrides[get_sessionmaker] = lambda: sessions
+    app.dependency_overrides[get_hashing] = lambda: FAST_HASHING
+    app.dependency_overrides[get_engine] = lambda: engine
+    app.dependency_overrides[get_redis] = lambda: None
+    return app
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test/api") as client:
+        yield client
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Token {token}"}
+
+
+def token_for(user_id: int, settings: Settings, **overrides: Any) -> str:
+    ttl = overrides.get("ttl_seconds", settings.jwt_ttl_seconds)
+    return make_token(user_id, secret=overrides.get("secret", settings.jwt_secret), ttl_seconds=ttl)

@@ -1,0 +1,49 @@
+"""A real PostgreSQL for the test run: TEST_DATABASE_URL, or the embedded wheel under .data/."""
+
+import os
+from pathlib import Path
+
+import psycopg
+
+from app.config import async_url
+from app.migrate import upgrade
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def server_url() -> str:
+    """URL of a maintenance database on the test server (plain libpq form)."""
+    if url := os.environ.get("TEST_DATABASE_URL"):
+        return url
+    from app.embedded import start_postgres
+
+    return start_postgres(ROOT / ".data" / "test-postgres", "postgres")
+
+
+def fresh_database(name: str) -> str:
+    """Drop and re-create database `name` on the test server, migrate it; return its async URL."""
+    admin = server_url()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = async_url(_with_database(admin, name))
+    upgrade(url)
+    return url
+
+
+def _with_database(url: str, name: str) -> str:
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    info["dbname"] = name
+    params = {k: v for k, v in info.items() if v is not None}
+    host = params.pop("host", "")
+    user = params.pop("user", "postgres")
+    password = params.pop("password", "")
+    port = params.pop("port", None)
+    dbname = params.pop("dbname")
+    auth = f"{user}:{password}@" if password else f"{user}@"
+    if host.startswith("/"):
+        query = "&".join([f"host={host}", *(f"{k}={v}" for k, v in params.items())])
+        return f"postgresql://{auth}/{dbname}?{query}"
+    netloc = f"{host}:{port}" if port else host
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    return f"postgresql://{auth}{netloc}/{dbname}" + (f"?{query}" if query else "")
