@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import psycopg
+from sqlalchemy.engine import make_url
 
 from app.config import async_url
 from app.migrate import upgrade
@@ -32,18 +33,4 @@ def fresh_database(name: str) -> str:
 
 
 def _with_database(url: str, name: str) -> str:
-    info = psycopg.conninfo.conninfo_to_dict(url)
-    info["dbname"] = name
-    params = {k: v for k, v in info.items() if v is not None}
-    host = params.pop("host", "")
-    user = params.pop("user", "postgres")
-    password = params.pop("password", "")
-    port = params.pop("port", None)
-    dbname = params.pop("dbname")
-    auth = f"{user}:{password}@" if password else f"{user}@"
-    if host.startswith("/"):
-        query = "&".join([f"host={host}", *(f"{k}={v}" for k, v in params.items())])
-        return f"postgresql://{auth}/{dbname}?{query}"
-    netloc = f"{host}:{port}" if port else host
-    query = "&".join(f"{k}={v}" for k, v in params.items())
-    return f"postgresql://{auth}{netloc}/{dbname}" + (f"?{query}" if query else "")
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
