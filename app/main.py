@@ -17,6 +17,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
 from app.articles.router import router as articles_router
@@ -100,6 +102,13 @@ def _add_error_handlers(app: FastAPI) -> None:
             where = ".".join(str(part) for part in error["loc"][1:]) or str(error["loc"][0])
             messages.append(f"{where}: {error['msg']}")
         return _errors(422, messages)
+
+    @app.exception_handler(PoolTimeout)
+    @app.exception_handler(OperationalError)
+    async def database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+        # Pool exhausted or database unreachable: degrade to a fast, retryable answer.
+        log.warning("database unavailable: %s", type(exc).__name__)
+        return _errors(503, ["database busy or unavailable, retry shortly"], {"Retry-After": "1"})
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:

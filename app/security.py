@@ -1,5 +1,6 @@
 """Passwords (argon2id, hashed off the event loop) and JWT access tokens."""
 
+import secrets
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
@@ -20,6 +21,7 @@ class PasswordHashing:
     def __init__(self, threads: int, hasher: PasswordHasher | None = None) -> None:
         self._limiter = anyio.CapacityLimiter(threads)
         self._hasher = hasher or PasswordHasher()  # argon2id, RFC 9106 low-memory profile
+        self._dummy: str | None = None
 
     async def hash(self, password: str) -> str:
         return await anyio.to_thread.run_sync(self._hasher.hash, password, limiter=self._limiter)
@@ -27,6 +29,12 @@ class PasswordHashing:
     async def verify(self, password_hash: str, password: str) -> bool:
         check = partial(self._verify, password_hash, password)
         return await anyio.to_thread.run_sync(check, limiter=self._limiter)
+
+    async def dummy_hash(self) -> str:
+        """A hash of nothing anyone types, to spend equal time on unknown accounts."""
+        if self._dummy is None:
+            self._dummy = await self.hash(secrets.token_urlsafe(16))
+        return self._dummy
 
     def _verify(self, password_hash: str, password: str) -> bool:
         try:

@@ -11,14 +11,17 @@ import httpx
 import pytest
 from argon2 import PasswordHasher
 from fastapi import FastAPI
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.db import make_engine
+from app.db import Base, make_engine, make_sessionmaker
 from app.dependencies import get_engine, get_hashing, get_redis, get_sessionmaker
 from app.main import create_app
 from app.security import PasswordHashing, make_token
 from tests.database import fresh_database
+
+ROOT = "http://test"  # the app's root; the client's base URL is ROOT + "/api"
 
 # Cheap argon2 parameters: tests check behaviour, not hashing cost.
 FAST_HASHING = PasswordHashing(4, PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
@@ -80,8 +83,29 @@ def app(
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test/api") as client:
+    async with httpx.AsyncClient(transport=transport, base_url=ROOT + "/api") as client:
         yield client
+
+
+@pytest.fixture
+async def committing_client(
+    settings: Settings, engine: AsyncEngine
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client whose requests commit for real, through the pool, so they can run concurrently.
+    Tables are emptied afterwards."""
+    app = create_app(settings)
+    app.dependency_overrides[get_sessionmaker] = lambda: make_sessionmaker(engine)
+    app.dependency_overrides[get_hashing] = lambda: FAST_HASHING
+    app.dependency_overrides[get_engine] = lambda: engine
+    app.dependency_overrides[get_redis] = lambda: None
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url=ROOT + "/api") as client:
+            yield client
+    finally:
+        tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
+        async with engine.begin() as conn:
+            await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
 
 
 def auth(token: str) -> dict[str, str]:

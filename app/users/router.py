@@ -1,6 +1,6 @@
 from fastapi import APIRouter
 
-from app.dependencies import CurrentUser, HashingDep, SessionDep, SettingsDep
+from app.dependencies import CurrentUser, HashingDep, SessionDep, SessionMakerDep, SettingsDep
 from app.models import User as UserRow
 from app.openapi import error_responses
 from app.security import make_token
@@ -39,10 +39,10 @@ async def register(
 
 @router.post("/users/login", responses=error_responses(401))
 async def login(
-    body: LoginUserRequest, session: SessionDep, hashing: HashingDep, settings: SettingsDep
+    body: LoginUserRequest, sessions: SessionMakerDep, hashing: HashingDep, settings: SettingsDep
 ) -> UserResponse:
     """Log in with email and password."""
-    user = await users.login(session, hashing, email=body.user.email, password=body.user.password)
+    user = await users.login(sessions, hashing, email=body.user.email, password=body.user.password)
     return _response(user, settings)
 
 

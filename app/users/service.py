@@ -3,7 +3,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.errors import Conflict, Invalid, NotFound, Unauthorized
 from app.models import User
@@ -14,8 +14,9 @@ async def register(
     session: AsyncSession, hashing: PasswordHashing, *, username: str, email: str, password: str
 ) -> User:
     """Create a user; a taken username or email is a Conflict, decided by the unique indexes."""
-    await _ensure_free(session, username=username, email=email)
+    # Hash before the first query: the session is lazy, so no pooled connection waits on argon2.
     password_hash = await hashing.hash(password)
+    await _ensure_free(session, username=username, email=email)
     # ON CONFLICT DO NOTHING: a registration racing past the check above still gets a 409,
     # without aborting the request's transaction.
     user: User | None = await session.scalar(
@@ -31,11 +32,22 @@ async def register(
 
 
 async def login(
-    session: AsyncSession, hashing: PasswordHashing, *, email: str, password: str
+    sessions: async_sessionmaker[AsyncSession],
+    hashing: PasswordHashing,
+    *,
+    email: str,
+    password: str,
 ) -> User:
-    """The user with these credentials; wrong email and wrong password look the same."""
-    user = await session.scalar(select(User).where(User.email == email))
-    if user is None or not await hashing.verify(user.password_hash, password):
+    """The user with these credentials; wrong email and wrong password look the same.
+
+    It reads in its own short session instead of the request's: the connection goes back to
+    the pool before argon2 runs (tens of ms), so a login burst cannot drain the pool.
+    """
+    async with sessions() as session:
+        user = await session.scalar(select(User).where(User.email == email))
+    # An unknown email costs a verification too, so timing does not reveal which emails exist.
+    stored = user.password_hash if user is not None else await hashing.dummy_hash()
+    if not await hashing.verify(stored, password) or user is None:
         raise Unauthorized("email or password is invalid")
     return user
 

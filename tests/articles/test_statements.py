@@ -1,0 +1,64 @@
+"""No N+1: a page costs the same number of SQL statements whatever it holds."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.conftest import auth, token_for
+from tests.factories import favorite, follow, make_article, make_comment, make_user
+
+
+@contextmanager
+def count_statements(engine: AsyncEngine) -> Iterator[list[str]]:
+    statements: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+async def test_listing_twenty_articles_takes_as_many_statements_as_one(
+    client, session, engine, settings
+):
+    viewer = await make_user(session)
+    headers = auth(token_for(viewer.id, settings))
+    first_author = await make_user(session)
+    await make_article(session, first_author, tag_list=["solo"])
+
+    with count_statements(engine) as one_article:
+        body = (await client.get("/articles?tag=solo", headers=headers)).json()
+    assert len(body["articles"]) == 1
+
+    for _ in range(20):
+        author = await make_user(session)
+        article = await make_article(session, author, tag_list=["busy", "extra"])
+        await favorite(session, viewer, article)
+        await follow(session, viewer, author)
+    with count_statements(engine) as twenty_articles:
+        body = (await client.get("/articles?tag=busy&limit=20", headers=headers)).json()
+    assert len(body["articles"]) == 20
+    assert all(a["favorited"] and a["author"]["following"] for a in body["articles"])
+
+    assert len(twenty_articles) == len(one_article)
+    # the page and its count; the transaction's own SAVEPOINT/RELEASE in tests
+    selects = [s for s in twenty_articles if s.lstrip().upper().startswith("SELECT")]
+    assert len(selects) == 2
+
+
+async def test_comments_take_constant_statements(client, session, engine):
+    article = await make_article(session, await make_user(session))
+    with count_statements(engine) as empty:
+        await client.get(f"/articles/{article.slug}/comments")
+    for _ in range(10):
+        await make_comment(session, article, await make_user(session))
+    with count_statements(engine) as busy:
+        body = (await client.get(f"/articles/{article.slug}/comments")).json()
+    assert len(body["comments"]) == 10
+    assert len(busy) == len(empty)

@@ -1,0 +1,84 @@
+"""Cross-cutting behaviour: probes, CORS, unknown routes, docs, the OpenAPI document."""
+
+import asyncio
+import time
+
+import httpx
+from argon2 import PasswordHasher
+
+from app.dependencies import get_hashing
+from app.security import PasswordHashing
+from tests.conftest import ROOT
+
+
+async def test_unknown_route_and_method_use_error_shape(client):
+    missing = await client.get("/nothing-here")
+    assert missing.status_code == 404
+    assert missing.json()["errors"]["body"]
+    wrong = await client.patch("/tags")
+    assert wrong.status_code == 405
+    assert wrong.json()["errors"]["body"]
+
+
+async def test_cors_preflight_is_answered(client):
+    response = await client.options(
+        "/articles",
+        headers={
+            "Origin": "https://app.example.com",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        },
+    )
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] in ("*", "https://app.example.com")
+    assert "POST" in response.headers["access-control-allow-methods"]
+
+
+async def test_probes(client):
+    for probe in ("/healthz", "/livez", "/readyz"):
+        response = await client.get(ROOT + probe)
+        assert response.status_code == 200, probe
+    assert (await client.get(ROOT + "/readyz")).json() == {"database": "ok"}
+
+
+async def test_docs_are_served_without_a_cdn(client):
+    page = await client.get(ROOT + "/docs")
+    assert page.status_code == 200
+    assert "cdn" not in page.text.lower()
+    assert (await client.get(ROOT + "/docs/static/swagger-ui-bundle.js")).status_code == 200
+
+
+async def test_openapi_documents_realworld_error_shape(client):
+    spec = (await client.get(ROOT + "/openapi.json")).json()
+    unprocessable = spec["paths"]["/api/users"]["post"]["responses"]["422"]
+    assert unprocessable["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/GenericErrorModel"
+    )
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    conflict = spec["paths"]["/api/users"]["post"]["responses"]["409"]
+    assert conflict["content"]["application/json"]["schema"]["$ref"].endswith("/GenericErrorModel")
+
+
+async def test_healthz_stays_responsive_during_50_logins(committing_client):
+    """Password hashing runs off the event loop: real argon2 cost, 50 logins at once."""
+    client = committing_client
+    hashing = PasswordHashing(4, PasswordHasher())
+    client._transport.app.dependency_overrides[get_hashing] = lambda: hashing
+    body = {"user": {"username": "busy", "email": "busy@x.io", "password": "password1"}}
+    assert (await client.post("/users", json=body)).status_code == 201
+    login = {"user": {"email": "busy@x.io", "password": "password1"}}
+
+    logins = [asyncio.create_task(client.post("/users/login", json=login)) for _ in range(50)]
+    worst = 0.0
+    probes = 0
+    while not all(task.done() for task in logins):
+        started = time.perf_counter()
+        response = await client.get(ROOT + "/healthz")
+        worst = max(worst, time.perf_counter() - started)
+        assert response.status_code == 200
+        probes += 1
+        await asyncio.sleep(0.01)
+    results: list[httpx.Response] = await asyncio.gather(*logins)
+    assert all(result.status_code == 200 for result in results)
+    assert probes >= 5, "the logins finished before the probe could run: not a real test"
+    assert worst < 0.25, f"/healthz took {worst:.3f}s while logins ran"

@@ -1,0 +1,152 @@
+import pytest
+
+from tests.conftest import auth, token_for
+from tests.factories import make_user
+
+
+async def register(client, username="jake", email="jake@jake.jake", password="jakejake1"):  # noqa: S107
+    body = {"user": {"username": username, "email": email, "password": password}}
+    return await client.post("/users", json=body)
+
+
+async def test_register_returns_user_with_token(client):
+    response = await register(client, email="Jake@Jake.Jake")
+    assert response.status_code == 201
+    user = response.json()["user"]
+    assert user == {
+        "email": "jake@jake.jake",
+        "token": user["token"],
+        "username": "jake",
+        "bio": "",
+        "image": None,
+    }
+    me = await client.get("/user", headers=auth(user["token"]))
+    assert me.json()["user"]["username"] == "jake"
+
+
+@pytest.mark.parametrize(
+    ("username", "email", "taken"),
+    [("jake", "other@x.io", "username"), ("other", "JAKE@jake.jake", "email")],
+)
+async def test_register_duplicate_is_409(client, username, email, taken):
+    assert (await register(client)).status_code == 201
+    response = await register(client, username=username, email=email)
+    assert response.status_code == 409
+    assert response.json() == {"errors": {"body": [f"{taken} has already been taken"]}}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"user": {}},
+        {"username": "a", "email": "a@b.c", "password": "password1"},
+        {"user": {"username": "a", "email": "not-an-email", "password": "password1"}},
+        {"user": {"username": "a", "email": "a@b.c", "password": "short"}},
+        {"user": {"username": "", "email": "a@b.c", "password": "password1"}},
+        {"user": {"username": "x" * 65, "email": "a@b.c", "password": "password1"}},
+        {"user": {"username": 12, "email": "a@b.c", "password": "password1"}},
+        {"user": "jake"},
+        [],
+    ],
+)
+async def test_register_invalid_is_422_in_realworld_shape(client, body):
+    response = await client.post("/users", json=body)
+    assert response.status_code == 422
+    errors = response.json()["errors"]["body"]
+    assert errors
+    assert all(isinstance(message, str) for message in errors)
+
+
+async def test_malformed_json_is_422(client):
+    response = await client.post(
+        "/users", content=b'{"user": {', headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert "errors" in response.json()
+
+
+async def test_body_over_limit_is_413(client, settings):
+    big = "x" * (settings.max_body_bytes + 1)
+    response = await client.post(
+        "/users", content=big.encode(), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert response.json()["errors"]["body"]
+
+
+async def test_login_with_right_and_wrong_password(client):
+    await register(client)
+    good = await client.post(
+        "/users/login", json={"user": {"email": "JAKE@jake.jake", "password": "jakejake1"}}
+    )
+    assert good.status_code == 200
+    assert good.json()["user"]["username"] == "jake"
+    for email, password in [("jake@jake.jake", "wrong-pass"), ("nobody@x.io", "jakejake1")]:
+        bad = await client.post(
+            "/users/login", json={"user": {"email": email, "password": password}}
+        )
+        assert bad.status_code == 401
+        assert bad.json() == {"errors": {"body": ["email or password is invalid"]}}
+
+
+async def test_current_user_requires_valid_token(client, session, settings):
+    user = await make_user(session)
+    cases = {
+        "missing": {},
+        "wrong scheme": {"Authorization": f"Bearer {token_for(user.id, settings)}"},
+        "garbage": {"Authorization": "Token not.a.jwt"},
+        "forged": auth(token_for(user.id, settings, secret="another-secret-" + "y" * 32)),
+        "expired": auth(token_for(user.id, settings, ttl_seconds=-10)),
+        "deleted user": auth(token_for(10**12, settings)),
+    }
+    for case, headers in cases.items():
+        response = await client.get("/user", headers=headers)
+        assert response.status_code == 401, case
+        assert response.headers["WWW-Authenticate"] == "Token"
+        assert response.json()["errors"]["body"], case
+
+
+async def test_update_user_changes_only_given_fields(client):
+    token = (await register(client)).json()["user"]["token"]
+    response = await client.put(
+        "/user",
+        json={"user": {"bio": "I work at statefarm", "image": "https://i.io/a.png"}},
+        headers=auth(token),
+    )
+    assert response.status_code == 200
+    user = response.json()["user"]
+    assert (user["bio"], user["image"], user["email"]) == (
+        "I work at statefarm",
+        "https://i.io/a.png",
+        "jake@jake.jake",
+    )
+    response = await client.put(
+        "/user", json={"user": {"password": "new-password"}}, headers=auth(token)
+    )
+    assert response.status_code == 200
+    login = await client.post(
+        "/users/login", json={"user": {"email": "jake@jake.jake", "password": "new-password"}}
+    )
+    assert login.status_code == 200
+
+
+async def test_update_user_to_taken_name_is_409_and_changes_nothing(client):
+    await register(client, username="taken", email="taken@x.io")
+    token = (await register(client)).json()["user"]["token"]
+    response = await client.put(
+        "/user", json={"user": {"username": "taken", "bio": "new"}}, headers=auth(token)
+    )
+    assert response.status_code == 409
+    me = (await client.get("/user", headers=auth(token))).json()["user"]
+    assert (me["username"], me["bio"]) == ("jake", "")
+
+
+@pytest.mark.parametrize(
+    "body", [{"user": {}}, {"user": {"email": None}}, {"user": {"password": "short"}}, {"user": []}]
+)
+async def test_update_user_invalid_is_422(client, body):
+    token = (await register(client)).json()["user"]["token"]
+    response = await client.put("/user", json=body, headers=auth(token))
+    assert response.status_code == 422
+    assert response.json()["errors"]["body"]
