@@ -38,7 +38,6 @@ class Settings(BaseSettings):
 
     cors_origins: list[str] = ["*"]
     max_body_bytes: int = Field(default=1_048_576, gt=0)
-    max_page_limit: int = Field(default=100, ge=1)
     log_level: str = "INFO"
 
     @field_validator("database_url", "direct_database_url")

@@ -3,16 +3,17 @@
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.security import APIKeyHeader
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.errors import Invalid, Unauthorized
+from app.errors import Unauthorized
 from app.models import User
+from app.schemas import Storable
 from app.security import PasswordHashing, read_user_id
 from app.users import service as users
 
@@ -64,7 +65,10 @@ async def get_session(sessions: SessionMakerDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 _authorization = APIKeyHeader(
-    name="Authorization", auto_error=False, description="`Token <jwt>` as returned by login"
+    name="Authorization",
+    scheme_name="Token",
+    auto_error=False,
+    description="`Token <jwt>` as returned by login",
 )
 
 
@@ -97,6 +101,9 @@ async def _current_user(viewer_id: ViewerId, session: SessionDep) -> User:
 CurrentUser = Annotated[User, Depends(_current_user)]
 
 
+MAX_PAGE_LIMIT = 100
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
     limit: int
@@ -104,13 +111,17 @@ class Page:
 
 
 async def _page(
-    settings: SettingsDep,
-    limit: Annotated[int, Query(ge=1, le=2**31 - 1, description="at most MAX_PAGE_LIMIT")] = 20,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_LIMIT)] = 20,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> Page:
-    if limit > settings.max_page_limit:
-        raise Invalid(f"limit: at most {settings.max_page_limit}")
     return Page(limit=limit, offset=offset)
 
 
 PageDep = Annotated[Page, Depends(_page)]
+
+Slug = Annotated[str, Path(max_length=300), Storable]
+Username = Annotated[str, Path(max_length=64), Storable]
+Filter = Annotated[str | None, Query(max_length=200), Storable]
+
+# Routes where a token is optional say so in the OpenAPI document ("{}" = anonymous allowed).
+OPTIONAL_AUTH: dict[str, Any] = {"security": [{}, {"Token": []}]}

@@ -20,6 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from app.articles.router import router as articles_router
 from app.comments.router import router as comments_router
@@ -111,13 +112,31 @@ def _add_error_handlers(app: FastAPI) -> None:
         return _errors(503, ["database busy or unavailable, retry shortly"], {"Retry-After": "1"})
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's only 400 is a body it cannot decode: a validation failure to RealWorld.
+            return _errors(422, ["body: not valid JSON"])
+        if exc.status_code == 405:
+            return _errors(405, [str(exc.detail)], {"Allow": _allowed_methods(request)})
         return _errors(exc.status_code, [str(exc.detail)], exc.headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return _errors(500, ["internal server error"])
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method the path accepts: Starlette's own Allow names only the first route's."""
+    allowed = [
+        method
+        for method in ("GET", "POST", "PUT", "DELETE")
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL
+            for route in request.app.router.routes
+        )
+    ]
+    return ", ".join(allowed)
 
 
 def _add_docs(app: FastAPI) -> None:

@@ -82,3 +82,17 @@ async def test_healthz_stays_responsive_during_50_logins(committing_client):
     assert all(result.status_code == 200 for result in results)
     assert probes >= 5, "the logins finished before the probe could run: not a real test"
     assert worst < 0.25, f"/healthz took {worst:.3f}s while logins ran"
+
+
+async def test_405_lists_every_method_of_the_path(client):
+    response = await client.patch("/articles")
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "GET, POST"
+
+
+async def test_undecodable_body_is_422(client):
+    response = await client.post(
+        "/users", content=b"\xff\xfe{", headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"]["body"]

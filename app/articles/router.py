@@ -1,6 +1,4 @@
-from typing import Annotated
-
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Response
 
 from app.articles import service as articles
 from app.articles.schemas import (
@@ -9,14 +7,22 @@ from app.articles.schemas import (
     SingleArticleResponse,
     UpdateArticleRequest,
 )
-from app.dependencies import CurrentUser, MaybeViewerId, PageDep, SessionDep, ViewerId
+from app.dependencies import (
+    OPTIONAL_AUTH,
+    CurrentUser,
+    Filter,
+    MaybeViewerId,
+    PageDep,
+    SessionDep,
+    Slug,
+    ViewerId,
+)
 from app.openapi import error_responses
 
 router = APIRouter(prefix="/articles", tags=["Articles", "Favorites"])
-Filter = Annotated[str | None, Query(max_length=200)]
 
 
-@router.get("", responses=error_responses(401))
+@router.get("", responses=error_responses(401), openapi_extra=OPTIONAL_AUTH)
 async def list_articles(
     viewer_id: MaybeViewerId,
     session: SessionDep,
@@ -53,9 +59,9 @@ async def create_article(
     )
 
 
-@router.get("/{slug}", responses=error_responses(401, 404))
+@router.get("/{slug}", responses=error_responses(401, 404), openapi_extra=OPTIONAL_AUTH)
 async def get_article(
-    slug: str, viewer_id: MaybeViewerId, session: SessionDep
+    slug: Slug, viewer_id: MaybeViewerId, session: SessionDep
 ) -> SingleArticleResponse:
     """One article, with its body."""
     return SingleArticleResponse(
@@ -65,7 +71,7 @@ async def get_article(
 
 @router.put("/{slug}", responses=error_responses(401, 403, 404))
 async def update_article(
-    slug: str, body: UpdateArticleRequest, user: CurrentUser, session: SessionDep
+    slug: Slug, body: UpdateArticleRequest, user: CurrentUser, session: SessionDep
 ) -> SingleArticleResponse:
     """Change the title, description or body of one's own article."""
     changes = body.article.model_dump(exclude_unset=True, by_alias=False)
@@ -74,19 +80,19 @@ async def update_article(
 
 
 @router.delete("/{slug}", status_code=204, responses=error_responses(401, 403, 404))
-async def delete_article(slug: str, user: CurrentUser, session: SessionDep) -> Response:
+async def delete_article(slug: Slug, user: CurrentUser, session: SessionDep) -> Response:
     """Delete one's own article."""
     await articles.delete_article(session, slug=slug, user=user)
     return Response(status_code=204)
 
 
 @router.post("/{slug}/favorite", responses=error_responses(401, 404))
-async def favorite(slug: str, user: CurrentUser, session: SessionDep) -> SingleArticleResponse:
+async def favorite(slug: Slug, user: CurrentUser, session: SessionDep) -> SingleArticleResponse:
     """Favorite an article."""
     return SingleArticleResponse(article=await articles.favorite(session, slug=slug, user=user))
 
 
 @router.delete("/{slug}/favorite", responses=error_responses(401, 404))
-async def unfavorite(slug: str, user: CurrentUser, session: SessionDep) -> SingleArticleResponse:
+async def unfavorite(slug: Slug, user: CurrentUser, session: SessionDep) -> SingleArticleResponse:
     """Remove a favorite."""
     return SingleArticleResponse(article=await articles.unfavorite(session, slug=slug, user=user))

@@ -1,13 +1,17 @@
 from typing import Annotated
 
-from pydantic import Field, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints
 
-from app.schemas import Profile, Schema, Timestamp
+from app.schemas import Profile, Schema, Storable, Timestamp
 
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Description = Annotated[str, StringConstraints(max_length=1000)]
-Body = Annotated[str, StringConstraints(min_length=1, max_length=100_000)]
-TagName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+Title = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), Storable
+]
+Description = Annotated[str, StringConstraints(max_length=1000), Storable]
+Body = Annotated[str, StringConstraints(min_length=1, max_length=100_000), Storable]
+TagName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64), Storable
+]
 
 
 class NewArticle(Schema):
@@ -19,6 +23,8 @@ class NewArticle(Schema):
 
 class UpdateArticle(Schema):
     """Only the fields present change; the slug stays, so links keep working."""
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
 
     title: Title | None = None
     description: Description | None = None

@@ -4,16 +4,16 @@ from fastapi import APIRouter, Path, Response
 
 from app.comments import service as comments
 from app.comments.schemas import MultipleCommentsResponse, NewCommentRequest, SingleCommentResponse
-from app.dependencies import CurrentUser, MaybeViewerId, SessionDep
+from app.dependencies import OPTIONAL_AUTH, CurrentUser, MaybeViewerId, SessionDep, Slug
 from app.openapi import error_responses
 
 router = APIRouter(prefix="/articles/{slug}/comments", tags=["Comments"])
 CommentId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
-@router.get("", responses=error_responses(401, 404))
+@router.get("", responses=error_responses(401, 404), openapi_extra=OPTIONAL_AUTH)
 async def list_comments(
-    slug: str, viewer_id: MaybeViewerId, session: SessionDep
+    slug: Slug, viewer_id: MaybeViewerId, session: SessionDep
 ) -> MultipleCommentsResponse:
     """All comments on an article."""
     return MultipleCommentsResponse(
@@ -23,7 +23,7 @@ async def list_comments(
 
 @router.post("", responses=error_responses(401, 404))
 async def add_comment(
-    slug: str, body: NewCommentRequest, user: CurrentUser, session: SessionDep
+    slug: Slug, body: NewCommentRequest, user: CurrentUser, session: SessionDep
 ) -> SingleCommentResponse:
     """Comment on an article."""
     comment = await comments.add(session, slug=slug, author=user, body=body.comment.body)
@@ -36,7 +36,7 @@ async def add_comment(
     responses=error_responses(401, 403, 404),
 )
 async def delete_comment(
-    slug: str, comment_id: CommentId, user: CurrentUser, session: SessionDep
+    slug: Slug, comment_id: CommentId, user: CurrentUser, session: SessionDep
 ) -> Response:
     """Delete one's own comment."""
     await comments.remove(session, slug=slug, comment_id=comment_id, user=user)

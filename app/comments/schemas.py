@@ -2,11 +2,11 @@ from typing import Annotated
 
 from pydantic import StringConstraints
 
-from app.schemas import Profile, Schema, Timestamp
+from app.schemas import Profile, Schema, Storable, Timestamp
 
 
 class NewComment(Schema):
-    body: Annotated[str, StringConstraints(min_length=1, max_length=20_000)]
+    body: Annotated[str, StringConstraints(min_length=1, max_length=20_000), Storable]
 
 
 class NewCommentRequest(Schema):

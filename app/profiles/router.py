@@ -1,6 +1,6 @@
 from fastapi import APIRouter
 
-from app.dependencies import CurrentUser, MaybeViewerId, SessionDep
+from app.dependencies import OPTIONAL_AUTH, CurrentUser, MaybeViewerId, SessionDep, Username
 from app.openapi import error_responses
 from app.profiles import service as profiles
 from app.profiles.schemas import ProfileResponse
@@ -8,9 +8,9 @@ from app.profiles.schemas import ProfileResponse
 router = APIRouter(prefix="/profiles/{username}", tags=["Profile"])
 
 
-@router.get("", responses=error_responses(401, 404))
+@router.get("", responses=error_responses(401, 404), openapi_extra=OPTIONAL_AUTH)
 async def get_profile(
-    username: str, viewer_id: MaybeViewerId, session: SessionDep
+    username: Username, viewer_id: MaybeViewerId, session: SessionDep
 ) -> ProfileResponse:
     """A user's public profile."""
     profile = await profiles.get(session, username=username, viewer_id=viewer_id)
@@ -18,13 +18,13 @@ async def get_profile(
 
 
 @router.post("/follow", responses=error_responses(401, 404))
-async def follow(username: str, user: CurrentUser, session: SessionDep) -> ProfileResponse:
+async def follow(username: Username, user: CurrentUser, session: SessionDep) -> ProfileResponse:
     """Follow a user."""
     return ProfileResponse(profile=await profiles.follow(session, follower=user, username=username))
 
 
 @router.delete("/follow", responses=error_responses(401, 404))
-async def unfollow(username: str, user: CurrentUser, session: SessionDep) -> ProfileResponse:
+async def unfollow(username: Username, user: CurrentUser, session: SessionDep) -> ProfileResponse:
     """Unfollow a user."""
     return ProfileResponse(
         profile=await profiles.unfollow(session, follower=user, username=username)

@@ -2,7 +2,7 @@ from sqlalchemy import delete, exists, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Invalid
+from app.errors import Forbidden
 from app.models import Follow, User
 from app.schemas import Profile
 from app.users import service as users
@@ -23,7 +23,7 @@ async def follow(session: AsyncSession, *, follower: User, username: str) -> Pro
     """Follow `username`; following twice is the same as once."""
     followee = await users.get_by_username(session, username)
     if followee.id == follower.id:
-        raise Invalid("you cannot follow yourself")
+        raise Forbidden("you cannot follow yourself")
     await session.execute(
         insert(Follow)
         .values(follower_id=follower.id, followee_id=followee.id)

@@ -1,22 +1,24 @@
 from typing import Annotated, Self
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
-from app.schemas import Schema
+from app.schemas import Schema, Storable
 
 Username = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[\w.\-]+$"),
+    Storable,
 ]
 Email = Annotated[
     str,
     StringConstraints(
         strip_whitespace=True, to_lower=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$"
     ),
+    Storable,
 ]
-Password = Annotated[str, StringConstraints(min_length=8, max_length=256)]
-Bio = Annotated[str, StringConstraints(max_length=2000)]
-ImageUrl = Annotated[str, StringConstraints(max_length=2000)]
+Password = Annotated[str, StringConstraints(min_length=8, max_length=256), Storable]
+Bio = Annotated[str, StringConstraints(max_length=2000), Storable]
+ImageUrl = Annotated[str, StringConstraints(max_length=2000), Storable]
 
 
 class NewUser(Schema):
@@ -27,11 +29,13 @@ class NewUser(Schema):
 
 class LoginUser(Schema):
     email: Email
-    password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    password: Annotated[str, StringConstraints(min_length=1, max_length=256), Storable]
 
 
 class UpdateUser(Schema):
     """Only the fields present are changed; `image: null` clears the image."""
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
 
     email: Email | None = None
     username: Username | None = None

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from tests.conftest import auth, token_for
@@ -224,3 +226,16 @@ async def test_feed_shows_followed_authors_only(client, session, settings):
     assert body["articlesCount"] == 1
     assert body["articles"][0]["author"]["following"] is True
     assert (await client.get("/articles/feed")).status_code == 401
+
+
+@pytest.mark.parametrize("bad", ["nul\x00inside", "lone \ud800 surrogate"])
+async def test_unstorable_strings_are_422_not_500(client, session, settings, bad):
+    headers = auth(token_for((await make_user(session)).id, settings))
+    for article in (NEW | {"title": bad}, NEW | {"tagList": [bad]}, NEW | {"body": bad}):
+        payload = json.dumps({"article": article}).encode()
+        response = await client.post(
+            "/articles", content=payload, headers=headers | {"Content-Type": "application/json"}
+        )
+        assert response.status_code == 422, article
+    assert (await client.get("/articles", params={"tag": "a\x00b"})).status_code == 422
+    assert (await client.get("/profiles/a%00b")).status_code == 422

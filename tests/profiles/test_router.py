@@ -48,9 +48,9 @@ async def test_follow_requires_auth_and_existing_user(client, session, settings)
     assert missing.status_code == 404
 
 
-async def test_follow_self_is_422(client, session, settings):
+async def test_follow_self_is_403(client, session, settings):
     user = await make_user(session)
     response = await client.post(
         f"/profiles/{user.username}/follow", headers=auth(token_for(user.id, settings))
     )
-    assert response.status_code == 422
+    assert response.status_code == 403
