@@ -20,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
-from starlette.routing import Match
+from starlette.routing import compile_path
 
 from app.articles.router import router as articles_router
 from app.comments.router import router as comments_router
@@ -127,16 +127,13 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 def _allowed_methods(request: Request) -> str:
-    """Every method the path accepts: Starlette's own Allow names only the first route's."""
-    allowed = [
-        method
-        for method in ("GET", "POST", "PUT", "DELETE")
-        if any(
-            route.matches({**request.scope, "method": method})[0] == Match.FULL
-            for route in request.app.router.routes
-        )
-    ]
-    return ", ".join(allowed)
+    """The methods of the path template that serves this path (the first that matches, as in
+    routing); Starlette's own Allow names only one route's methods."""
+    path = request.scope["path"]
+    for template, operations in request.app.openapi()["paths"].items():
+        if compile_path(template)[0].match(path):
+            return ", ".join(method.upper() for method in operations)
+    return ""
 
 
 def _add_docs(app: FastAPI) -> None:

@@ -16,7 +16,7 @@ class GenericErrorModel(BaseModel):
 
 _DESCRIPTIONS = {
     401: "Missing, malformed, forged or expired token",
-    403: "Not the author",
+    403: "Not allowed: not the author, or following oneself",
     404: "Not found",
     409: "Username or email already taken",
     413: "Request body too large",

@@ -96,3 +96,9 @@ async def test_undecodable_body_is_422(client):
     )
     assert response.status_code == 422
     assert response.json()["errors"]["body"]
+
+
+async def test_405_on_feed_does_not_offer_article_methods(client):
+    response = await client.patch("/articles/feed")
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "GET"

@@ -1,6 +1,7 @@
 from typing import Annotated
 
 from pydantic import ConfigDict, Field, StringConstraints
+from pydantic.json_schema import SkipJsonSchema
 
 from app.schemas import Profile, Schema, Storable, Timestamp
 
@@ -26,9 +27,9 @@ class UpdateArticle(Schema):
 
     model_config = ConfigDict(json_schema_extra={"minProperties": 1})
 
-    title: Title | None = None
-    description: Description | None = None
-    body: Body | None = None
+    title: Title | SkipJsonSchema[None] = None
+    description: Description | SkipJsonSchema[None] = None
+    body: Body | SkipJsonSchema[None] = None
 
 
 class NewArticleRequest(Schema):

@@ -14,6 +14,9 @@ from app.models import Article as ArticleRow
 from app.models import Favorite, Tag, User
 from app.schemas import Profile
 
+# `/articles/feed` is a route of its own, so no article may be called "feed".
+RESERVED_SLUGS = frozenset({"feed"})
+
 
 async def list_articles(
     session: AsyncSession,
@@ -183,6 +186,7 @@ def _summary_fields(row: Row[Any]) -> dict[str, Any]:
 
 
 def _slug_candidates(base: str) -> Iterator[str]:
-    yield base
+    if base not in RESERVED_SLUGS:
+        yield base
     while True:
         yield f"{base}-{secrets.token_hex(4)}"

@@ -17,7 +17,7 @@ async def get_profile(
     return ProfileResponse(profile=profile)
 
 
-@router.post("/follow", responses=error_responses(401, 404))
+@router.post("/follow", responses=error_responses(401, 403, 404))
 async def follow(username: Username, user: CurrentUser, session: SessionDep) -> ProfileResponse:
     """Follow a user."""
     return ProfileResponse(profile=await profiles.follow(session, follower=user, username=username))

@@ -1,6 +1,7 @@
 from typing import Annotated, Self
 
 from pydantic import ConfigDict, Field, StringConstraints, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from app.schemas import Schema, Storable
 
@@ -37,9 +38,9 @@ class UpdateUser(Schema):
 
     model_config = ConfigDict(json_schema_extra={"minProperties": 1})
 
-    email: Email | None = None
-    username: Username | None = None
-    password: Password | None = None
+    email: Email | SkipJsonSchema[None] = None
+    username: Username | SkipJsonSchema[None] = None
+    password: Password | SkipJsonSchema[None] = None
     bio: Bio | None = None
     image: ImageUrl | None = None
 

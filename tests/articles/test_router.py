@@ -239,3 +239,13 @@ async def test_unstorable_strings_are_422_not_500(client, session, settings, bad
         assert response.status_code == 422, article
     assert (await client.get("/articles", params={"tag": "a\x00b"})).status_code == 422
     assert (await client.get("/profiles/a%00b")).status_code == 422
+
+
+async def test_title_feed_never_gets_the_feed_route_as_slug(client, session, settings):
+    headers = auth(token_for((await make_user(session)).id, settings))
+    response = await client.post(
+        "/articles", json={"article": NEW | {"title": "Feed"}}, headers=headers
+    )
+    slug = response.json()["article"]["slug"]
+    assert slug.startswith("feed-")
+    assert (await client.get(f"/articles/{slug}")).json()["article"]["title"] == "Feed"
