@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Path, Query, Request
 from fastapi.security import APIKeyHeader
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.errors import Unauthorized
@@ -31,6 +31,11 @@ async def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]
 async def get_engine(request: Request) -> AsyncEngine:
     engine: AsyncEngine = request.state.engine
     return engine
+
+
+async def get_reader_engine(request: Request) -> AsyncEngine:
+    reader: AsyncEngine = request.state.reader
+    return reader
 
 
 async def get_redis(request: Request) -> Redis | None:
@@ -63,6 +68,17 @@ async def get_session(sessions: SessionMakerDep) -> AsyncIterator[AsyncSession]:
 
 # scope="function": the commit runs before the response goes out, not after it.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+async def get_reader(
+    engine: Annotated[AsyncEngine, Depends(get_reader_engine)],
+) -> AsyncIterator[AsyncConnection]:
+    """A pooled connection in autocommit for endpoints that run one read-only statement."""
+    async with engine.connect() as connection:
+        yield connection
+
+
+ReaderDep = Annotated[AsyncConnection, Depends(get_reader, scope="function")]
 
 _authorization = APIKeyHeader(
     name="Authorization",

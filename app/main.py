@@ -49,6 +49,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield {
                 "engine": engine,
+                # Same pool, autocommit: single-statement reads skip BEGIN/COMMIT round trips.
+                "reader": engine.execution_options(isolation_level="AUTOCOMMIT"),
                 "sessionmaker": make_sessionmaker(engine),
                 "redis": redis,
                 "hashing": PasswordHashing(settings.password_hash_threads),

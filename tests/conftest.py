@@ -16,7 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 from app.config import Settings
 from app.db import Base, make_engine, make_sessionmaker
-from app.dependencies import get_engine, get_hashing, get_redis, get_sessionmaker
+from app.dependencies import (
+    get_engine,
+    get_hashing,
+    get_reader,
+    get_reader_engine,
+    get_redis,
+    get_sessionmaker,
+)
 from app.main import create_app
 from app.security import PasswordHashing, make_token
 from tests.database import fresh_database
@@ -70,13 +77,17 @@ async def session(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[A
 
 @pytest.fixture
 def app(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession], engine: AsyncEngine
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    connection: AsyncConnection,
 ) -> FastAPI:
     app = create_app(settings)
     app.dependency_overrides[get_sessionmaker] = lambda: sessions
     app.dependency_overrides[get_hashing] = lambda: FAST_HASHING
     app.dependency_overrides[get_engine] = lambda: engine
     app.dependency_overrides[get_redis] = lambda: None
+    app.dependency_overrides[get_reader] = lambda: connection  # sees the test's own rows
     return app
 
 
@@ -98,6 +109,9 @@ async def committing_client(
     app.dependency_overrides[get_hashing] = lambda: FAST_HASHING
     app.dependency_overrides[get_engine] = lambda: engine
     app.dependency_overrides[get_redis] = lambda: None
+    app.dependency_overrides[get_reader_engine] = lambda: engine.execution_options(
+        isolation_level="AUTOCOMMIT"
+    )
     transport = httpx.ASGITransport(app=app)
     try:
         async with httpx.AsyncClient(transport=transport, base_url=ROOT + "/api") as client:

@@ -1,3 +1,6 @@
+"""Article routes. Bodies are JSON text built by PostgreSQL (`RawJSON`); `response_model`
+keeps their schema in the OpenAPI document."""
+
 from fastapi import APIRouter, Response
 
 from app.articles import service as articles
@@ -13,27 +16,31 @@ from app.dependencies import (
     Filter,
     MaybeViewerId,
     PageDep,
+    ReaderDep,
     SessionDep,
     Slug,
     ViewerId,
 )
 from app.openapi import error_responses
+from app.responses import RawJSON
 
 router = APIRouter(prefix="/articles", tags=["Articles", "Favorites"])
+_LIST = MultipleArticlesResponse
+_ONE = SingleArticleResponse
 
 
-@router.get("", responses=error_responses(401), openapi_extra=OPTIONAL_AUTH)
+@router.get("", response_model=_LIST, responses=error_responses(401), openapi_extra=OPTIONAL_AUTH)
 async def list_articles(
     viewer_id: MaybeViewerId,
-    session: SessionDep,
+    db: ReaderDep,
     page: PageDep,
     tag: Filter = None,
     author: Filter = None,
     favorited: Filter = None,
-) -> MultipleArticlesResponse:
+) -> RawJSON:
     """Most recent articles, optionally by tag, author or the user who favorited them."""
-    return await articles.list_articles(
-        session,
+    document = await articles.list_articles(
+        db,
         viewer_id=viewer_id,
         tag=tag,
         author=author,
@@ -41,42 +48,39 @@ async def list_articles(
         limit=page.limit,
         offset=page.offset,
     )
+    return RawJSON(document)
 
 
-@router.get("/feed", responses=error_responses(401))
-async def feed(viewer_id: ViewerId, session: SessionDep, page: PageDep) -> MultipleArticlesResponse:
+@router.get("/feed", response_model=_LIST, responses=error_responses(401))
+async def feed(viewer_id: ViewerId, db: ReaderDep, page: PageDep) -> RawJSON:
     """Most recent articles by the authors the current user follows."""
-    return await articles.feed(session, viewer_id=viewer_id, limit=page.limit, offset=page.offset)
+    document = await articles.feed(db, viewer_id=viewer_id, limit=page.limit, offset=page.offset)
+    return RawJSON(document)
 
 
-@router.post("", status_code=201, responses=error_responses(401))
+@router.post("", status_code=201, response_model=_ONE, responses=error_responses(401))
 async def create_article(
     body: NewArticleRequest, user: CurrentUser, session: SessionDep
-) -> SingleArticleResponse:
+) -> RawJSON:
     """Publish an article as the current user."""
-    return SingleArticleResponse(
-        article=await articles.create(session, author=user, data=body.article)
-    )
+    return RawJSON(await articles.create(session, author=user, data=body.article), status_code=201)
 
 
-@router.get("/{slug}", responses=error_responses(401, 404), openapi_extra=OPTIONAL_AUTH)
-async def get_article(
-    slug: Slug, viewer_id: MaybeViewerId, session: SessionDep
-) -> SingleArticleResponse:
+@router.get(
+    "/{slug}", response_model=_ONE, responses=error_responses(401, 404), openapi_extra=OPTIONAL_AUTH
+)
+async def get_article(slug: Slug, viewer_id: MaybeViewerId, db: ReaderDep) -> RawJSON:
     """One article, with its body."""
-    return SingleArticleResponse(
-        article=await articles.get(session, slug=slug, viewer_id=viewer_id)
-    )
+    return RawJSON(await articles.get(db, slug=slug, viewer_id=viewer_id))
 
 
-@router.put("/{slug}", responses=error_responses(401, 403, 404))
+@router.put("/{slug}", response_model=_ONE, responses=error_responses(401, 403, 404))
 async def update_article(
     slug: Slug, body: UpdateArticleRequest, user: CurrentUser, session: SessionDep
-) -> SingleArticleResponse:
+) -> RawJSON:
     """Change the title, description or body of one's own article."""
     changes = body.article.model_dump(exclude_unset=True, by_alias=False)
-    article = await articles.update_article(session, slug=slug, user=user, changes=changes)
-    return SingleArticleResponse(article=article)
+    return RawJSON(await articles.update_article(session, slug=slug, user=user, changes=changes))
 
 
 @router.delete("/{slug}", status_code=204, responses=error_responses(401, 403, 404))
@@ -86,13 +90,13 @@ async def delete_article(slug: Slug, user: CurrentUser, session: SessionDep) -> 
     return Response(status_code=204)
 
 
-@router.post("/{slug}/favorite", responses=error_responses(401, 404))
-async def favorite(slug: Slug, user: CurrentUser, session: SessionDep) -> SingleArticleResponse:
+@router.post("/{slug}/favorite", response_model=_ONE, responses=error_responses(401, 404))
+async def favorite(slug: Slug, user: CurrentUser, session: SessionDep) -> RawJSON:
     """Favorite an article."""
-    return SingleArticleResponse(article=await articles.favorite(session, slug=slug, user=user))
+    return RawJSON(await articles.favorite(session, slug=slug, user=user))
 
 
-@router.delete("/{slug}/favorite", responses=error_responses(401, 404))
-async def unfavorite(slug: Slug, user: CurrentUser, session: SessionDep) -> SingleArticleResponse:
+@router.delete("/{slug}/favorite", response_model=_ONE, responses=error_responses(401, 404))
+async def unfavorite(slug: Slug, user: CurrentUser, session: SessionDep) -> RawJSON:
     """Remove a favorite."""
-    return SingleArticleResponse(article=await articles.unfavorite(session, slug=slug, user=user))
+    return RawJSON(await articles.unfavorite(session, slug=slug, user=user))

@@ -1,25 +1,31 @@
+"""Articles and favorites. Reads return finished JSON text (see queries.py); a write returns
+the article as its author sees it right after the change, read in the same transaction."""
+
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 from slugify import slugify
-from sqlalchemy import ColumnElement, Row, delete, func, select, update
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.articles import queries
-from app.articles.schemas import Article, ArticleSummary, MultipleArticlesResponse, NewArticle
+from app.articles.schemas import NewArticle
 from app.errors import Forbidden, Invalid, NotFound
 from app.models import Article as ArticleRow
 from app.models import Favorite, Tag, User
-from app.schemas import Profile
+
+# Reads run on an autocommit connection (one statement is its own snapshot) or, after a
+# write, inside the request's transaction.
+Reader = AsyncConnection | AsyncSession
 
 # `/articles/feed` is a route of its own, so no article may be called "feed".
 RESERVED_SLUGS = frozenset({"feed"})
 
 
 async def list_articles(
-    session: AsyncSession,
+    db: Reader,
     *,
     viewer_id: int | None,
     tag: str | None,
@@ -27,27 +33,24 @@ async def list_articles(
     favorited_by: str | None,
     limit: int,
     offset: int,
-) -> MultipleArticlesResponse:
-    """A page of articles, newest first, and how many match in all: two statements."""
+) -> str:
+    """A page of articles, newest first, and how many match in all: one statement, JSON out."""
     clauses = queries.filters(tag=tag, author=author, favorited_by=favorited_by)
-    return await _page(session, clauses, viewer_id=viewer_id, limit=limit, offset=offset)
+    return await _scalar_text(db, queries.page(clauses, viewer_id, limit=limit, offset=offset))
 
 
-async def feed(
-    session: AsyncSession, *, viewer_id: int, limit: int, offset: int
-) -> MultipleArticlesResponse:
-    """A page of articles by the authors the viewer follows, newest first."""
+async def feed(db: Reader, *, viewer_id: int, limit: int, offset: int) -> str:
+    """A page of articles by the authors the viewer follows, newest first, as JSON."""
     clauses = [queries.feed_filter(viewer_id)]
-    return await _page(session, clauses, viewer_id=viewer_id, limit=limit, offset=offset)
+    return await _scalar_text(db, queries.page(clauses, viewer_id, limit=limit, offset=offset))
 
 
-async def get(session: AsyncSession, *, slug: str, viewer_id: int | None) -> Article:
-    """One article with its body, as the viewer sees it."""
-    statement = queries.article_rows(viewer_id, with_body=True).where(ArticleRow.slug == slug)
-    row = (await session.execute(statement)).first()
-    if row is None:
+async def get(db: Reader, *, slug: str, viewer_id: int | None) -> str:
+    """`{"article": ...}` with its body, as the viewer sees it."""
+    document = await db.scalar(queries.single(slug, viewer_id))
+    if document is None:
         raise NotFound(f"article {slug!r} not found")
-    return Article(body=row.body, **_summary_fields(row))
+    return document
 
 
 async def get_row(session: AsyncSession, slug: str) -> ArticleRow:
@@ -58,7 +61,7 @@ async def get_row(session: AsyncSession, slug: str) -> ArticleRow:
     return article
 
 
-async def create(session: AsyncSession, *, author: User, data: NewArticle) -> Article:
+async def create(session: AsyncSession, *, author: User, data: NewArticle) -> str:
     """Publish an article; its slug comes from the title and is unique."""
     # Sorted, as RealWorld clients expect; it also makes concurrent publishers take the
     # tag rows' locks in one order, so they cannot deadlock.
@@ -88,7 +91,7 @@ async def create(session: AsyncSession, *, author: User, data: NewArticle) -> Ar
 
 async def update_article(
     session: AsyncSession, *, slug: str, user: User, changes: dict[str, Any]
-) -> Article:
+) -> str:
     """Change title, description or body of one's own article."""
     article = await _own(session, slug=slug, user=user)
     if not changes:
@@ -109,7 +112,7 @@ async def delete_article(session: AsyncSession, *, slug: str, user: User) -> Non
     await session.execute(delete(ArticleRow).where(ArticleRow.id == article.id))
 
 
-async def favorite(session: AsyncSession, *, slug: str, user: User) -> Article:
+async def favorite(session: AsyncSession, *, slug: str, user: User) -> str:
     """Favorite an article; twice is the same as once, and the count stays exact."""
     article = await get_row(session, slug)
     added = await session.scalar(
@@ -123,7 +126,7 @@ async def favorite(session: AsyncSession, *, slug: str, user: User) -> Article:
     return await get(session, slug=slug, viewer_id=user.id)
 
 
-async def unfavorite(session: AsyncSession, *, slug: str, user: User) -> Article:
+async def unfavorite(session: AsyncSession, *, slug: str, user: User) -> str:
     """Remove a favorite; removing one that is not there changes nothing."""
     article = await get_row(session, slug)
     removed = await session.scalar(
@@ -152,37 +155,10 @@ async def _own(session: AsyncSession, *, slug: str, user: User) -> ArticleRow:
     return article
 
 
-async def _page(
-    session: AsyncSession,
-    clauses: list[ColumnElement[bool]],
-    *,
-    viewer_id: int | None,
-    limit: int,
-    offset: int,
-) -> MultipleArticlesResponse:
-    statement = queries.article_rows(viewer_id, with_body=False).where(*clauses)
-    rows = (await session.execute(queries.page(statement, limit=limit, offset=offset))).all()
-    total = await session.scalar(queries.count(clauses))
-    return MultipleArticlesResponse(articles=_summaries(rows), articles_count=total or 0)
-
-
-def _summaries(rows: Sequence[Row[Any]]) -> list[ArticleSummary]:
-    return [ArticleSummary(**_summary_fields(row)) for row in rows]
-
-
-def _summary_fields(row: Row[Any]) -> dict[str, Any]:
-    author = Profile(username=row.username, bio=row.bio, image=row.image, following=row.following)
-    return {
-        "slug": row.slug,
-        "title": row.title,
-        "description": row.description,
-        "tag_list": row.tag_list,
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
-        "favorited": row.favorited,
-        "favorites_count": row.favorites_count,
-        "author": author,
-    }
+async def _scalar_text(db: Reader, statement: Select[str]) -> str:
+    document = await db.scalar(statement)
+    assert document is not None  # noqa: S101 - an aggregate always yields one row
+    return document
 
 
 def _slug_candidates(base: str) -> Iterator[str]:

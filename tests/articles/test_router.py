@@ -1,7 +1,10 @@
 import json
 
 import pytest
+from pydantic import BaseModel
 
+from app.articles.schemas import Article, ArticleSummary, MultipleArticlesResponse
+from app.schemas import Profile
 from tests.conftest import auth, token_for
 from tests.factories import favorite, follow, make_article, make_user
 
@@ -249,3 +252,24 @@ async def test_title_feed_never_gets_the_feed_route_as_slug(client, session, set
     slug = response.json()["article"]["slug"]
     assert slug.startswith("feed-")
     assert (await client.get(f"/articles/{slug}")).json()["article"]["title"] == "Feed"
+
+
+async def test_json_built_by_postgres_matches_the_documented_schema(client, session, settings):
+    """Article bodies are rendered in SQL; they must keep the exact shape of the models that
+    the OpenAPI document shows."""
+    author = await make_user(session, image="https://i.io/a.png")
+    article = await make_article(session, author, tag_list=["a", "b"])
+    headers = auth(token_for(author.id, settings))
+
+    def keys(model: type[BaseModel]) -> set[str]:
+        return {field.alias or name for name, field in model.model_fields.items()}
+
+    one = (await client.get(f"/articles/{article.slug}", headers=headers)).json()["article"]
+    assert Article.model_validate(one)
+    assert set(one) == keys(Article)
+    assert set(one["author"]) == keys(Profile)
+    page = (await client.get("/articles", headers=headers)).json()
+    assert MultipleArticlesResponse.model_validate(page)
+    assert set(page) == {"articles", "articlesCount"}
+    assert set(page["articles"][0]) == keys(ArticleSummary)
+    assert page["articles"][0]["author"]["image"] == "https://i.io/a.png"
