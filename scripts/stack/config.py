@@ -1,0 +1,235 @@
+"""Stack settings from environment variables, the connection sizing rule, generated secrets."""
+
+import json
+import math
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATES = ROOT / "deploy" / "stack"
+
+# PostgreSQL connections beyond PgBouncer's server pool: superuser_reserved_connections (3),
+# migrations, monitoring (pg_stat_activity samplers), an operator's psql.
+POSTGRES_HEADROOM = 30
+# PgBouncer client slots kept free of the API's pools: admin console, bench, operators.
+PGBOUNCER_CLIENT_RESERVE = 100
+
+
+class StackError(Exception):
+    """A stack operation failed; the message says what to do about it."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    http: int
+    https: int
+    api: int
+    pgbouncer: int
+    postgres: int
+    redis: int
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """Connection budget, documented in deploy/stack/README.md.
+
+    K workers x (DB_POOL_SIZE + DB_MAX_OVERFLOW) client connections to PgBouncer must fit in
+    max_client_conn; PgBouncer lends at most `server_pool` PostgreSQL connections (a hard cap:
+    max_db_connections); PostgreSQL's max_connections is that pool plus headroom.
+    """
+
+    workers: int
+    server_pool: int
+    max_client_conn: int
+    db_pool_size: int
+    db_max_overflow: int
+    db_pool_timeout: float
+
+    @property
+    def api_client_connections(self) -> int:
+        return self.workers * (self.db_pool_size + self.db_max_overflow)
+
+    @property
+    def postgres_max_connections(self) -> int:
+        return self.server_pool + POSTGRES_HEADROOM
+
+    def check(self) -> None:
+        limit = self.max_client_conn - PGBOUNCER_CLIENT_RESERVE
+        if self.api_client_connections > limit:
+            raise StackError(
+                f"{self.workers} workers x (DB_POOL_SIZE {self.db_pool_size} + DB_MAX_OVERFLOW "
+                f"{self.db_max_overflow}) = {self.api_client_connections} client connections, "
+                f"more than PgBouncer's max_client_conn {self.max_client_conn} - "
+                f"{PGBOUNCER_CLIENT_RESERVE} reserved; lower them or raise STACK_MAX_CLIENT_CONN"
+            )
+
+
+def default_db_pool_size(server_pool: int, workers: int) -> int:
+    """Together the workers offer PgBouncer about twice its server pool: a server connection
+    freed by a commit always finds a queued transaction, and each worker's own queue stays short."""
+    return max(2, math.ceil(2 * server_pool / workers))
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    state: Path
+    host: str
+    ports: Ports
+    sizing: Sizing
+    max_body_bytes: int
+    log_level: str
+    graceful_shutdown_s: int
+    jwt_secret: str | None  # None: generated once and kept in the state dir
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "StackConfig":
+        env = os.environ if env is None else env
+
+        def number(name: str, default: int) -> int:
+            raw = env.get(name, "")
+            try:
+                return int(raw) if raw else default
+            except ValueError as exc:
+                raise StackError(f"{name}={raw!r} is not an integer") from exc
+
+        workers = number("STACK_WORKERS", os.cpu_count() or 1)
+        server_pool = number("STACK_PGBOUNCER_POOL_SIZE", 20)
+        sizing = Sizing(
+            workers=workers,
+            server_pool=server_pool,
+            max_client_conn=number("STACK_MAX_CLIENT_CONN", 10_000),
+            db_pool_size=number("DB_POOL_SIZE", default_db_pool_size(server_pool, workers)),
+            db_max_overflow=number("DB_MAX_OVERFLOW", 0),
+            db_pool_timeout=float(env.get("DB_POOL_TIMEOUT") or 10),
+        )
+        state = Path(env.get("STACK_DIR") or ROOT / ".stack")
+        return cls(
+            state=state if state.is_absolute() else ROOT / state,
+            host="127.0.0.1",
+            ports=Ports(
+                http=number("STACK_HTTP_PORT", 8080),
+                https=number("STACK_HTTPS_PORT", 8443),
+                api=number("STACK_API_PORT", 8001),
+                pgbouncer=number("STACK_PGBOUNCER_PORT", 6432),
+                postgres=number("STACK_POSTGRES_PORT", 5433),
+                redis=number("STACK_REDIS_PORT", 6380),
+            ),
+            sizing=sizing,
+            max_body_bytes=number("MAX_BODY_BYTES", 1_048_576),
+            log_level=env.get("LOG_LEVEL") or "INFO",
+            graceful_shutdown_s=number("STACK_GRACEFUL_SHUTDOWN_S", 20),
+            jwt_secret=env.get("JWT_SECRET") or None,
+        )
+
+    def dir(self, component: str) -> Path:
+        return self.state / component
+
+    @cached_property
+    def secrets(self) -> "Secrets":
+        return Secrets.load_or_create(self.state / "secrets.json")
+
+    def postgres_url(self, user: str, password: str, port: int, database: str) -> str:
+        return f"postgresql://{user}:{password}@{self.host}:{port}/{database}"
+
+    @property
+    def database_url(self) -> str:
+        """The API's URL: through PgBouncer, as the app role."""
+        return self.postgres_url(APP_ROLE, self.secrets.app, self.ports.pgbouncer, DATABASE)
+
+    @property
+    def direct_database_url(self) -> str:
+        """Straight to PostgreSQL as the owner role: migrations, DDL, pg_stat_activity."""
+        return self.postgres_url(OWNER_ROLE, self.secrets.owner, self.ports.postgres, DATABASE)
+
+    @property
+    def superuser_url(self) -> str:
+        return self.postgres_url("postgres", self.secrets.postgres, self.ports.postgres, "postgres")
+
+    @property
+    def pgbouncer_admin_url(self) -> str:
+        return self.postgres_url(
+            PGBOUNCER_ADMIN, self.secrets.pgbouncer_admin, self.ports.pgbouncer, "pgbouncer"
+        )
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{self.host}:{self.ports.redis}/0"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.ports.http}/api"
+
+    def stack_env(self) -> dict[str, str]:
+        """The contents of stack.env: the contract, then the sizing for whoever measures it."""
+        return {
+            "API_URL": self.api_url,
+            "API_URL_HTTPS": f"https://{self.host}:{self.ports.https}/api",
+            "DATABASE_URL": self.database_url,
+            "DIRECT_DATABASE_URL": self.direct_database_url,
+            "PGBOUNCER_ADMIN_URL": self.pgbouncer_admin_url,
+            "REDIS_URL": self.redis_url,
+            "API_WORKERS": str(self.sizing.workers),
+            "PGBOUNCER_POOL_SIZE": str(self.sizing.server_pool),
+            "DB_POOL_SIZE": str(self.sizing.db_pool_size),
+            "DB_MAX_OVERFLOW": str(self.sizing.db_max_overflow),
+        }
+
+    def api_env(self) -> dict[str, str]:
+        """Environment variables the API workers read (app/config.py)."""
+        return {
+            "DATABASE_URL": self.database_url,
+            "DIRECT_DATABASE_URL": self.direct_database_url,
+            "REDIS_URL": self.redis_url,
+            "DB_POOL_SIZE": str(self.sizing.db_pool_size),
+            "DB_MAX_OVERFLOW": str(self.sizing.db_max_overflow),
+            "DB_POOL_TIMEOUT": str(self.sizing.db_pool_timeout),
+            "JWT_SECRET": self.jwt_secret or self.secrets.jwt,
+            "LOG_LEVEL": self.log_level,
+            "MAX_BODY_BYTES": str(self.max_body_bytes),
+        }
+
+
+DATABASE = "conduit"
+APP_ROLE = "conduit"  # DML only, through PgBouncer
+OWNER_ROLE = "conduit_owner"  # owns the schema (migrations), member of pg_monitor
+PGBOUNCER_ADMIN = "pgbouncer_admin"  # PgBouncer's admin console only, no PostgreSQL role
+
+
+@dataclass(frozen=True)
+class Secrets:
+    postgres: str
+    owner: str
+    app: str
+    pgbouncer_admin: str
+    jwt: str
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> "Secrets":
+        if path.exists():
+            return cls(**json.loads(path.read_text()))
+        made = cls(**{name: secrets.token_urlsafe(24) for name in cls.__dataclass_fields__})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as file:
+            json.dump(made.__dict__, file)
+        return made
+
+
+_PLACEHOLDER = re.compile(r"\{\{ *(\w+) *\}\}")
+
+
+def render(template: str, values: Mapping[str, object]) -> str:
+    """`{{ NAME }}` placeholders (nginx's own `$vars` and `${...}` pass through untouched)."""
+    text = (TEMPLATES / template).read_text()
+
+    def value(match: re.Match[str]) -> str:
+        if match[1] not in values:
+            raise StackError(f"deploy/stack/{template}: no value for {{{{ {match[1]} }}}}")
+        return str(values[match[1]])
+
+    return _PLACEHOLDER.sub(value, text)
