@@ -25,7 +25,7 @@ run: install  ## serve the API at http://127.0.0.1:8000/api (embedded PostgreSQL
 lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy app tests migrations bench
+	$(VENV)/bin/mypy app tests migrations bench scripts
 
 fmt: install
 	$(VENV)/bin/ruff format .
@@ -36,3 +36,13 @@ test: lint  ## lint, type-check, then the whole suite against real PostgreSQL
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .data .pytest_cache .mypy_cache .ruff_cache
+
+# The scale topology on this machine (deploy/stack/README.md): nginx :8080 → uvicorn workers →
+# PgBouncer :6432 → PostgreSQL :5433, Redis :6380; state and stack.env under .stack/.
+.PHONY: stack stack-down
+
+stack: install  ## start (or check) the whole stack; installs Debian packages when root
+	$(VENV)/bin/python -m scripts.stack up
+
+stack-down: install  ## stop every component of the stack (data stays in .stack/)
+	$(VENV)/bin/python -m scripts.stack down
