@@ -1,0 +1,232 @@
+"""Readers for the deployment files: Dockerfile, docker-compose.yml, deploy/compose, deploy/k8s."""
+
+import configparser
+import itertools
+import json
+import re
+import shlex
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+COMPOSE_DIR = ROOT / "deploy" / "compose"
+K8S_DIR = ROOT / "deploy" / "k8s"
+K8S_API = ("Deployment", "conduit-api")
+
+Doc = dict[str, Any]
+
+
+# ---- Dockerfile ----
+
+
+@cache
+def dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for raw in (ROOT / "Dockerfile").read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        keyword, _, arguments = (pending + line).partition(" ")
+        instructions.append((keyword.upper(), arguments.strip()))
+        pending = ""
+    return instructions
+
+
+def dockerfile_args(keyword: str) -> list[str]:
+    return [arguments for name, arguments in dockerfile() if name == keyword]
+
+
+def final_stage() -> list[tuple[str, str]]:
+    """The instructions of the last stage: what the image that runs actually is."""
+    stages: list[list[tuple[str, str]]] = []
+    for instruction in dockerfile():
+        if instruction[0] == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append(instruction)
+    return stages[-1]
+
+
+def dockerfile_cmd() -> list[str]:
+    (cmd,) = [arguments for name, arguments in final_stage() if name == "CMD"]
+    parsed: list[str] = json.loads(cmd)  # exec form: uvicorn is PID 1 and gets SIGTERM
+    return parsed
+
+
+def uvicorn_port() -> int:
+    return int(option(dockerfile_cmd(), "--port"))
+
+
+def image_uid() -> int:
+    (user,) = [arguments for name, arguments in final_stage() if name == "USER"]
+    return int(user.split(":")[0])  # numeric, so Kubernetes can verify runAsNonRoot
+
+
+def option(argv: list[str], flag: str) -> str:
+    """The value after `flag` in an argv list."""
+    assert flag in argv, f"{flag} missing from {argv}"
+    return argv[argv.index(flag) + 1]
+
+
+def http_check_url(argv: list[str]) -> tuple[int, str]:
+    """(port, path) of the http://127.0.0.1:PORT/PATH a health check command fetches."""
+    match = re.search(r"http://(?:127\.0\.0\.1|localhost):(\d+)(/[\w/-]*)", " ".join(argv))
+    assert match, f"no local URL in health check {argv}"
+    return int(match.group(1)), match.group(2)
+
+
+# ---- docker compose ----
+
+
+@cache
+def compose() -> Doc:
+    loaded: Doc = yaml.safe_load(COMPOSE_FILE.read_text())
+    return loaded
+
+
+def services() -> dict[str, Doc]:
+    result: dict[str, Doc] = compose()["services"]
+    return result
+
+
+_INTERPOLATION = re.compile(r"\$\{(\w+)(?::?[-?]([^}]*))?\}")
+
+
+def interpolate(value: Any) -> str:
+    """Compose's `${VAR:-default}` with nothing set in the environment: the defaults."""
+    return _INTERPOLATION.sub(lambda match: match.group(2) or "", str(value))
+
+
+def service_env(name: str) -> dict[str, str]:
+    environment = services()[name].get("environment", {})
+    if isinstance(environment, list):
+        environment = dict(item.split("=", 1) for item in environment)
+    return {key: interpolate(value) for key, value in environment.items()}
+
+
+def healthcheck_argv(service: Doc) -> list[str]:
+    test = service["healthcheck"]["test"]
+    if isinstance(test, str):
+        return shlex.split(test)
+    assert test[0] in {"CMD", "CMD-SHELL"}, test
+    return list(test[1:]) if test[0] == "CMD" else shlex.split(test[1])
+
+
+def pg_setting(command: list[str], name: str) -> int:
+    """A `-c name=value` PostgreSQL server option from a container command."""
+    values = [
+        int(value.split("=", 1)[1])
+        for flag, value in itertools.pairwise(command)
+        if flag == "-c" and value.startswith(f"{name}=")
+    ]
+    assert values, f"{name} not set in {command}"
+    return values[-1]
+
+
+def pgbouncer_ini(text: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(
+        delimiters=("=",), comment_prefixes=(";", "#"), interpolation=None
+    )
+    parser.read_string(text)
+    return parser
+
+
+def compose_pgbouncer() -> configparser.ConfigParser:
+    return pgbouncer_ini((COMPOSE_DIR / "pgbouncer" / "pgbouncer.ini").read_text())
+
+
+def per_process_pool(env: dict[str, str]) -> int:
+    """Most connections one api or worker process opens: SQLAlchemy pool + overflow."""
+    return int(env["DB_POOL_SIZE"]) + int(env["DB_MAX_OVERFLOW"])
+
+
+def nginx_conf() -> str:
+    """nginx.conf without comments."""
+    text = (COMPOSE_DIR / "nginx" / "nginx.conf").read_text()
+    return "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+
+
+def nginx_upstreams(conf: str) -> dict[str, str]:
+    """Upstream name -> body of its block."""
+    return dict(re.findall(r"upstream\s+(\S+)\s*\{([^}]*)\}", conf))
+
+
+def nginx_size(value: str) -> int:
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+    suffix = value[-1].lower()
+    return int(value[:-1]) * units[suffix] if suffix in units else int(value)
+
+
+def nginx_seconds(value: str) -> int:
+    return int(value.removesuffix("s"))
+
+
+# ---- Kubernetes ----
+
+
+def k8s_files() -> list[Path]:
+    return sorted(K8S_DIR.rglob("*.yaml")) + sorted(K8S_DIR.rglob("*.yml"))
+
+
+@cache
+def k8s_docs() -> list[Doc]:
+    return [
+        doc
+        for path in k8s_files()
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc is not None and doc["kind"] not in {"Kustomization", "Component"}
+    ]
+
+
+def k8s(kind: str, name: str) -> Doc:
+    found = [d for d in k8s_docs() if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind}/{name}, found {len(found)}"
+    return found[0]
+
+
+def k8s_pgbouncer() -> configparser.ConfigParser:
+    return pgbouncer_ini(k8s("ConfigMap", "pgbouncer-config")["data"]["pgbouncer.ini"])
+
+
+def workloads() -> Iterator[Doc]:
+    """Everything with a pod template."""
+    return (d for d in k8s_docs() if d["kind"] in {"Deployment", "StatefulSet", "Job"})
+
+
+def container(workload: Doc, name: str) -> Doc:
+    (found,) = [c for c in workload["spec"]["template"]["spec"]["containers"] if c["name"] == name]
+    result: Doc = found
+    return result
+
+
+def container_env(workload: Doc, name: str) -> dict[str, str]:
+    """Every variable a container gets: envFrom ConfigMaps and Secrets, then env."""
+    spec = container(workload, name)
+    env: dict[str, str] = {}
+    for source in spec.get("envFrom", []):
+        if "configMapRef" in source:
+            env |= k8s("ConfigMap", source["configMapRef"]["name"])["data"]
+        else:
+            secret = k8s("Secret", source["secretRef"]["name"])
+            env |= secret.get("stringData", {}) | secret.get("data", {})
+    env |= {item["name"]: item.get("value", "") for item in spec.get("env", [])}
+    return env
+
+
+def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return selector.items() <= labels.items()
+
+
+def pod_labels(workload: Doc) -> dict[str, str]:
+    labels: dict[str, str] = workload["spec"]["template"]["metadata"]["labels"]
+    return labels
