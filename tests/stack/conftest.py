@@ -1,0 +1,133 @@
+"""The stack tests run against a stack of their own: state in .stack/test, free ports picked at
+start (a developer's `make stack` on the default ports is left alone), brought up with
+scripts.stack and stopped at the end. A lock file serialises concurrent test runs, since
+these tests stop and kill components. Nothing here skips: a stack that cannot start fails."""
+
+import fcntl
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+STATE = ROOT / ".stack" / "test"
+PORT_VARIABLES = (
+    "STACK_HTTP_PORT",
+    "STACK_HTTPS_PORT",
+    "STACK_API_PORT",
+    "STACK_PGBOUNCER_PORT",
+    "STACK_POSTGRES_PORT",
+    "STACK_REDIS_PORT",
+)
+WORKERS = 2  # at least two, whatever the CPU count: one is killed while the other serves
+
+
+@dataclass(frozen=True)
+class Stack:
+    settings: dict[str, str]  # STACK_* variables the script runs with
+
+    def cli(self, *args: str, timeout: float = 240) -> None:
+        """Run `python -m scripts.stack ARGS` against this stack; fail with its output."""
+        result = subprocess.run(  # noqa: S603 - our own script
+            [sys.executable, "-m", "scripts.stack", *args],
+            cwd=ROOT,
+            env=os.environ | self.settings,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if result.returncode != 0:
+            pytest.fail(f"scripts.stack {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+
+    @property
+    def env(self) -> dict[str, str]:
+        """stack.env, as `make stack` writes it."""
+        lines = (STATE / "stack.env").read_text().splitlines()
+        return dict(line.split("=", 1) for line in lines if "=" in line)
+
+    @property
+    def api_url(self) -> str:
+        return self.env["API_URL"]
+
+    @property
+    def base_url(self) -> str:
+        return self.api_url.removesuffix("/api")
+
+    @property
+    def pool_size(self) -> int:
+        return int(self.env["PGBOUNCER_POOL_SIZE"])
+
+    @property
+    def postgres_log(self) -> Path:
+        return STATE / "postgres" / "postgres.log"
+
+    def api_master_pid(self) -> int:
+        return int((STATE / "api" / "api.pid").read_text())
+
+    def api_worker_pids(self) -> set[int]:
+        """uvicorn's workers: the master's children started by multiprocessing's spawn_main."""
+        master = self.api_master_pid()
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        workers = set()
+        for pid in map(int, children):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"spawn_main" in cmdline:
+                workers.add(pid)
+        return workers
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _settings(ports: list[int]) -> dict[str, str]:
+    return {
+        "STACK_DIR": str(STATE),
+        "STACK_WORKERS": str(WORKERS),
+        # Patience for the 2,000-connection burst: on a 2-CPU runner the last request in the
+        # SQLAlchemy queue waits well over the default 10s; that is queueing, not failure.
+        "DB_POOL_TIMEOUT": "90",
+        **{name: str(port) for name, port in zip(PORT_VARIABLES, ports, strict=True)},
+    }
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    STATE.mkdir(parents=True, exist_ok=True)
+    with (STATE.parent / "test.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent run waits for this one
+        ports_file = STATE / "ports"
+        if ports_file.exists():  # left over from an interrupted run
+            Stack(_settings([int(p) for p in ports_file.read_text().split()])).cli("down")
+        ports = _free_ports(len(PORT_VARIABLES))
+        ports_file.write_text(" ".join(map(str, ports)))
+        stack = Stack(_settings(ports))
+        try:
+            stack.cli("up")
+            yield stack
+        finally:
+            stack.cli("down")
+            ports_file.unlink()
+
+
+@pytest.fixture
+async def http(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as client:
+        yield client
