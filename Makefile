@@ -37,6 +37,18 @@ test: lint  ## lint, type-check, then the whole suite against real PostgreSQL
 clean:
 	rm -rf $(VENV) $(TOOLS) .data .pytest_cache .mypy_cache .ruff_cache
 
+# Benchmarks (bench/README.md). Extra flags go in BENCH_ARGS, e.g. BENCH_ARGS="--duration 30".
+.PHONY: bench-api bench-seed bench-anatomy
+
+bench-api: install  ## issue 2 speed: wrk at 64 connections, 2 workers, no cache; report in bench/results/
+	$(VENV)/bin/python -m bench.api_speed $(BENCH_ARGS)
+
+bench-seed: install  ## fill DATABASE_URL (migrated) with the default data set; --truncate empties it first
+	$(VENV)/bin/python -m bench.seed $(BENCH_ARGS)
+
+bench-anatomy: install  ## CPU cost of each layer of a read request, against a seeded DATABASE_URL
+	$(VENV)/bin/python -m bench.anatomy $(BENCH_ARGS)
+
 # The scale topology on this machine (deploy/stack/README.md): nginx :8080 → uvicorn workers →
 # PgBouncer :6432 → PostgreSQL :5433, Redis :6380; state and stack.env under .stack/.
 .PHONY: stack stack-down
