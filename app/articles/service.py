@@ -35,19 +35,19 @@ async def list_articles(
     offset: int,
 ) -> str:
     """A page of articles, newest first, and how many match in all: one statement, JSON out."""
-    clauses = queries.filters(tag=tag, author=author, favorited_by=favorited_by)
-    return await _scalar_text(db, queries.page(clauses, viewer_id, limit=limit, offset=offset))
+    filters = queries.Filters(tag=tag, author=author, favorited_by=favorited_by)
+    return await _document(db, *queries.page(filters, viewer_id, limit=limit, offset=offset))
 
 
 async def feed(db: Reader, *, viewer_id: int, limit: int, offset: int) -> str:
     """A page of articles by the authors the viewer follows, newest first, as JSON."""
-    clauses = [queries.feed_filter(viewer_id)]
-    return await _scalar_text(db, queries.page(clauses, viewer_id, limit=limit, offset=offset))
+    filters = queries.Filters(followed_by=viewer_id)
+    return await _document(db, *queries.page(filters, viewer_id, limit=limit, offset=offset))
 
 
 async def get(db: Reader, *, slug: str, viewer_id: int | None) -> str:
     """`{"article": ...}` with its body, as the viewer sees it."""
-    document = await db.scalar(queries.single(slug, viewer_id))
+    document = await db.scalar(*queries.single(slug, viewer_id))
     if document is None:
         raise NotFound(f"article {slug!r} not found")
     return document
@@ -155,8 +155,8 @@ async def _own(session: AsyncSession, *, slug: str, user: User) -> ArticleRow:
     return article
 
 
-async def _scalar_text(db: Reader, statement: Select[str]) -> str:
-    document = await db.scalar(statement)
+async def _document(db: Reader, statement: Select[str], params: dict[str, object]) -> str:
+    document = await db.scalar(statement, params)
     assert document is not None  # noqa: S101 - an aggregate always yields one row
     return document
 
