@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=0, ge=0)
     db_pool_timeout: float = Field(default=5.0, gt=0)
+    # Server-side prepared statements save PostgreSQL the planning of hot queries, but only
+    # on direct connections: PgBouncer 1.18 in transaction mode cannot route them.
+    db_prepared_statements: bool = False
 
     jwt_secret: str = "change-me-in-production-please-32b"  # noqa: S105 - dev default
     jwt_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)

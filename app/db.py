@@ -1,10 +1,12 @@
 """Database plumbing: declarative base, engine and session factory.
 
-The driver is psycopg 3, chosen in this one place. It runs with
+The driver is psycopg 3, chosen in this one place. By default it runs with
 `prepare_threshold=None`, so it never creates named server-side prepared
 statements: every statement is a single unnamed extended-protocol round trip,
 which is exactly what PgBouncer in transaction mode (1.18, no prepared
-statement support) can route safely to any server connection.
+statement support) can route safely to any server connection. With
+DB_PREPARED_STATEMENTS=true (direct connections only) psycopg prepares a
+statement on its fifth use, saving PostgreSQL the planning.
 """
 
 from datetime import datetime
@@ -39,7 +41,10 @@ class Base(DeclarativeBase):
 def make_engine(settings: Settings, url: str | None = None, *, pooled: bool = True) -> AsyncEngine:
     """One pool per process, sized by settings (see README "Connection budget")."""
     options: dict[str, Any] = {
-        "connect_args": {"prepare_threshold": None, "application_name": "conduit"},
+        "connect_args": {
+            "prepare_threshold": 5 if settings.db_prepared_statements else None,
+            "application_name": "conduit",
+        },
     }
     if pooled:
         options |= {
