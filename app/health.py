@@ -6,6 +6,7 @@ from fastapi import APIRouter, Response
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import QueuePool
 
 from app.dependencies import EngineDep, RedisDep
 
@@ -41,9 +42,21 @@ async def _check_database(engine: AsyncEngine) -> str:
     try:
         async with asyncio.timeout(READY_TIMEOUT_S), engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
+    except TimeoutError:
+        # Every pooled connection busy serving requests is load, not failure: stay in rotation.
+        if _pool_saturated(engine):
+            return "ok"
+        return "unavailable: timed out"
     except Exception as exc:  # any failure means "not ready"; the reason is reported
         return f"unavailable: {type(exc).__name__}"
     return "ok"
+
+
+def _pool_saturated(engine: AsyncEngine) -> bool:
+    pool = engine.pool
+    return (
+        isinstance(pool, QueuePool) and pool.checkedin() == 0 and pool.checkedout() >= pool.size()
+    )
 
 
 async def _check_redis(redis: Redis) -> str:

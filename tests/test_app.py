@@ -5,8 +5,9 @@ import time
 
 import httpx
 from argon2 import PasswordHasher
+from sqlalchemy import text
 
-from app.dependencies import get_hashing
+from app.dependencies import get_engine, get_hashing
 from app.security import PasswordHashing
 from tests.conftest import ROOT
 
@@ -102,3 +103,36 @@ async def test_405_on_feed_does_not_offer_article_methods(client):
     response = await client.patch("/articles/feed")
     assert response.status_code == 405
     assert response.headers["Allow"] == "GET"
+
+
+async def test_readyz_stays_ready_while_the_pool_is_busy(app, client, settings):
+    """A saturated pool means the instance is working, not broken."""
+    from app.db import make_engine
+
+    small = make_engine(settings.model_copy(update={"db_pool_size": 1, "db_pool_timeout": 5.0}))
+    app.dependency_overrides[get_engine] = lambda: small
+    try:
+        async with small.connect() as held:
+            await held.execute(text("SELECT 1"))
+            busy = await client.get(ROOT + "/readyz")
+        idle = await client.get(ROOT + "/readyz")
+    finally:
+        await small.dispose()
+    assert (busy.status_code, busy.json()) == (200, {"database": "ok"})
+    assert idle.status_code == 200
+
+
+async def test_readyz_is_503_when_the_database_is_unreachable(app, client, settings):
+    from app.db import make_engine
+
+    nowhere = make_engine(
+        settings.model_copy(update={"database_url": "postgresql+psycopg://x@127.0.0.1:1/x"})
+    )
+    app.dependency_overrides[get_engine] = lambda: nowhere
+    try:
+        response = await client.get(ROOT + "/readyz")
+    finally:
+        await nowhere.dispose()
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert response.json()["database"].startswith("unavailable")
