@@ -280,8 +280,9 @@ def load(conn: psycopg.Connection[Any], seeder: Seeder, *, truncate: bool) -> in
         if not truncate:
             ensure_empty(cursor)
         # Empty tables too: COPY FREEZE needs a table truncated in the same transaction.
+        # CASCADE also empties the tables that hang off these (favorite count shards).
         names = sql.SQL(", ").join(map(sql.Identifier, TABLES))
-        cursor.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY").format(names))
+        cursor.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(names))
         restore = detach_secondary(cursor)
         for table, columns, rows in COPIES:
             started = time.perf_counter()
