@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     # Server-side prepared statements save PostgreSQL the planning of hot queries, but only
     # on direct connections: PgBouncer 1.18 in transaction mode cannot route them.
     db_prepared_statements: bool = False
+    idempotency_retention_s: int = Field(default=24 * 3600, gt=0)
 
     jwt_secret: str = "change-me-in-production-please-32b"  # noqa: S105 - dev default
     jwt_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)

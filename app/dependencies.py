@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 from app.config import Settings
 from app.errors import Unauthorized
+from app.idempotency import SESSION_SCOPE_KEY
 from app.models import User
 from app.schemas import Storable
 from app.security import PasswordHashing, read_user_id
@@ -55,8 +56,16 @@ EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 RedisDep = Annotated[Redis | None, Depends(get_redis)]
 
 
-async def get_session(sessions: SessionMakerDep) -> AsyncIterator[AsyncSession]:
-    """The request's one transaction: committed before the response is sent, or rolled back."""
+async def get_session(request: Request, sessions: SessionMakerDep) -> AsyncIterator[AsyncSession]:
+    """The request's one transaction: committed before the response is sent, or rolled back.
+
+    A request with an Idempotency-Key arrives with its transaction already open: the
+    idempotency middleware commits it together with the stored response (app/idempotency.py).
+    """
+    opened: AsyncSession | None = request.scope.get(SESSION_SCOPE_KEY)
+    if opened is not None:
+        yield opened
+        return
     async with sessions() as session:
         try:
             yield session

@@ -28,6 +28,7 @@ from app.config import Settings
 from app.db import make_engine, make_sessionmaker
 from app.errors import AppError
 from app.health import router as health_router
+from app.idempotency import Idempotency
 from app.middleware import BodyLimit
 from app.openapi import error_responses
 from app.profiles.router import router as profiles_router
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     _add_error_handlers(app)
     _add_docs(app)
+    app.add_middleware(Idempotency, settings=settings)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(
         CORSMiddleware,

@@ -13,17 +13,11 @@ from argon2 import PasswordHasher
 from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.config import Settings
 from app.db import Base, make_engine, make_sessionmaker
-from app.dependencies import (
-    get_engine,
-    get_hashing,
-    get_reader,
-    get_reader_engine,
-    get_redis,
-    get_sessionmaker,
-)
+from app.dependencies import get_reader
 from app.main import create_app
 from app.security import PasswordHashing, make_token
 from tests.database import fresh_database
@@ -75,44 +69,58 @@ async def session(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[A
         yield session
 
 
+def serve_with_state(app: FastAPI, state: dict[str, Any]) -> ASGIApp:
+    """The app as uvicorn runs it after the lifespan: each request's scope carries the state
+    (httpx's ASGITransport runs no lifespan). Dependency overrides still apply on top."""
+
+    async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
+        await app({**scope, "state": dict(state)}, receive, send)
+
+    return asgi
+
+
 @pytest.fixture
-def app(
-    settings: Settings,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    connection: AsyncConnection,
-) -> FastAPI:
+def app(settings: Settings, connection: AsyncConnection) -> FastAPI:
     app = create_app(settings)
-    app.dependency_overrides[get_sessionmaker] = lambda: sessions
-    app.dependency_overrides[get_hashing] = lambda: FAST_HASHING
-    app.dependency_overrides[get_engine] = lambda: engine
-    app.dependency_overrides[get_redis] = lambda: None
     app.dependency_overrides[get_reader] = lambda: connection  # sees the test's own rows
     return app
 
 
 @pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
+async def client(
+    app: FastAPI, sessions: async_sessionmaker[AsyncSession], engine: AsyncEngine
+) -> AsyncIterator[httpx.AsyncClient]:
+    state = {
+        "engine": engine,
+        "reader": engine,
+        "sessionmaker": sessions,  # every request's transaction is a savepoint of the test's
+        "hashing": FAST_HASHING,
+        "redis": None,
+    }
+    transport = httpx.ASGITransport(app=serve_with_state(app, state))
     async with httpx.AsyncClient(transport=transport, base_url=ROOT + "/api") as client:
         yield client
 
 
 @pytest.fixture
+def committing_app(settings: Settings) -> FastAPI:
+    return create_app(settings)
+
+
+@pytest.fixture
 async def committing_client(
-    settings: Settings, engine: AsyncEngine
+    committing_app: FastAPI, engine: AsyncEngine
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A client whose requests commit for real, through the pool, so they can run concurrently.
     Tables are emptied afterwards."""
-    app = create_app(settings)
-    app.dependency_overrides[get_sessionmaker] = lambda: make_sessionmaker(engine)
-    app.dependency_overrides[get_hashing] = lambda: FAST_HASHING
-    app.dependency_overrides[get_engine] = lambda: engine
-    app.dependency_overrides[get_redis] = lambda: None
-    app.dependency_overrides[get_reader_engine] = lambda: engine.execution_options(
-        isolation_level="AUTOCOMMIT"
-    )
-    transport = httpx.ASGITransport(app=app)
+    state = {
+        "engine": engine,
+        "reader": engine.execution_options(isolation_level="AUTOCOMMIT"),
+        "sessionmaker": make_sessionmaker(engine),
+        "hashing": FAST_HASHING,
+        "redis": None,
+    }
+    transport = httpx.ASGITransport(app=serve_with_state(committing_app, state))
     try:
         async with httpx.AsyncClient(transport=transport, base_url=ROOT + "/api") as client:
             yield client

@@ -60,11 +60,11 @@ async def test_openapi_documents_realworld_error_shape(client):
     assert conflict["content"]["application/json"]["schema"]["$ref"].endswith("/GenericErrorModel")
 
 
-async def test_healthz_stays_responsive_during_50_logins(committing_client):
+async def test_healthz_stays_responsive_during_50_logins(committing_app, committing_client):
     """Password hashing runs off the event loop: real argon2 cost, 50 logins at once."""
     client = committing_client
     hashing = PasswordHashing(4, PasswordHasher())
-    client._transport.app.dependency_overrides[get_hashing] = lambda: hashing
+    committing_app.dependency_overrides[get_hashing] = lambda: hashing
     body = {"user": {"username": "busy", "email": "busy@x.io", "password": "password1"}}
     assert (await client.post("/users", json=body)).status_code == 201
     login = {"user": {"email": "busy@x.io", "password": "password1"}}

@@ -27,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.orm import InstrumentedAttribute
 
-from app.models import Article, Favorite, Follow, User
+from app.models import Article, Favorite, FavoriteCountShard, Follow, User
 
 # The RealWorld suite wants milliseconds and a zone: 2026-01-02T03:04:05.678Z
 _ISO_UTC: ColumnElement[str] = literal_column("""'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'""")
@@ -146,6 +146,15 @@ def _where(
     return clauses
 
 
+def favorites_count() -> ColumnElement[int]:
+    """Exact favoritesCount: the article's base count plus its shards' deltas (see
+    `FavoriteCountShard`); at most N index entries per article."""
+    deltas = select(func.coalesce(func.sum(FavoriteCountShard.delta), 0)).where(
+        FavoriteCountShard.article_id == Article.id
+    )
+    return Article.favorites_count + deltas.scalar_subquery()
+
+
 def _article_json(*, viewer: bool, with_body: bool) -> ColumnElement[object]:
     """The `Article` (or, without body, the list item) object as the viewer sees it."""
     favorited: ColumnElement[bool] = false()
@@ -169,7 +178,7 @@ def _article_json(*, viewer: bool, with_body: bool) -> ColumnElement[object]:
         _key("createdAt"), _timestamp(Article.created_at),
         _key("updatedAt"), _timestamp(Article.updated_at),
         _key("favorited"), favorited,
-        _key("favoritesCount"), Article.favorites_count,
+        _key("favoritesCount"), favorites_count(),
         _key("author"), author,
     ]  # fmt: skip
     if with_body:

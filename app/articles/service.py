@@ -14,11 +14,13 @@ from app.articles import queries
 from app.articles.schemas import NewArticle
 from app.errors import Forbidden, Invalid, NotFound
 from app.models import Article as ArticleRow
-from app.models import Favorite, Tag, User
+from app.models import Favorite, FavoriteCountShard, Tag, User
 
 # Reads run on an autocommit connection (one statement is its own snapshot) or, after a
 # write, inside the request's transaction.
 Reader = AsyncConnection | AsyncSession
+
+COUNT_SHARDS = 16
 
 # `/articles/feed` is a route of its own, so no article may be called "feed".
 RESERVED_SLUGS = frozenset({"feed"})
@@ -122,7 +124,7 @@ async def favorite(session: AsyncSession, *, slug: str, user: User) -> str:
         .returning(Favorite.article_id)
     )
     if added is not None:
-        await _bump_count(session, article.id, 1)
+        await _count(session, article.id, 1)
     return await get(session, slug=slug, viewer_id=user.id)
 
 
@@ -135,16 +137,20 @@ async def unfavorite(session: AsyncSession, *, slug: str, user: User) -> str:
         .returning(Favorite.article_id)
     )
     if removed is not None:
-        await _bump_count(session, article.id, -1)
+        await _count(session, article.id, -1)
     return await get(session, slug=slug, viewer_id=user.id)
 
 
-async def _bump_count(session: AsyncSession, article_id: int, delta: int) -> None:
-    # Relative update in the same transaction as the favorites row: the count cannot drift.
+async def _count(session: AsyncSession, article_id: int, delta: int) -> None:
+    # One of N shard rows at random, in the favorite's transaction: exact, and concurrent
+    # favorites of one article queue on N row locks, not one (see FavoriteCountShard).
+    shard = secrets.randbelow(COUNT_SHARDS)
+    statement = insert(FavoriteCountShard).values(article_id=article_id, shard=shard, delta=delta)
     await session.execute(
-        update(ArticleRow)
-        .where(ArticleRow.id == article_id)
-        .values(favorites_count=ArticleRow.favorites_count + delta)
+        statement.on_conflict_do_update(
+            index_elements=[FavoriteCountShard.article_id, FavoriteCountShard.shard],
+            set_={"delta": FavoriteCountShard.delta + statement.excluded.delta},
+        )
     )
 
 

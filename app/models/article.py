@@ -1,6 +1,16 @@
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Identity, Index, Integer, Text, func, text
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    SmallInteger,
+    Text,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -18,7 +28,7 @@ class Article(Base):
     # Denormalised and sorted: a page of articles needs no join for its tags.
     tag_list: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
     author_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    # Kept equal to the number of `favorites` rows by the service, in the same transaction.
+    # favoritesCount = favorites_count + the sum of this article's FavoriteCountShard deltas.
     favorites_count: Mapped[int] = mapped_column(Integer, server_default="0")
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
@@ -42,6 +52,20 @@ class Favorite(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
     __table_args__ = (Index(None, "article_id"),)
+
+
+class FavoriteCountShard(Base):
+    """Favorite and unfavorite add +1/-1 to one of N rows per article, chosen at random, in
+    the favorite's own transaction: a storm on one hot article spreads over N row locks
+    instead of queueing on the article's row, and the sum stays exact at all times."""
+
+    __tablename__ = "favorite_count_shards"
+
+    article_id: Mapped[int] = mapped_column(
+        ForeignKey("articles.id", ondelete="CASCADE"), primary_key=True
+    )
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    delta: Mapped[int] = mapped_column(Integer)
 
 
 class Tag(Base):
