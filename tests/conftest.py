@@ -108,19 +108,24 @@ def committing_app(settings: Settings) -> FastAPI:
 
 
 @pytest.fixture
-async def committing_client(
-    committing_app: FastAPI, engine: AsyncEngine
-) -> AsyncIterator[httpx.AsyncClient]:
-    """A client whose requests commit for real, through the pool, so they can run concurrently.
-    Tables are emptied afterwards."""
-    state = {
+def committing_state(engine: AsyncEngine) -> dict[str, Any]:
+    """Lifespan state over the real pool: requests commit for real."""
+    return {
         "engine": engine,
         "reader": engine.execution_options(isolation_level="AUTOCOMMIT"),
         "sessionmaker": make_sessionmaker(engine),
         "hashing": FAST_HASHING,
         "redis": None,
     }
-    transport = httpx.ASGITransport(app=serve_with_state(committing_app, state))
+
+
+@pytest.fixture
+async def committing_client(
+    committing_app: FastAPI, committing_state: dict[str, Any], engine: AsyncEngine
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client whose requests commit for real, through the pool, so they can run concurrently.
+    Tables are emptied afterwards."""
+    transport = httpx.ASGITransport(app=serve_with_state(committing_app, committing_state))
     try:
         async with httpx.AsyncClient(transport=transport, base_url=ROOT + "/api") as client:
             yield client

@@ -15,6 +15,7 @@ from app.articles.schemas import NewArticle
 from app.errors import Forbidden, Invalid, NotFound
 from app.models import Article as ArticleRow
 from app.models import Favorite, FavoriteCountShard, Tag, User
+from app.retry import in_savepoint
 
 # Reads run on an autocommit connection (one statement is its own snapshot) or, after a
 # write, inside the request's transaction.
@@ -117,27 +118,35 @@ async def delete_article(session: AsyncSession, *, slug: str, user: User) -> Non
 async def favorite(session: AsyncSession, *, slug: str, user: User) -> str:
     """Favorite an article; twice is the same as once, and the count stays exact."""
     article = await get_row(session, slug)
-    added = await session.scalar(
-        insert(Favorite)
-        .values(user_id=user.id, article_id=article.id)
-        .on_conflict_do_nothing()
-        .returning(Favorite.article_id)
-    )
-    if added is not None:
-        await _count(session, article.id, 1)
+
+    async def add() -> None:
+        added = await session.scalar(
+            insert(Favorite)
+            .values(user_id=user.id, article_id=article.id)
+            .on_conflict_do_nothing()
+            .returning(Favorite.article_id)
+        )
+        if added is not None:
+            await _count(session, article.id, 1)
+
+    await in_savepoint(session, add)
     return await get(session, slug=slug, viewer_id=user.id)
 
 
 async def unfavorite(session: AsyncSession, *, slug: str, user: User) -> str:
     """Remove a favorite; removing one that is not there changes nothing."""
     article = await get_row(session, slug)
-    removed = await session.scalar(
-        delete(Favorite)
-        .where(Favorite.user_id == user.id, Favorite.article_id == article.id)
-        .returning(Favorite.article_id)
-    )
-    if removed is not None:
-        await _count(session, article.id, -1)
+
+    async def remove() -> None:
+        removed = await session.scalar(
+            delete(Favorite)
+            .where(Favorite.user_id == user.id, Favorite.article_id == article.id)
+            .returning(Favorite.article_id)
+        )
+        if removed is not None:
+            await _count(session, article.id, -1)
+
+    await in_savepoint(session, remove)
     return await get(session, slug=slug, viewer_id=user.id)
 
 

@@ -4,6 +4,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Forbidden
 from app.models import Follow, User
+from app.retry import in_savepoint
 from app.schemas import Profile
 from app.users import service as users
 
@@ -24,20 +25,22 @@ async def follow(session: AsyncSession, *, follower: User, username: str) -> Pro
     followee = await users.get_by_username(session, username)
     if followee.id == follower.id:
         raise Forbidden("you cannot follow yourself")
-    await session.execute(
+    statement = (
         insert(Follow)
         .values(follower_id=follower.id, followee_id=followee.id)
         .on_conflict_do_nothing()
     )
+    await in_savepoint(session, lambda: session.execute(statement))
     return _profile(followee, following=True)
 
 
 async def unfollow(session: AsyncSession, *, follower: User, username: str) -> Profile:
     """Stop following `username`; unfollowing someone not followed is a no-op."""
     followee = await users.get_by_username(session, username)
-    await session.execute(
-        delete(Follow).where(Follow.follower_id == follower.id, Follow.followee_id == followee.id)
+    statement = delete(Follow).where(
+        Follow.follower_id == follower.id, Follow.followee_id == followee.id
     )
+    await in_savepoint(session, lambda: session.execute(statement))
     return _profile(followee, following=False)
 
 

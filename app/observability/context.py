@@ -1,0 +1,88 @@
+"""The request being served: its id and, once a token is read, its user id.
+
+The id comes from a well-formed `X-Request-ID` (the same rule nginx applies) or is made
+here. It rides in a contextvar, so every log line written while serving the request carries
+it, and other features read it to pass it on: `job_fields()` for job payloads,
+`outbound_headers()` for webhooks and other outbound HTTP calls, and `bound()` to restore it
+where the work continues (a job worker).
+"""
+
+import re
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# Same rule as deploy/stack/nginx.conf: anything else is replaced, never echoed.
+_WELL_FORMED = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+
+
+@dataclass(slots=True)
+class RequestContext:
+    request_id: str
+    user_id: int | None = None
+
+
+_current: ContextVar[RequestContext | None] = ContextVar("conduit_request", default=None)
+
+
+def new_request_id() -> str:
+    """32 hex characters, like nginx's $request_id."""
+    return secrets.token_hex(16)
+
+
+def accept_request_id(raw: bytes | None) -> str:
+    """The client's id if it is well formed (1-128 of [A-Za-z0-9._:-]), else a new one."""
+    if raw is not None and _WELL_FORMED.fullmatch(raw):
+        return raw.decode("ascii")
+    return new_request_id()
+
+
+def current() -> RequestContext | None:
+    return _current.get()
+
+
+def current_request_id() -> str | None:
+    context = _current.get()
+    return None if context is None else context.request_id
+
+
+def set_user_id(user_id: int) -> None:
+    """Record the authenticated user for this request's log line (called where a token is read)."""
+    context = _current.get()
+    if context is not None:
+        context.user_id = user_id
+
+
+def outbound_headers() -> dict[str, str]:
+    """Headers for an outbound HTTP call made on behalf of this request (webhooks)."""
+    request_id = current_request_id()
+    return {} if request_id is None else {REQUEST_ID_HEADER: request_id}
+
+
+def job_fields() -> dict[str, str]:
+    """Fields to put in a job's payload so the job's log lines carry the request's id."""
+    request_id = current_request_id()
+    return {} if request_id is None else {"request_id": request_id}
+
+
+@contextmanager
+def bound(request_id: str | None, user_id: int | None = None) -> Iterator[RequestContext]:
+    """Serve work (a job) under a request id: the given one, or a new one."""
+    context = RequestContext(request_id or new_request_id(), user_id)
+    token = _current.set(context)
+    try:
+        yield context
+    finally:
+        _current.reset(token)
+
+
+def enter(context: RequestContext) -> Token[RequestContext | None]:
+    """Make `context` current (the middleware, once per request); `leave` undoes it."""
+    return _current.set(context)
+
+
+def leave(token: Token[RequestContext | None]) -> None:
+    _current.reset(token)
