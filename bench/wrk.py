@@ -4,8 +4,8 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 # Appended to every script: wrk prints its summary as one JSON line we can parse,
@@ -41,6 +41,108 @@ end
 """
 
 
+# Mixed reads (bench.loadtest): each request draws its kind from MIX, a share of them carry
+# a seeded user's token, and with THINK_MS set each connection pauses between requests
+# (wrk's delay(): think time at thousands of connections for the price of a timer). Non-2xx
+# answers are counted by status in each thread and summed in done().
+MIXED_LUA = """
+local threads = {}
+local next_id = 1
+setup = function(thread)
+  thread:set("id", next_id)
+  next_id = next_id + 1
+  table.insert(threads, thread)
+end
+init = function(args)
+  math.randomseed(SEED + (id or 0) * 7919)
+  statuses = {}
+end
+local function pick(list)
+  return list[math.random(#list)]
+end
+request = function()
+  local roll = math.random()
+  local path
+  if roll < MIX.list then
+    path = "/api/articles?limit=20&offset=" .. (20 * (math.random(5) - 1))
+  elseif roll < MIX.list + MIX.tag then
+    path = "/api/articles?limit=20&tag=" .. pick(tags)
+  elseif roll < MIX.list + MIX.tag + MIX.article then
+    path = "/api/articles/" .. pick(slugs)
+  elseif roll < MIX.list + MIX.tag + MIX.article + MIX.comments then
+    path = "/api/articles/" .. pick(slugs) .. "/comments"
+  else
+    path = "/api/profiles/" .. pick(users)
+  end
+  local headers = {}
+  if #tokens > 0 and math.random() < LOGGED_IN then
+    headers["Authorization"] = "Token " .. pick(tokens)
+  end
+  return wrk.format("GET", path, headers)
+end
+response = function(status, headers, body)
+  if status > 299 then
+    statuses[status] = (statuses[status] or 0) + 1
+  end
+end
+if THINK_MS[2] > 0 then
+  delay = function()
+    return math.random(THINK_MS[1], THINK_MS[2])
+  end
+end
+"""
+
+STATUSES_LUA = """
+local function status_json()
+  local total = {}
+  for _, thread in ipairs(threads) do
+    local counted = thread:get("statuses") or {}
+    for status, n in pairs(counted) do
+      total[status] = (total[status] or 0) + n
+    end
+  end
+  local parts = {}
+  for status, n in pairs(total) do
+    table.insert(parts, string.format('"%d":%d', status, n))
+  end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+"""
+
+
+def _lua_strings(values: Sequence[str]) -> str:
+    return "{" + ",".join(json.dumps(v) for v in values) + "}"  # JSON strings are Lua strings
+
+
+def mixed_script(
+    *,
+    slugs: Sequence[str],
+    users: Sequence[str],
+    tags: Sequence[str],
+    tokens: Sequence[str],
+    mix: Mapping[str, float],
+    logged_in: float,
+    think_ms: tuple[int, int] = (0, 0),
+    seed: int = 1,
+) -> str:
+    """Mixed reads: article list pages, tag pages, single articles, comments, profiles."""
+    shares = ", ".join(f"{kind} = {share:g}" for kind, share in mix.items())
+    head = [
+        f"slugs = {_lua_strings(slugs)}",
+        f"users = {_lua_strings(users)}",
+        f"tags = {_lua_strings(tags)}",
+        f"tokens = {_lua_strings(tokens)}",
+        f"MIX = {{{shares}}}",
+        f"LOGGED_IN = {logged_in:g}",
+        f"THINK_MS = {{{think_ms[0]}, {think_ms[1]}}}",
+        f"SEED = {seed}",
+    ]
+    done = DONE_LUA.replace('"timeout":%d}', '"timeout":%d,"statuses":%s}').replace(
+        "e.status, e.timeout))", "e.status, e.timeout, status_json()))"
+    )
+    return "\n".join(head) + MIXED_LUA + STATUSES_LUA + done
+
+
 @dataclass(frozen=True)
 class WrkResult:
     requests: int
@@ -52,6 +154,8 @@ class WrkResult:
     non_2xx: int  # wrk's "Non-2xx or 3xx responses"
     socket_errors: int  # connect + read + write + timeout
     output: str
+    # Errors by kind: socket errors by wrk's names, non-2xx by status (mixed script only).
+    errors: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def rps(self) -> float:
@@ -130,7 +234,10 @@ def run_wrk(
 def parse(output: str) -> WrkResult:
     line = next(x for x in output.splitlines() if x.startswith("BENCH_JSON "))
     data = json.loads(line.removeprefix("BENCH_JSON "))
-    errors = data["connect"] + data["read"] + data["write"] + data["timeout"]
+    kinds = ("connect", "read", "write", "timeout")
+    errors = sum(data[kind] for kind in kinds)
+    by_kind = {f"socket {kind}": data[kind] for kind in kinds if data[kind]}
+    by_kind |= {f"HTTP {status}": n for status, n in sorted(data.get("statuses", {}).items())}
     text = "\n".join(x for x in output.splitlines() if not x.startswith("BENCH_JSON "))
     return WrkResult(
         requests=data["requests"],
@@ -142,4 +249,5 @@ def parse(output: str) -> WrkResult:
         non_2xx=data["status"],
         socket_errors=errors,
         output=text.strip(),
+        errors=by_kind,
     )

@@ -1,6 +1,9 @@
 """python -m scripts.stack up|down|reload|status [component ...]  (make stack / make stack-down)
 
 reload: new API code or nginx settings without downtime (API workers replaced one by one).
+With STACK_VARIANT=name only `api` and `nginx` are managed: a second API (and nginx) of the
+running stack on ports of its own (STACK_HTTP_PORT, STACK_API_PORT, ...), state under
+$STACK_DIR/variants/name/; stack.env is left alone. The bench starts its baselines this way.
 """
 
 import argparse
@@ -15,7 +18,9 @@ from scripts.stack.web import Api, Nginx
 
 
 def components(config: StackConfig) -> list[Component]:
-    """In start order: each one needs the ones before it."""
+    """In start order: each one needs the ones before it. A variant has only its web tier."""
+    if config.variant:
+        return [Api(config), Nginx(config)]
     return [Postgres(config), PgBouncer(config), Redis(config), Api(config), Nginx(config)]
 
 
@@ -67,7 +72,7 @@ def main(argv: list[str]) -> int:
         if unknown := sorted(set(args.components) - set(names)):
             raise StackError(f"unknown component(s) {unknown}; choose from {names}")
         chosen = [c for c in every if not args.components or c.name in args.components]
-        everything = len(chosen) == len(every)
+        everything = len(chosen) == len(every) and not config.variant
         if args.command == "up":
             up(config, chosen, everything)
         elif args.command == "down":

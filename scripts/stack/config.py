@@ -18,6 +18,9 @@ TEMPLATES = ROOT / "deploy" / "stack"
 POSTGRES_HEADROOM = 30
 # PgBouncer client slots kept free of the API's pools: admin console, bench, operators.
 PGBOUNCER_CLIENT_RESERVE = 100
+# What a variant (STACK_VARIANT) runs of its own, beside the stack's data tier.
+VARIANT_COMPONENTS = ("api", "nginx")
+API_DATABASES = ("pgbouncer", "direct")
 
 
 class StackError(Exception):
@@ -85,6 +88,12 @@ class StackConfig:
     log_level: str
     graceful_shutdown_s: int
     jwt_secret: str | None  # None: generated once and kept in the state dir
+    # STACK_VARIANT: a second API (+ nginx) beside the stack, on ports of its own, sharing
+    # its PostgreSQL, PgBouncer, Redis and secrets: the bench's baselines, same code.
+    variant: str = ""
+    # STACK_API_DATABASE: "pgbouncer" (the design) or "direct" (the API connects straight
+    # to PostgreSQL, the naive baseline the bench compares against).
+    api_database: str = "pgbouncer"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "StackConfig":
@@ -108,6 +117,12 @@ class StackConfig:
             db_pool_timeout=float(env.get("DB_POOL_TIMEOUT") or 10),
         )
         state = Path(env.get("STACK_DIR") or ROOT / ".stack")
+        variant = env.get("STACK_VARIANT", "")
+        if variant and not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,31}", variant):
+            raise StackError(f"STACK_VARIANT={variant!r}: use lower-case letters, digits and -")
+        api_database = env.get("STACK_API_DATABASE") or "pgbouncer"
+        if api_database not in API_DATABASES:
+            raise StackError(f"STACK_API_DATABASE={api_database!r}: choose from {API_DATABASES}")
         return cls(
             state=state if state.is_absolute() else ROOT / state,
             host="127.0.0.1",
@@ -124,9 +139,13 @@ class StackConfig:
             log_level=env.get("LOG_LEVEL") or "INFO",
             graceful_shutdown_s=number("STACK_GRACEFUL_SHUTDOWN_S", 20),
             jwt_secret=env.get("JWT_SECRET") or None,
+            variant=variant,
+            api_database=api_database,
         )
 
     def dir(self, component: str) -> Path:
+        if self.variant and component in VARIANT_COMPONENTS:
+            return self.state / "variants" / self.variant / component
         return self.state / component
 
     @cached_property
@@ -140,6 +159,13 @@ class StackConfig:
     def database_url(self) -> str:
         """The API's URL: through PgBouncer, as the app role."""
         return self.postgres_url(APP_ROLE, self.secrets.app, self.ports.pgbouncer, DATABASE)
+
+    @property
+    def api_database_url(self) -> str:
+        """Where the API's pool connects: PgBouncer, or PostgreSQL itself (a baseline)."""
+        if self.api_database == "direct":
+            return self.postgres_url(APP_ROLE, self.secrets.app, self.ports.postgres, DATABASE)
+        return self.database_url
 
     @property
     def direct_database_url(self) -> str:
@@ -182,7 +208,7 @@ class StackConfig:
     def api_env(self) -> dict[str, str]:
         """Environment variables the API workers read (app/config.py)."""
         return {
-            "DATABASE_URL": self.database_url,
+            "DATABASE_URL": self.api_database_url,
             "DIRECT_DATABASE_URL": self.direct_database_url,
             "REDIS_URL": self.redis_url,
             "DB_POOL_SIZE": str(self.sizing.db_pool_size),

@@ -46,9 +46,10 @@ class Api(Component):
             *("--proxy-headers", "--forwarded-allow-ips", "127.0.0.1"),
             *("--no-access-log", "--no-server-header", "--log-level", config.log_level.lower()),
         ]
+        via = "straight to PostgreSQL" if config.api_database == "direct" else "via PgBouncer"
         log(
             f"starting {sizing.workers} API workers on {self.port} "
-            f"(DB pool {sizing.db_pool_size}+{sizing.db_max_overflow} each)"
+            f"(DB pool {sizing.db_pool_size}+{sizing.db_max_overflow} each, {via})"
         )
         with self.log_file.open("ab") as output:
             process = subprocess.Popen(

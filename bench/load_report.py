@@ -1,0 +1,255 @@
+"""The Markdown report of one bench.loadtest run (bench/results/<UTC>/report.md)."""
+
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bench.targets import ARCHITECTURES
+
+Step = Mapping[str, Any]
+CPU_GROUPS = ("nginx", "API", "PgBouncer", "PostgreSQL", "Redis", "load generator", "other", "idle")
+PHASES = {
+    "wrk": "Raw load: wrk, mixed reads, no think time",
+    "mixed": "User journeys with think time (Locust, mixed)",
+    "storm": "Favorite storm",
+    "viral": "Viral article (stack)",
+    "burst": "Sign-up/login burst (stack)",
+}
+
+
+def errors(step: Step) -> tuple[int, str]:
+    """(how many, what) of a step's failed requests."""
+    if step["phase"] == "wrk":
+        kinds: Mapping[str, int] = step.get("errors") or {}
+        total = int(step.get("non_2xx", 0)) + int(step.get("socket_errors", 0))
+    elif step["phase"] == "storm":
+        statuses: Mapping[str, int] = step.get("statuses") or {}
+        kinds = {k: n for k, n in statuses.items() if not k.endswith(" 200")}
+        total = sum(kinds.values())
+    else:
+        kinds = step.get("errors") or {}
+        total = int(step.get("failures_total", 0))
+    text = ", ".join(f"{n:,} x {kind}" for kind, n in sorted(kinds.items(), key=lambda x: -x[1]))
+    return total, text
+
+
+def _pg(step: Step) -> str:
+    peak = step.get("pg_backends_peak")
+    return "n/a" if peak is None else str(peak)
+
+
+def _pgbouncer(step: Step) -> str:
+    waiting = step.get("pgb_cl_waiting_peak")
+    if waiting is None:
+        return "n/a"
+    return f"{waiting} / {step.get('pgb_maxwait_ms_peak') or 0:,.0f} ms"
+
+
+def _log(step: Step) -> str:
+    logged: Mapping[str, int] = step.get("postgres_log") or {}
+    return ", ".join(f"{n:,} x {what}" for what, n in logged.items()) or "-"
+
+
+def one_line(step: Step) -> str:
+    count, what = errors(step)
+    return (
+        f"{step['phase']:<6} {step['architecture']:<7} {step['load']:>6,}  "
+        f"{step.get('rps', 0):8,.1f} req/s  p50 {step.get('p50_ms', 0):8,.1f}  "
+        f"p99 {step.get('p99_ms', 0):8,.1f}  max {step.get('max_ms', 0):8,.1f} ms  "
+        f"errors {count:,}{f' ({what})' if what else ''}  PG peak {_pg(step)}  "
+        f"PgBouncer waiting/maxwait {_pgbouncer(step)}"
+    )
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 2) -> str:
+    align = ["---" if i < left else "---:" for i in range(len(header))]
+    return "\n".join("| " + " | ".join(r) + " |" for r in [header, align, *rows]) + "\n"
+
+
+def _label(key: str) -> str:
+    return ARCHITECTURES[key].label if key in ARCHITECTURES else key
+
+
+def load_table(steps: Sequence[Step], phase: str) -> str:
+    unit = "connections" if phase == "wrk" else "users"
+    header = ["architecture", unit, "req/s", "p50 ms", "p99 ms", "max ms", "errors"]
+    header += ["peak PG backends", "PgBouncer waiting / maxwait", "PostgreSQL log", "error kinds"]
+    rows = []
+    for s in steps:
+        if s["phase"] != phase:
+            continue
+        count, what = errors(s)
+        rows.append([
+            _label(s["architecture"]), f"{s['load']:,}", f"{s.get('rps', 0):,.1f}",
+            f"{s.get('p50_ms', 0):,.0f}", f"{s.get('p99_ms', 0):,.0f}", f"{s.get('max_ms', 0):,.0f}",
+            f"{count:,}", _pg(s), _pgbouncer(s), _log(s), what or "-",
+        ])  # fmt: skip
+    return _table(header, rows)
+
+
+def cpu_table(steps: Sequence[Step], phase: str) -> str:
+    header = ["architecture", "load", *CPU_GROUPS]
+    rows = [
+        [_label(s["architecture"]), f"{s['load']:,}"]
+        + [f"{s['cpu'][g]:.2f}" if g in s.get("cpu", {}) else "-" for g in CPU_GROUPS]
+        for s in steps
+        if s["phase"] == phase
+    ]
+    return _table(header, rows)
+
+
+def storm_table(steps: Sequence[Step]) -> str:
+    header = ["architecture", "users", "favorite req/s", "p50 ms", "p99 ms", "max ms", "answers"]
+    header += ["acknowledged", "favoritesCount", "favorite rows", "exact", "peak PG backends"]
+    rows = []
+    for s in steps:
+        if s["phase"] != "storm":
+            continue
+        answers = ", ".join(f"{n:,} x {k}" for k, n in sorted((s.get("statuses") or {}).items()))
+        rows.append([
+            _label(s["architecture"]), f"{s['load']:,}", f"{s.get('rps', 0):,.1f}",
+            f"{s.get('p50_ms', 0):,.0f}", f"{s.get('p99_ms', 0):,.0f}", f"{s.get('max_ms', 0):,.0f}",
+            answers, str(s.get("expected_favorites")), str(s.get("favoritesCount_api")),
+            str(s.get("favorite_rows")), "yes" if s.get("exact") else "**no**", _pg(s),
+        ])  # fmt: skip
+    return _table(header, rows)
+
+
+def targets(steps: Sequence[Step]) -> list[str]:
+    """The issue's targets for the stack, checked against this run."""
+    mine = [s for s in steps if s["architecture"] == "stack"]
+    if not mine:
+        return ["_the stack was not measured in this run_"]
+    failing = [s for s in mine if errors(s)[0]]
+    peak = max(
+        (s["pg_backends_peak"] for s in mine if s.get("pg_backends_peak") is not None), default=None
+    )
+    at_1000 = [s for s in mine if s["phase"] == "mixed" and s["load"] == 1000]
+    lines = [
+        "| target | result | met |",
+        "| --- | --- | --- |",
+        "| zero errors at every step | "
+        + (
+            "none"
+            if not failing
+            else "; ".join(f"{s['phase']} {s['load']:,}: {errors(s)[0]:,}" for s in failing)
+        )
+        + f" | {'yes' if not failing else 'no'} |",
+        f"| PostgreSQL client backends ≤ 20 at every step | peak {peak} | "
+        f"{'yes' if peak is not None and peak <= 20 else 'no'} |",
+    ]
+    if at_1000:
+        p99 = at_1000[0]["p99_ms"]
+        lines.append(
+            f"| p99 ≤ 150 ms at 1,000 users with think time | {p99:,.0f} ms | {'yes' if p99 <= 150 else 'no'} |"
+        )
+    else:
+        lines.append(
+            "| p99 ≤ 150 ms at 1,000 users with think time | not measured in this run | - |"
+        )
+    return lines
+
+
+def collapses(steps: Sequence[Step]) -> list[str]:
+    """Where each architecture first failed requests, per phase, and how."""
+    lines = []
+    for key in ARCHITECTURES:
+        for phase in ("wrk", "mixed", "storm"):
+            ordered = sorted(
+                (s for s in steps if s["architecture"] == key and s["phase"] == phase),
+                key=lambda s: s["load"],
+            )
+            first = next((s for s in ordered if errors(s)[0]), None)
+            if first is None:
+                if ordered:
+                    lines.append(
+                        f"- {_label(key)}, {PHASES[phase]}: no failed request up to {ordered[-1]['load']:,}."
+                    )
+                continue
+            count, what = errors(first)
+            total = first.get("requests") or first.get("favorite_requests") or 0
+            lines.append(
+                f"- {_label(key)}, {PHASES[phase]}: fails from **{first['load']:,}** on: "
+                f"{count:,} failed of {total:,} requests ({what}); PostgreSQL logged: {_log(first)}; "
+                f"peak PostgreSQL backends {_pg(first)}."
+            )
+    return lines
+
+
+def render(meta: Mapping[str, Any], steps: Sequence[Step], charts: Sequence[str]) -> str:
+    args = meta["args"]
+    present = [p for p in PHASES if any(s["phase"] == p for s in steps)]
+    lines = [
+        f"# Load test, {meta['started'][:16].replace('T', ' ')} UTC",
+        "",
+        f"`{shlex.join(['python', '-m', 'bench.loadtest', *sys.argv[1:]])}` — {meta['minutes']} min, "
+        f"all on one machine ({meta['machine'].get('cores (nproc)', '?')} cores, shared with "
+        "the load generator and other users' work: read ratios within this run).",
+        "",
+        "Architectures (same code, same data, same machine; baselines switched by configuration):",
+        "",
+        *[
+            f"- **{a.label}**: {a.description}"
+            for k, a in ARCHITECTURES.items()
+            if k in args["architectures"]
+        ],
+        "- **cache off**: no variant yet, the API has no cache (issue 6); every run here is uncached.",
+        "",
+        "## Targets for the stack",
+        "",
+        *targets(steps),
+        "",
+        "## Where the baselines collapse",
+        "",
+        *collapses(steps),
+        "",
+    ]
+    lines += [f"![{c}]({c})" for c in charts] + [""]
+    for phase in present:
+        lines += [f"## {PHASES[phase]}", "", _phase_note(phase, args), ""]
+        lines += [storm_table(steps) if phase == "storm" else load_table(steps, phase)]
+        lines += ["CPU in cores busy while measuring (`other`: the rest of the machine):", ""]
+        lines += [cpu_table(steps, phase)]
+    lines += [
+        "## Data set",
+        "",
+        _table(list(meta["dataset"]), [[f"{v:,}" for v in meta["dataset"].values()]], 0),
+    ]
+    facts = {
+        **meta["machine"],
+        **meta["packages"],
+        **{f"stack {k}": v for k, v in meta["stack"].items()},
+    }
+    lines += [
+        "## Machine and versions",
+        "",
+        _table(["", ""], [[k, str(v)] for k, v in facts.items()], 2),
+    ]
+    lines += [
+        "Raw figures: `results.json`; wrk output `wrk-*.txt`; Locust CSVs and logs `locust-*`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _phase_note(phase: str, args: Mapping[str, Any]) -> str:
+    think = "-".join(str(x) for x in args["think_s"])
+    return {
+        "wrk": f"Closed loop: every connection sends its next request as soon as the answer "
+        f"arrives, {args['duration']} s per step after a warm-up; 30 % article list pages, 10 % tag "
+        "pages, 30 % single articles, 20 % comments, 10 % profiles, 20 % with a logged-in token. "
+        f"wrk timeout {args['wrk_timeout']:g} s (latencies above it are not in the percentiles).",
+        "mixed": f"Each user: front page (+ tags), open article (+ comments), tag page, profile "
+        f"(+ their articles); 20 % are members (5 % of them log in, the rest resume a session) who "
+        f"also read their feed, favorite, follow, comment, publish. Think time {think} s between "
+        f"page views. Users start evenly over {args['ramp']:g} s, then {args['journey_time']} s are "
+        "measured (statistics reset once all run; req/s = requests in that window / its length).",
+        "storm": "Every user holds an open connection, then all favorite one fresh article at once; "
+        "20 % favorite it again (a no-op), 10 % take it back. `acknowledged` = users whose last "
+        "2xx answer leaves a favorite; it must equal favoritesCount and the rows.",
+        "viral": f"As the journeys, but 80 % of article views (and members' favorites and comments) "
+        f"go to one article; think time {think} s.",
+        "burst": "Every user arrives within a second or two: half sign up, half log in (argon2), then "
+        "read the front page.",
+    }[phase]

@@ -1,0 +1,356 @@
+"""`make bench`: load against the running stack and its baselines, in one run, same data.
+
+    make stack && make bench                       # full run (~20 min), report in bench/results/
+    make bench BENCH_ARGS=--quick                  # small data, shorter and fewer steps (< 5 min)
+    .venv/bin/python -m bench.loadtest --stack-dir .stack --phases wrk --architectures stack
+
+Phases, each run against every architecture (bench/targets.py: the stack, naive pools straight
+to PostgreSQL, one process without nginx):
+  wrk        mixed reads, closed loop (no think time), 100 / 1,000 / 5,000 connections
+  journeys   Locust users with think time (bench/journeys.py), 100 / 1,000 / 5,000 / 10,000
+  storm      N users favorite one article at the same moment; counts checked afterwards
+  scenarios  the stack only: a viral article, a sign-up/login burst
+Every step samples PostgreSQL's client backends and PgBouncer's pools every 100 ms and the
+CPU of each component. Everything targets loopback and every step is bounded in time.
+The database of the stack is emptied and seeded first (bench/seed.py) unless --no-seed.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from bench import charts, load_report, seed, storm
+from bench.locust_run import run_locust
+from bench.machine import CpuShare, machine_info, package_versions
+from bench.samplers import Sampler
+from bench.targets import ARCHITECTURES, DEFAULT_STACK_DIR, Stack, Target, running
+from bench.wrk import ensure_wrk, mixed_script, run_wrk, wrk_version
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+MIX = {"list": 0.3, "tag": 0.1, "article": 0.3, "comments": 0.2, "profile": 0.1}
+LOGGED_IN = 0.2  # share of wrk requests and of Locust users that carry a token
+NOFILE_NEEDED = 12_000
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.loadtest", description=__doc__.splitlines()[0] if __doc__ else ""
+    )
+    parser.add_argument(
+        "--stack-dir", type=Path, default=Path(os.environ.get("STACK_DIR") or DEFAULT_STACK_DIR)
+    )
+    parser.add_argument("--quick", action="store_true", help="small data, fewer and shorter steps")
+    parser.add_argument("--architectures", default=",".join(ARCHITECTURES))
+    parser.add_argument("--phases", default="wrk,journeys,storm,scenarios")
+    parser.add_argument("--connections", type=_ints, help="wrk steps (default 100,1000,5000)")
+    parser.add_argument("--users", type=_ints, help="Locust steps (default 100,1000,5000,10000)")
+    parser.add_argument("--duration", type=int, help="seconds measured per wrk step (25)")
+    parser.add_argument("--journey-time", type=int, help="seconds measured per Locust step (30)")
+    parser.add_argument("--think", default="5:15", help="seconds between page views, min:max")
+    parser.add_argument(
+        "--ramp", type=float, help="seconds to start a step's users (default: mean think time)"
+    )
+    parser.add_argument("--storm", type=int, help="favorite storm users (1000)")
+    parser.add_argument("--burst", type=int, help="sign-up/login burst users (300)")
+    parser.add_argument("--viral-users", type=int, help="viral article users (1000)")
+    parser.add_argument(
+        "--size", choices=sorted(seed.PRESETS), help="data set (default; quick: small)"
+    )
+    parser.add_argument("--no-seed", action="store_true", help="keep the stack's data as it is")
+    parser.add_argument(
+        "--wrk-timeout", type=float, default=60, help="wrk's per-request timeout (s)"
+    )
+    parser.add_argument("--out", type=Path, help="results folder (default: timestamped)")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    defaults: dict[str, Any] = {
+        "connections": [100, 1000] if quick else [100, 1000, 5000],
+        "users": [100, 1000] if quick else [100, 1000, 5000, 10000],
+        "duration": 8 if quick else 25,
+        "journey_time": 10 if quick else 30,
+        "storm": 100 if quick else 1000,
+        "burst": 40 if quick else 300,
+        "viral_users": 100 if quick else 1000,
+        "size": "small" if quick else "default",
+    }
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.architectures = [a for a in args.architectures.split(",") if a]
+    if unknown := set(args.architectures) - set(ARCHITECTURES):
+        parser.error(f"unknown architectures {sorted(unknown)}; choose from {list(ARCHITECTURES)}")
+    args.phases = [p for p in args.phases.split(",") if p]
+    low, high = (float(x) for x in args.think.split(":"))
+    args.think_s = (low, high)
+    # Users arrive spread over one think time, so the first page views do not all land at once.
+    args.ramp = (low + high) / 2 if args.ramp is None else args.ramp
+    return args
+
+
+def raise_nofile(needed: int = NOFILE_NEEDED) -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < min(needed, hard):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
+    return min(needed, hard)
+
+
+def sample_data(direct_url: str) -> dict[str, Any]:
+    """What the load generators pick from: real slugs, usernames and popular tags."""
+    with psycopg.connect(direct_url) as conn:
+        slugs = [
+            r[0] for r in conn.execute("SELECT slug FROM articles ORDER BY md5(slug) LIMIT 500")
+        ]
+        users = [
+            r[0]
+            for r in conn.execute("SELECT username FROM users ORDER BY md5(username) LIMIT 300")
+        ]
+        tags = [
+            r[0]
+            for r in conn.execute(
+                "SELECT tag FROM (SELECT unnest(tag_list) AS tag FROM articles LIMIT 20000) t"
+                " GROUP BY tag ORDER BY count(*) DESC LIMIT 50"
+            )
+        ]
+        viral = conn.execute(
+            "SELECT slug FROM articles ORDER BY favorites_count DESC, id LIMIT 1"
+        ).fetchone()
+    return {"slugs": slugs, "users": users, "tags": tags, "viral": viral[0] if viral else slugs[0]}
+
+
+def dataset(direct_url: str) -> tuple[dict[str, int], dict[str, str]]:
+    with psycopg.connect(direct_url) as conn:
+        counts = {}
+        for table in ("users", "articles", "comments", "favorites", "follows", "tags"):
+            row = conn.execute(
+                sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
+            ).fetchone()
+            counts[table] = row[0] if row else 0
+        version = conn.execute("SHOW server_version").fetchone()
+        max_conn = conn.execute("SHOW max_connections").fetchone()
+    return counts, {
+        "PostgreSQL": version[0] if version else "?",
+        "PostgreSQL max_connections": max_conn[0] if max_conn else "?",
+    }
+
+
+def tool_versions() -> dict[str, str]:
+    def first_line(*command: str) -> str:
+        try:
+            run = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)  # noqa: S603
+        except OSError:
+            return "-"
+        return ((run.stdout or run.stderr).strip().splitlines() or ["-"])[0]
+
+    return {
+        "PgBouncer": first_line("pgbouncer", "--version"),
+        "nginx": first_line("nginx", "-v"),
+        "Redis": first_line("redis-server", "--version"),
+        "locust": first_line(str(Path(sys.executable).parent / "locust"), "--version"),
+    }
+
+
+def reconnect_pgbouncer(stack: Stack) -> None:
+    """Close PgBouncer's idle server connections, so a baseline starts with PostgreSQL's
+    connection slots free (they hold up to 20 for 60 s after the last use)."""
+    try:
+        with psycopg.connect(
+            stack.env["PGBOUNCER_ADMIN_URL"], autocommit=True, cursor_factory=psycopg.ClientCursor
+        ) as conn:
+            conn.execute("RECONNECT")
+    except psycopg.Error as exc:
+        print(f"  (PgBouncer RECONNECT failed: {exc})", flush=True)
+
+
+class Runner:
+    def __init__(self, args: argparse.Namespace, stack: Stack, out: Path) -> None:
+        self.args, self.stack, self.out = args, stack, out
+        self.steps: list[dict[str, Any]] = []
+        self.data: dict[str, Any] = {}
+        self.wrk = ""
+
+    def measured(self, target: Target, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Run `measure` with the samplers and CPU accounting around it."""
+        env = self.stack.env
+        cpu = CpuShare(target.roots, own="load generator")
+        postgres_log = self.stack.dir / "postgres" / "postgres.log"
+        with Sampler(env["DIRECT_DATABASE_URL"], env["PGBOUNCER_ADMIN_URL"], postgres_log) as s:
+            time.sleep(0.3)  # a first sample before the load
+            cpu.start()
+            result = measure()
+            shares = cpu.stop()
+        return result | {"cpu": {k: round(v, 2) for k, v in shares.items()}} | s.samples.summary()
+
+    def record(self, step: dict[str, Any]) -> None:
+        self.steps.append(step)
+        print("  " + load_report.one_line(step), flush=True)
+        (self.out / "results.json").write_text(json.dumps({"steps": self.steps}, indent=2))
+
+    def wrk_phase(self, target: Target) -> None:
+        key = target.architecture.key
+        script = self.out / f"mixed-{key}.lua"
+        tokens = [t for _, t in self.data["tokens"][:50]]
+        picks = {k: self.data[k] for k in ("slugs", "users", "tags")}
+        script.write_text(mixed_script(**picks, tokens=tokens, mix=MIX, logged_in=LOGGED_IN))
+        run_wrk(self.wrk, target.base_url, script, connections=64, threads=2, duration_s=3)
+        for connections in self.args.connections:
+            time.sleep(2)
+            threads = 2 if connections >= 2 else 1
+
+            def measure(connections: int = connections, threads: int = threads) -> dict[str, Any]:
+                r = run_wrk(
+                    self.wrk, target.base_url, script, connections=connections, threads=threads,
+                    duration_s=self.args.duration, timeout_s=self.args.wrk_timeout,
+                )  # fmt: skip
+                (self.out / f"wrk-{key}-{connections}.txt").write_text(r.output)
+                return {
+                    "requests": r.requests, "rps": round(r.rps, 1), "p50_ms": r.p50_ms,
+                    "p90_ms": r.p90_ms, "p99_ms": r.p99_ms, "max_ms": r.max_ms,
+                    "non_2xx": r.non_2xx, "socket_errors": r.socket_errors,
+                    "errors": dict(r.errors),
+                }  # fmt: skip
+
+            step = {"phase": "wrk", "architecture": key, "load": connections}
+            self.record(step | self.measured(target, measure))
+
+    def journeys_phase(self, target: Target, scenario: str, users_steps: Sequence[int]) -> None:
+        key = target.architecture.key
+        for users in users_steps:
+            time.sleep(2)
+            ramp = self.args.ramp
+            prefix = self.out / f"locust-{scenario}-{key}-{users}"
+
+            def measure(
+                users: int = users, ramp: float = ramp, prefix: Path = prefix
+            ) -> dict[str, Any]:
+                r = run_locust(
+                    target.base_url, users=users, spawn_rate=users / max(ramp, 0.1),
+                    run_time_s=int(ramp + 1) + self.args.journey_time, out_prefix=prefix,
+                    env=self.locust_env(scenario),
+                )  # fmt: skip
+                result = asdict(r)
+                # Locust's own rate spans first to last request; ours spans the window.
+                result["rps"] = round(r.requests / self.args.journey_time, 1)
+                result["errors"] = dict(r.errors)
+                result["failures_total"] = result.pop("failures")
+                return result
+
+            step = {"phase": scenario, "architecture": key, "load": users}
+            self.record(step | self.measured(target, measure))
+
+    def locust_env(self, scenario: str) -> dict[str, str]:
+        data_file = self.out / "journey-data.json"
+        if not data_file.exists():
+            shared = {k: self.data[k] for k in ("slugs", "users", "tags", "viral")}
+            tokens = self.data["tokens"][:200]
+            data_file.write_text(
+                json.dumps(shared | {"tokens": tokens, "run": self.out.name.lower()})
+            )
+        low, high = self.args.think_s
+        return {
+            "BENCH_DATA": str(data_file),
+            "BENCH_SCENARIO": scenario,
+            "BENCH_THINK": f"{low:g}:{high:g}",
+            "BENCH_MEMBER_SHARE": str(LOGGED_IN),
+        }
+
+    def storm_phase(self, target: Target) -> None:
+        tokens = [t for _, t in self.data["tokens"][: self.args.storm]]
+        run = f"{self.out.name}-{target.architecture.key}".lower()
+
+        def measure() -> dict[str, Any]:
+            result = asyncio.run(
+                storm.favorite_storm(
+                    target.base_url + "/api", self.stack.env["DIRECT_DATABASE_URL"], tokens, run
+                )
+            )
+            return result.summary()
+
+        step = {"phase": "storm", "architecture": target.architecture.key, "load": len(tokens)}
+        self.record(step | self.measured(target, measure))
+
+    def run(self) -> None:
+        args = self.args
+        for key in args.architectures:
+            architecture = ARCHITECTURES[key]
+            print(f"{architecture.label}: {architecture.description}", flush=True)
+            reconnect_pgbouncer(self.stack)
+            with running(self.stack, architecture) as target:
+                if "wrk" in args.phases:
+                    self.wrk_phase(target)
+                if "journeys" in args.phases:
+                    self.journeys_phase(target, "mixed", args.users)
+                if "storm" in args.phases:
+                    self.storm_phase(target)
+                if "scenarios" in args.phases and key == "stack":
+                    self.journeys_phase(target, "viral", [args.viral_users])
+                    self.journeys_phase(target, "burst", [args.burst])
+
+
+def prepare(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
+    direct = stack.env["DIRECT_DATABASE_URL"]
+    if not args.no_seed:
+        seed.main(["--database-url", direct, "--size", args.size, "--truncate"])
+    data = sample_data(direct)
+    logins = max(args.storm, 50 if args.quick else 200)
+    print(f"logging in {logins} seeded users (argon2: a few at a time)", flush=True)
+    started = time.monotonic()
+    data["tokens"] = asyncio.run(
+        storm.login_many(stack.api_url, [f"user{n}@example.com" for n in range(1, logins + 1)])
+    )
+    print(f"  {logins} logins in {time.monotonic() - started:.1f} s", flush=True)
+    return data
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    args = parse_args(argv)
+    started = datetime.now(UTC)
+    out = args.out or RESULTS / started.strftime("%Y%m%dT%H%M%SZ")
+    out.mkdir(parents=True, exist_ok=True)
+    stack = Stack.load(args.stack_dir.resolve())
+    nofile = raise_nofile()
+    runner = Runner(args, stack, out)
+    runner.wrk = ensure_wrk()
+    info = machine_info() | {"RLIMIT_NOFILE (load generator)": str(nofile)}
+    runner.data = prepare(args, stack)
+    counts, pg = dataset(stack.env["DIRECT_DATABASE_URL"])
+    info |= pg | tool_versions() | {"wrk": wrk_version(runner.wrk)}
+    wall = time.monotonic()
+    try:
+        runner.run()
+    finally:
+        meta = {
+            "started": started.isoformat(),
+            "minutes": round((time.monotonic() - wall) / 60, 1),
+            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "machine": info,
+            "packages": package_versions(),
+            "dataset": counts,
+            "stack": {k: v for k, v in stack.env.items() if "URL" not in k},
+        }
+        (out / "results.json").write_text(json.dumps(meta | {"steps": runner.steps}, indent=2))
+    made = charts.draw(runner.steps, out)
+    (out / "report.md").write_text(load_report.render(meta, runner.steps, made))
+    print(f"report: {out / 'report.md'}", flush=True)
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""What the stack does while it is loaded, sampled from a thread of its own: PostgreSQL's client
+backends of the app (pg_stat_activity), PgBouncer's pools (SHOW POOLS), and the lines
+PostgreSQL logs meanwhile (too many clients, prepared statements, ...)."""
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+INTERVAL_S = 0.1
+# The app's backends: its role and database, through PgBouncer or straight (a baseline).
+BACKENDS = """
+SELECT count(*) FILTER (WHERE state = 'active'), count(*)
+  FROM pg_stat_activity
+ WHERE backend_type = 'client backend' AND datname = %s AND usename = %s
+   AND pid <> pg_backend_pid()
+"""
+# PostgreSQL log lines worth counting, by what they say.
+LOG_PATTERNS = {
+    "too many clients": "too many clients",
+    "remaining connection slots are reserved": "connection slots reserved",
+    "prepared statement": "prepared statement",
+    "canceling statement": "statement canceled",
+    "deadlock detected": "deadlock",
+    "could not serialize": "serialization failure",
+}
+
+
+@dataclass
+class Samples:
+    backends: list[int] = field(default_factory=list)
+    active: list[int] = field(default_factory=list)
+    cl_waiting: list[int] = field(default_factory=list)
+    maxwait_ms: list[float] = field(default_factory=list)
+    sv_active: list[int] = field(default_factory=list)
+    sampler_errors: Counter[str] = field(default_factory=Counter)
+    postgres_log: Counter[str] = field(default_factory=Counter)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "pg_samples": len(self.backends),
+            "pg_backends_peak": max(self.backends, default=None),
+            "pg_active_peak": max(self.active, default=None),
+            "pgb_samples": len(self.cl_waiting),
+            "pgb_cl_waiting_peak": max(self.cl_waiting, default=None),
+            "pgb_maxwait_ms_peak": max(self.maxwait_ms, default=None),
+            "pgb_sv_active_peak": max(self.sv_active, default=None),
+            "postgres_log": dict(self.postgres_log),
+            "sampler_errors": dict(self.sampler_errors),
+        }
+
+
+class Sampler:
+    """Every INTERVAL_S until stopped; a failed sample is counted, never fatal (PostgreSQL
+    refusing even the sampler is what a collapsing baseline looks like)."""
+
+    def __init__(
+        self,
+        direct_url: str,
+        pgbouncer_admin_url: str | None,
+        postgres_log: Path | None,
+        *,
+        database: str = "conduit",
+        role: str = "conduit",
+    ) -> None:
+        self._direct_url = direct_url
+        self._admin_url = pgbouncer_admin_url
+        self._log = postgres_log
+        self._who = (database, role)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
+        self._log_offset = 0
+        self.samples = Samples()
+
+    def __enter__(self) -> "Sampler":
+        if self._log and self._log.exists():
+            self._log_offset = self._log.stat().st_size
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._read_log()
+
+    def _read_log(self) -> None:
+        if not self._log or not self._log.exists():
+            return
+        with self._log.open("rb") as log:
+            log.seek(self._log_offset)
+            for raw in log:
+                line = raw.decode(errors="replace")
+                for pattern, name in LOG_PATTERNS.items():
+                    if pattern in line:
+                        self.samples.postgres_log[name] += 1
+
+    def _run(self) -> None:
+        # One monitoring connection, opened before the load starts and kept: a baseline that
+        # exhausts max_connections cannot lock the sampler out (the owner role has no
+        # reserved slot, so reconnecting could fail).
+        pg = self._connect(self._direct_url)
+        admin = self._connect(self._admin_url, admin=True) if self._admin_url else None
+        try:
+            while not self._stop.is_set():
+                started = time.monotonic()
+                pg = self._sample_postgres(pg)
+                if self._admin_url:
+                    admin = self._sample_pgbouncer(admin)
+                self._stop.wait(max(0.0, INTERVAL_S - (time.monotonic() - started)))
+        finally:
+            for conn in (pg, admin):
+                if conn is not None:
+                    conn.close()
+
+    def _connect(self, url: str | None, *, admin: bool = False) -> psycopg.Connection[Any] | None:
+        if url is None:
+            return None
+        try:
+            if admin:  # the admin console speaks the simple query protocol only
+                return psycopg.connect(
+                    url, autocommit=True, connect_timeout=2, cursor_factory=psycopg.ClientCursor
+                )
+            return psycopg.connect(url, autocommit=True, connect_timeout=2)
+        except psycopg.Error as exc:
+            self.samples.sampler_errors[type(exc).__name__] += 1
+            return None
+
+    def _sample_postgres(
+        self, conn: psycopg.Connection[Any] | None
+    ) -> psycopg.Connection[Any] | None:
+        conn = conn or self._connect(self._direct_url)
+        if conn is None:
+            return None
+        try:
+            row = conn.execute(BACKENDS, self._who).fetchone()
+        except psycopg.Error as exc:
+            self.samples.sampler_errors[type(exc).__name__] += 1
+            conn.close()
+            return None
+        if row:
+            self.samples.active.append(row[0])
+            self.samples.backends.append(row[1])
+        return conn
+
+    def _sample_pgbouncer(
+        self, conn: psycopg.Connection[Any] | None
+    ) -> psycopg.Connection[Any] | None:
+        conn = conn or self._connect(self._admin_url, admin=True)
+        if conn is None:
+            return None
+        try:
+            cursor = conn.execute("SHOW POOLS")
+            names = [c.name for c in cursor.description or []]
+            rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        except psycopg.Error as exc:
+            self.samples.sampler_errors[type(exc).__name__] += 1
+            conn.close()
+            return None
+        pools = [r for r in rows if r.get("database") == self._who[0]]
+        self.samples.cl_waiting.append(sum(int(r["cl_waiting"]) for r in pools))
+        self.samples.sv_active.append(sum(int(r["sv_active"]) for r in pools))
+        waits = [int(r["maxwait"]) * 1000 + int(r.get("maxwait_us", 0)) / 1000 for r in pools]
+        self.samples.maxwait_ms.append(max(waits, default=0.0))
+        return conn

@@ -1,0 +1,150 @@
+"""Logging the seeded users in once, and the favorite storm: N users favorite one article at
+the same moment, then some favorite it again or take it back; favoritesCount must equal the
+favorite rows afterwards."""
+
+import asyncio
+import random
+import ssl
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import psycopg
+
+from bench.seed import PASSWORD
+
+SHARED_SSL = ssl.create_default_context()  # one context for every client: building one is slow
+
+
+async def login_many(
+    api_url: str, emails: list[str], concurrency: int = 8
+) -> list[tuple[str, str]]:
+    """(email, token) for each seeded user: argon2 makes a login cost ~0.1-0.2 s of CPU, so
+    they run a few at a time, before any measurement."""
+    gate = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=api_url, timeout=120) as client:
+
+        async def one(email: str) -> tuple[str, str]:
+            async with gate:
+                body = {"user": {"email": email, "password": PASSWORD}}
+                response = await client.post("/users/login", json=body)
+                response.raise_for_status()
+                return email, str(response.json()["user"]["token"])
+
+        return list(await asyncio.gather(*(one(e) for e in emails)))
+
+
+@dataclass
+class StormResult:
+    users: int
+    requests: int = 0
+    duration_s: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    statuses: Counter[str] = field(default_factory=Counter)
+    expected: int = 0  # users whose acknowledged answers leave a favorite
+    api_count: int | None = None
+    row_count: int | None = None
+    stored_count: int | None = None
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies_ms) / self.duration_s if self.duration_s else 0.0
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies_ms) or [0.0]
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    @property
+    def exact(self) -> bool:
+        return self.api_count == self.row_count == self.stored_count == self.expected
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "users": self.users,
+            "favorite_requests": len(self.latencies_ms),
+            "rps": round(self.rps, 1),
+            "p50_ms": round(self.percentile(0.5), 1),
+            "p99_ms": round(self.percentile(0.99), 1),
+            "max_ms": round(self.percentile(1.0), 1),
+            "statuses": dict(self.statuses),
+            "expected_favorites": self.expected,
+            "favoritesCount_api": self.api_count,
+            "favorites_count_column": self.stored_count,
+            "favorite_rows": self.row_count,
+            "exact": self.exact,
+        }
+
+
+async def _publish(api_url: str, token: str, run: str) -> str:
+    async with httpx.AsyncClient(base_url=api_url, timeout=60) as client:
+        article = {"title": f"Storm {run}", "description": "favorite storm", "body": "b"}
+        response = await client.post(
+            "/articles", json={"article": article}, headers={"Authorization": f"Token {token}"}
+        )
+        response.raise_for_status()
+        return str(response.json()["article"]["slug"])
+
+
+async def favorite_storm(
+    api_url: str, direct_url: str, tokens: list[str], run: str, timeout_s: float = 120
+) -> StormResult:
+    """Every token favorites one fresh article at once (a barrier releases them together, each
+    on its own open keep-alive connection); then 20 % favorite it again (a no-op) and 10 %
+    unfavorite it. Counts are checked through the API and in PostgreSQL."""
+    slug = await _publish(api_url, tokens[0], run)
+    result = StormResult(users=len(tokens))
+    rng = random.Random(run)
+    again = set(rng.sample(range(len(tokens)), len(tokens) // 5))
+    undo = set(rng.sample(range(len(tokens)), len(tokens) // 10))
+    favorited: set[int] = set()  # users whose last acknowledged answer leaves a favorite
+    barrier = asyncio.Barrier(len(tokens) + 1)
+    path = f"/articles/{slug}/favorite"
+
+    async def call(client: httpx.AsyncClient, i: int, method: str, headers: dict[str, str]) -> None:
+        started = time.monotonic()
+        try:
+            response = await client.request(method, path, headers=headers)
+        except httpx.HTTPError as exc:
+            result.statuses[type(exc).__name__] += 1
+            return
+        result.statuses[f"{method} {response.status_code}"] += 1
+        if method == "POST":
+            result.latencies_ms.append(1000 * (time.monotonic() - started))
+        if response.status_code == 200:
+            (favorited.add if method == "POST" else favorited.discard)(i)
+
+    async def user(i: int, token: str) -> None:
+        headers = {"Authorization": f"Token {token}"}
+        limits = httpx.Limits(max_connections=1)
+        async with httpx.AsyncClient(
+            base_url=api_url, timeout=timeout_s, limits=limits, verify=SHARED_SSL, trust_env=False
+        ) as client:
+            await client.get(f"/articles/{slug}")  # the connection is open before the storm
+            await barrier.wait()
+            await call(client, i, "POST", headers)
+            if i in again:
+                await call(client, i, "POST", headers)
+            if i in undo:
+                await call(client, i, "DELETE", headers)
+
+    tasks = [asyncio.create_task(user(i, t)) for i, t in enumerate(tokens)]
+    async with asyncio.timeout(timeout_s + 60):
+        await barrier.wait()
+        started = time.monotonic()
+        await asyncio.gather(*tasks)
+    result.duration_s = time.monotonic() - started
+    result.expected = len(favorited)
+    async with httpx.AsyncClient(base_url=api_url, timeout=30) as client:
+        article = (await client.get(f"/articles/{slug}")).json()["article"]
+        result.api_count = int(article["favoritesCount"])
+    with psycopg.connect(direct_url) as conn:
+        row = conn.execute(
+            "SELECT a.favorites_count, (SELECT count(*) FROM favorites f WHERE f.article_id = a.id)"
+            " FROM articles a WHERE a.slug = %s",
+            [slug],
+        ).fetchone()
+    if row:
+        result.stored_count, result.row_count = int(row[0]), int(row[1])
+    return result

@@ -1,0 +1,176 @@
+"""What the load test points at: the running stack (`make stack`) and its baselines, which are
+the same code started by `scripts.stack` with other settings (STACK_VARIANT), beside it.
+
+    stack    nginx → K uvicorn workers → PgBouncer (transaction mode, 20 server conns) → PostgreSQL
+    direct   nginx → K uvicorn workers → PostgreSQL, naive pools: 20 + 30 overflow per worker
+    single   one uvicorn process, clients straight to it (no nginx) → PgBouncer → PostgreSQL
+"""
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_STACK_DIR = ROOT / ".stack"
+
+
+@dataclass(frozen=True)
+class Architecture:
+    key: str
+    label: str
+    description: str
+    # Environment for `python -m scripts.stack` (beside the stack's own), None for the stack.
+    variant_env: Mapping[str, str] | None = None
+    nginx: bool = True
+
+
+STACK = Architecture(
+    "stack",
+    "stack (nginx + PgBouncer)",
+    "nginx → K uvicorn workers (pool per `deploy/stack/README.md`) → PgBouncer "
+    "(transaction mode, ≤ 20 server connections) → PostgreSQL",
+)
+DIRECT = Architecture(
+    "direct",
+    "naive pools, no PgBouncer",
+    "nginx → K uvicorn workers → PostgreSQL directly, DB_POOL_SIZE=20 + DB_MAX_OVERFLOW=30 per worker",
+    {"STACK_API_DATABASE": "direct", "DB_POOL_SIZE": "20", "DB_MAX_OVERFLOW": "30"},
+)
+SINGLE = Architecture(
+    "single",
+    "one process, no nginx",
+    "clients → one uvicorn process (no nginx; pool by the same sizing rule with K = 1) → "
+    "PgBouncer → PostgreSQL",
+    {"STACK_WORKERS": "1"},
+    nginx=False,
+)
+ARCHITECTURES = {a.key: a for a in (STACK, DIRECT, SINGLE)}
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A running `make stack`, known from its state directory and stack.env."""
+
+    dir: Path
+    env: Mapping[str, str] = field(repr=False)
+
+    @classmethod
+    def load(cls, directory: Path) -> "Stack":
+        path = directory / "stack.env"
+        if not path.exists():
+            raise SystemExit(f"{path} not found: start the stack first (make stack)")
+        lines = path.read_text().splitlines()
+        env = dict(line.split("=", 1) for line in lines if "=" in line)
+        return cls(directory, env)
+
+    @property
+    def api_url(self) -> str:
+        return self.env["API_URL"]
+
+    @property
+    def workers(self) -> int:
+        return int(self.env.get("API_WORKERS", "2"))
+
+    def pid(self, relative: str) -> int | None:
+        """The pid in one of the stack's pid files, if that process is alive."""
+        try:
+            pid = int((self.dir / relative).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if Path(f"/proc/{pid}").exists() else None
+
+    def data_tier_roots(self) -> dict[str, Callable[[], int | None]]:
+        return {
+            "PgBouncer": lambda: self.pid("pgbouncer/pgbouncer.pid"),
+            "PostgreSQL": lambda: self.pid("postgres/data/postmaster.pid"),
+            "Redis": lambda: self.pid("redis/redis.pid"),
+        }
+
+    def scripts_env(self) -> dict[str, str]:
+        """STACK_* settings that point `scripts.stack` at this stack's data tier."""
+        pgbouncer = urlsplit(self.env["DATABASE_URL"]).port
+        postgres = urlsplit(self.env["DIRECT_DATABASE_URL"]).port
+        redis = urlsplit(self.env["REDIS_URL"]).port
+        return {
+            "STACK_DIR": str(self.dir),
+            "STACK_PGBOUNCER_PORT": str(pgbouncer),
+            "STACK_POSTGRES_PORT": str(postgres),
+            "STACK_REDIS_PORT": str(redis),
+            "STACK_WORKERS": str(self.workers),
+            "STACK_PGBOUNCER_POOL_SIZE": self.env.get("PGBOUNCER_POOL_SIZE", "20"),
+        }
+
+
+@dataclass(frozen=True)
+class Target:
+    """One architecture, running: where clients connect and which processes are its own."""
+
+    architecture: Architecture
+    base_url: str  # without /api
+    roots: Mapping[str, Callable[[], int | None]]
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _scripts_stack(env: Mapping[str, str], *args: str) -> None:
+    run = subprocess.run(  # noqa: S603 - our own launcher
+        [sys.executable, "-m", "scripts.stack", *args],
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("STACK_", "DB_"))}
+        | dict(env),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    if run.returncode != 0:
+        raise RuntimeError(f"scripts.stack {' '.join(args)} failed:\n{run.stdout}{run.stderr}")
+
+
+@contextmanager
+def running(stack: Stack, architecture: Architecture) -> Iterator[Target]:
+    """The stack itself, or a baseline started beside it for the duration of the block."""
+    data = stack.data_tier_roots()
+    if architecture.variant_env is None:
+        base = stack.api_url.removesuffix("/api")
+        roots = {
+            "nginx": lambda: stack.pid("nginx/nginx.pid"),
+            "API": lambda: stack.pid("api/api.pid"),
+        }
+        yield Target(architecture, base, roots | data)
+        return
+    http, https, api = _free_ports(3)
+    env = stack.scripts_env() | dict(architecture.variant_env)
+    env |= {
+        "STACK_VARIANT": architecture.key,
+        "STACK_HTTP_PORT": str(http),
+        "STACK_HTTPS_PORT": str(https),
+        "STACK_API_PORT": str(api),
+    }
+    components = ["api", "nginx"] if architecture.nginx else ["api"]
+    variant = f"variants/{architecture.key}"
+    _scripts_stack(env, "down")  # left over from an interrupted run
+    try:
+        _scripts_stack(env, "up", *components)
+        roots = {"API": lambda: stack.pid(f"{variant}/api/api.pid")}
+        if architecture.nginx:
+            roots = {"nginx": lambda: stack.pid(f"{variant}/nginx/nginx.pid")} | roots
+        base = f"http://127.0.0.1:{http if architecture.nginx else api}"
+        yield Target(architecture, base, roots | data)
+    finally:
+        _scripts_stack(env, "down")
