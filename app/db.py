@@ -9,11 +9,14 @@ DB_PREPARED_STATEMENTS=true (direct connections only) psycopg prepares a
 statement on its fifth use, saving PostgreSQL the planning.
 """
 
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import DateTime, MetaData
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -31,6 +34,10 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+# Opens a pooled connection for reads (see app/dependencies.py `get_connect`).
+Connect = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
 
 
 class Base(DeclarativeBase):

@@ -8,9 +8,11 @@ from typing import Annotated, Any
 from fastapi import Depends, Path, Query, Request
 from fastapi.security import APIKeyHeader
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.cache import Cache, take_changes
 from app.config import Settings
+from app.db import Connect
 from app.errors import Unauthorized
 from app.idempotency import SESSION_SCOPE_KEY
 from app.models import User
@@ -56,7 +58,17 @@ EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 RedisDep = Annotated[Redis | None, Depends(get_redis)]
 
 
-async def get_session(request: Request, sessions: SessionMakerDep) -> AsyncIterator[AsyncSession]:
+async def get_cache(request: Request) -> Cache:
+    cache: Cache = request.state.cache
+    return cache
+
+
+CacheDep = Annotated[Cache, Depends(get_cache)]
+
+
+async def get_session(
+    request: Request, sessions: SessionMakerDep, cache: CacheDep
+) -> AsyncIterator[AsyncSession]:
     """The request's one transaction: committed before the response is sent, or rolled back.
 
     A request with an Idempotency-Key arrives with its transaction already open: the
@@ -73,21 +85,23 @@ async def get_session(request: Request, sessions: SessionMakerDep) -> AsyncItera
             await session.rollback()
             raise
         await session.commit()
+        await cache.publish(take_changes(session))  # after commit, before the response
 
 
 # scope="function": the commit runs before the response goes out, not after it.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
-async def get_reader(
+async def get_connect(
     engine: Annotated[AsyncEngine, Depends(get_reader_engine)],
-) -> AsyncIterator[AsyncConnection]:
-    """A pooled connection in autocommit for endpoints that run one read-only statement."""
-    async with engine.connect() as connection:
-        yield connection
+) -> Connect:
+    """Opens a pooled autocommit connection for single-statement reads, only when needed:
+    a read answered from the cache never takes a connection."""
+    return engine.connect
 
 
-ReaderDep = Annotated[AsyncConnection, Depends(get_reader, scope="function")]
+ConnectDep = Annotated[Connect, Depends(get_connect)]
+
 
 _authorization = APIKeyHeader(
     name="Authorization",

@@ -27,6 +27,7 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.cache import Cache, take_changes
 from app.config import Settings
 from app.errors import AppError
 from app.models import IdempotencyKey
@@ -113,6 +114,8 @@ class Idempotency:
             )
         )
         await session.commit()  # the effect and its stored response, together
+        cache: Cache = scope["state"]["cache"]
+        await cache.publish(take_changes(session))
         await response.forward(send)
 
     def _owner(self, scope: Scope, headers: dict[bytes, bytes]) -> str | None:

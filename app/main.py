@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import compile_path
 
 from app.articles.router import router as articles_router
+from app.cache import Cache
 from app.comments.router import router as comments_router
 from app.config import Settings
 from app.db import make_engine, make_sessionmaker
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "reader": engine.execution_options(isolation_level="AUTOCOMMIT"),
                 "sessionmaker": make_sessionmaker(engine),
                 "redis": redis,
+                "cache": Cache(redis),
                 "hashing": PasswordHashing(settings.password_hash_threads),
             }
         finally:

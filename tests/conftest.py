@@ -5,6 +5,7 @@ outer transaction ("Joining a Session into an External Transaction", SQLAlchemy 
 """
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -15,9 +16,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.cache import Cache
 from app.config import Settings
 from app.db import Base, make_engine, make_sessionmaker
-from app.dependencies import get_reader
+from app.dependencies import get_connect
 from app.main import create_app
 from app.security import PasswordHashing, make_token
 from tests.database import fresh_database
@@ -79,10 +81,16 @@ def serve_with_state(app: FastAPI, state: dict[str, Any]) -> ASGIApp:
     return asgi
 
 
+@asynccontextmanager
+async def _borrowed(connection: AsyncConnection) -> AsyncIterator[AsyncConnection]:
+    yield connection
+
+
 @pytest.fixture
 def app(settings: Settings, connection: AsyncConnection) -> FastAPI:
     app = create_app(settings)
-    app.dependency_overrides[get_reader] = lambda: connection  # sees the test's own rows
+    # Reads use the test's own connection, so they see its uncommitted rows.
+    app.dependency_overrides[get_connect] = lambda: lambda: _borrowed(connection)
     return app
 
 
@@ -96,6 +104,7 @@ async def client(
         "sessionmaker": sessions,  # every request's transaction is a savepoint of the test's
         "hashing": FAST_HASHING,
         "redis": None,
+        "cache": Cache(None),
     }
     transport = httpx.ASGITransport(app=serve_with_state(app, state))
     async with httpx.AsyncClient(transport=transport, base_url=ROOT + "/api") as client:
@@ -108,31 +117,32 @@ def committing_app(settings: Settings) -> FastAPI:
 
 
 @pytest.fixture
-def committing_state(engine: AsyncEngine) -> dict[str, Any]:
-    """Lifespan state over the real pool: requests commit for real."""
-    return {
-        "engine": engine,
-        "reader": engine.execution_options(isolation_level="AUTOCOMMIT"),
-        "sessionmaker": make_sessionmaker(engine),
-        "hashing": FAST_HASHING,
-        "redis": None,
-    }
-
-
-@pytest.fixture
-async def committing_client(
-    committing_app: FastAPI, committing_state: dict[str, Any], engine: AsyncEngine
-) -> AsyncIterator[httpx.AsyncClient]:
-    """A client whose requests commit for real, through the pool, so they can run concurrently.
-    Tables are emptied afterwards."""
-    transport = httpx.ASGITransport(app=serve_with_state(committing_app, committing_state))
+async def committing_state(engine: AsyncEngine) -> AsyncIterator[dict[str, Any]]:
+    """Lifespan state over the real pool: requests commit for real. Tables are emptied
+    afterwards."""
     try:
-        async with httpx.AsyncClient(transport=transport, base_url=ROOT + "/api") as client:
-            yield client
+        yield {
+            "engine": engine,
+            "reader": engine.execution_options(isolation_level="AUTOCOMMIT"),
+            "sessionmaker": make_sessionmaker(engine),
+            "hashing": FAST_HASHING,
+            "redis": None,
+            "cache": Cache(None),
+        }
     finally:
         tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
         async with engine.begin() as conn:
             await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+async def committing_client(
+    committing_app: FastAPI, committing_state: dict[str, Any]
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client whose requests commit for real, through the pool, so they can run concurrently."""
+    transport = httpx.ASGITransport(app=serve_with_state(committing_app, committing_state))
+    async with httpx.AsyncClient(transport=transport, base_url=ROOT + "/api") as client:
+        yield client
 
 
 def auth(token: str) -> dict[str, str]:

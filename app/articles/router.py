@@ -12,11 +12,12 @@ from app.articles.schemas import (
 )
 from app.dependencies import (
     OPTIONAL_AUTH,
+    CacheDep,
+    ConnectDep,
     CurrentUser,
     Filter,
     MaybeViewerId,
     PageDep,
-    ReaderDep,
     SessionDep,
     Slug,
     ViewerId,
@@ -32,7 +33,8 @@ _ONE = SingleArticleResponse
 @router.get("", response_model=_LIST, responses=error_responses(401), openapi_extra=OPTIONAL_AUTH)
 async def list_articles(
     viewer_id: MaybeViewerId,
-    db: ReaderDep,
+    connect: ConnectDep,
+    cache: CacheDep,
     page: PageDep,
     tag: Filter = None,
     author: Filter = None,
@@ -40,7 +42,8 @@ async def list_articles(
 ) -> RawJSON:
     """Most recent articles, optionally by tag, author or the user who favorited them."""
     document = await articles.list_articles(
-        db,
+        connect,
+        cache,
         viewer_id=viewer_id,
         tag=tag,
         author=author,
@@ -52,9 +55,11 @@ async def list_articles(
 
 
 @router.get("/feed", response_model=_LIST, responses=error_responses(401))
-async def feed(viewer_id: ViewerId, db: ReaderDep, page: PageDep) -> RawJSON:
+async def feed(viewer_id: ViewerId, connect: ConnectDep, page: PageDep) -> RawJSON:
     """Most recent articles by the authors the current user follows."""
-    document = await articles.feed(db, viewer_id=viewer_id, limit=page.limit, offset=page.offset)
+    document = await articles.feed(
+        connect, viewer_id=viewer_id, limit=page.limit, offset=page.offset
+    )
     return RawJSON(document)
 
 
@@ -69,9 +74,11 @@ async def create_article(
 @router.get(
     "/{slug}", response_model=_ONE, responses=error_responses(401, 404), openapi_extra=OPTIONAL_AUTH
 )
-async def get_article(slug: Slug, viewer_id: MaybeViewerId, db: ReaderDep) -> RawJSON:
+async def get_article(
+    slug: Slug, viewer_id: MaybeViewerId, connect: ConnectDep, cache: CacheDep
+) -> RawJSON:
     """One article, with its body."""
-    return RawJSON(await articles.get(db, slug=slug, viewer_id=viewer_id))
+    return RawJSON(await articles.get_cached(connect, cache, slug=slug, viewer_id=viewer_id))
 
 
 @router.put("/{slug}", response_model=_ONE, responses=error_responses(401, 403, 404))

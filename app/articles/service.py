@@ -12,10 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.articles import queries
 from app.articles.schemas import NewArticle
+from app.cache import Cache, changed, dumps
+from app.db import Connect
 from app.errors import Forbidden, Invalid, NotFound
 from app.models import Article as ArticleRow
 from app.models import Favorite, FavoriteCountShard, Tag, User
 from app.retry import in_savepoint
+from app.viewer import read_through
 
 # Reads run on an autocommit connection (one statement is its own snapshot) or, after a
 # write, inside the request's transaction.
@@ -28,7 +31,8 @@ RESERVED_SLUGS = frozenset({"feed"})
 
 
 async def list_articles(
-    db: Reader,
+    connect: Connect,
+    cache: Cache,
     *,
     viewer_id: int | None,
     tag: str | None,
@@ -37,19 +41,58 @@ async def list_articles(
     limit: int,
     offset: int,
 ) -> str:
-    """A page of articles, newest first, and how many match in all: one statement, JSON out."""
+    """A page of articles, newest first, and how many match in all: one statement, JSON out,
+    through the shared cache."""
     filters = queries.Filters(tag=tag, author=author, favorited_by=favorited_by)
-    return await _document(db, *queries.page(filters, viewer_id, limit=limit, offset=offset))
+
+    async def load(viewer: int | None) -> str:
+        async with connect() as db:
+            return await _document(db, *queries.page(filters, viewer, limit=limit, offset=offset))
+
+    document = await read_through(
+        cache,
+        connect,
+        family="articles",
+        key=f"articles:{dumps([tag, author, favorited_by, limit, offset])}",
+        versions=["articles", "authors"],
+        viewer_id=viewer_id,
+        load=load,
+    )
+    assert document is not None  # noqa: S101 - a page always exists
+    return document
 
 
-async def feed(db: Reader, *, viewer_id: int, limit: int, offset: int) -> str:
-    """A page of articles by the authors the viewer follows, newest first, as JSON."""
+async def feed(connect: Connect, *, viewer_id: int, limit: int, offset: int) -> str:
+    """A page of articles by the authors the viewer follows, newest first, as JSON (personal:
+    never cached)."""
     filters = queries.Filters(followed_by=viewer_id)
-    return await _document(db, *queries.page(filters, viewer_id, limit=limit, offset=offset))
+    async with connect() as db:
+        return await _document(db, *queries.page(filters, viewer_id, limit=limit, offset=offset))
+
+
+async def get_cached(connect: Connect, cache: Cache, *, slug: str, viewer_id: int | None) -> str:
+    """`{"article": ...}` with its body, as the viewer sees it, through the shared cache."""
+
+    async def load(viewer: int | None) -> str | None:
+        async with connect() as db:
+            return await db.scalar(*queries.single(slug, viewer))
+
+    document = await read_through(
+        cache,
+        connect,
+        family="article",
+        key=f"article:{slug}",
+        versions=[f"article:{slug}", "authors"],
+        viewer_id=viewer_id,
+        load=load,
+    )
+    if document is None:
+        raise NotFound(f"article {slug!r} not found")
+    return document
 
 
 async def get(db: Reader, *, slug: str, viewer_id: int | None) -> str:
-    """`{"article": ...}` with its body, as the viewer sees it."""
+    """`{"article": ...}` read in the caller's transaction (after a write: the writer's view)."""
     document = await db.scalar(*queries.single(slug, viewer_id))
     if document is None:
         raise NotFound(f"article {slug!r} not found")
@@ -88,6 +131,7 @@ async def create(session: AsyncSession, *, author: User, data: NewArticle) -> st
             .returning(ArticleRow.slug)
         )
         if slug is not None:
+            changed(session, "articles", "tags")
             return await get(session, slug=slug, viewer_id=author.id)
     raise AssertionError("unreachable: slug candidates are endless")
 
@@ -106,6 +150,7 @@ async def update_article(
         .where(ArticleRow.id == article.id)
         .values(**changes, updated_at=func.now())
     )
+    changed(session, "articles", f"article:{slug}")
     return await get(session, slug=slug, viewer_id=user.id)
 
 
@@ -113,6 +158,7 @@ async def delete_article(session: AsyncSession, *, slug: str, user: User) -> Non
     """Delete one's own article with its comments and favorites."""
     article = await _own(session, slug=slug, user=user)
     await session.execute(delete(ArticleRow).where(ArticleRow.id == article.id))
+    changed(session, "articles", f"article:{slug}", f"comments:{slug}")
 
 
 async def favorite(session: AsyncSession, *, slug: str, user: User) -> str:
@@ -128,6 +174,7 @@ async def favorite(session: AsyncSession, *, slug: str, user: User) -> str:
         )
         if added is not None:
             await _count(session, article.id, 1)
+            changed(session, "articles", f"article:{slug}")
 
     await in_savepoint(session, add)
     return await get(session, slug=slug, viewer_id=user.id)
@@ -145,6 +192,7 @@ async def unfavorite(session: AsyncSession, *, slug: str, user: User) -> str:
         )
         if removed is not None:
             await _count(session, article.id, -1)
+            changed(session, "articles", f"article:{slug}")
 
     await in_savepoint(session, remove)
     return await get(session, slug=slug, viewer_id=user.id)

@@ -4,21 +4,33 @@ from fastapi import APIRouter, Path, Response
 
 from app.comments import service as comments
 from app.comments.schemas import MultipleCommentsResponse, NewCommentRequest, SingleCommentResponse
-from app.dependencies import OPTIONAL_AUTH, CurrentUser, MaybeViewerId, SessionDep, Slug
+from app.dependencies import (
+    OPTIONAL_AUTH,
+    CacheDep,
+    ConnectDep,
+    CurrentUser,
+    MaybeViewerId,
+    SessionDep,
+    Slug,
+)
 from app.openapi import error_responses
+from app.responses import RawJSON
 
 router = APIRouter(prefix="/articles/{slug}/comments", tags=["Comments"])
 CommentId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
-@router.get("", responses=error_responses(401, 404), openapi_extra=OPTIONAL_AUTH)
+@router.get(
+    "",
+    response_model=MultipleCommentsResponse,
+    responses=error_responses(401, 404),
+    openapi_extra=OPTIONAL_AUTH,
+)
 async def list_comments(
-    slug: Slug, viewer_id: MaybeViewerId, session: SessionDep
-) -> MultipleCommentsResponse:
+    slug: Slug, viewer_id: MaybeViewerId, connect: ConnectDep, cache: CacheDep
+) -> RawJSON:
     """All comments on an article."""
-    return MultipleCommentsResponse(
-        comments=await comments.list_comments(session, slug=slug, viewer_id=viewer_id)
-    )
+    return RawJSON(await comments.list_comments(connect, cache, slug=slug, viewer_id=viewer_id))
 
 
 @router.post("", responses=error_responses(401, 404))

@@ -1,32 +1,75 @@
 from sqlalchemy import delete, exists, false, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.articles import service as articles
-from app.comments.schemas import Comment
+from app.cache import Cache, changed
+from app.comments.schemas import Comment, MultipleCommentsResponse
+from app.db import Connect
 from app.errors import Forbidden, NotFound
+from app.models import Article, Follow, User
 from app.models import Comment as CommentRow
-from app.models import Follow, User
 from app.schemas import Profile
+from app.viewer import read_through
 
 
-async def list_comments(
-    session: AsyncSession, *, slug: str, viewer_id: int | None
-) -> list[Comment]:
-    """An article's comments, oldest first, in one statement."""
-    article = await articles.get_row(session, slug)
+async def list_comments(connect: Connect, cache: Cache, *, slug: str, viewer_id: int | None) -> str:
+    """`{"comments": [...]}` of an article, oldest first, through the shared cache."""
+
+    async def load(viewer: int | None) -> str | None:
+        async with connect() as db:
+            return await _comments_json(db, slug=slug, viewer_id=viewer)
+
+    document = await read_through(
+        cache,
+        connect,
+        family="comments",
+        key=f"comments:{slug}",
+        versions=[f"comments:{slug}", "authors"],
+        viewer_id=viewer_id,
+        load=load,
+    )
+    if document is None:
+        raise NotFound(f"article {slug!r} not found")
+    return document
+
+
+async def _comments_json(db: AsyncConnection, *, slug: str, viewer_id: int | None) -> str | None:
+    article_id = await db.scalar(select(Article.id).where(Article.slug == slug))
+    if article_id is None:
+        return None
     following = (
         exists().where(Follow.follower_id == viewer_id, Follow.followee_id == CommentRow.author_id)
         if viewer_id is not None
         else false()
     )
     statement = (
-        select(CommentRow, User, following.label("following"))
+        select(
+            CommentRow.id,
+            CommentRow.created_at,
+            CommentRow.updated_at,
+            CommentRow.body,
+            User.username,
+            User.bio,
+            User.image,
+            following.label("following"),
+        )
         .join(User, User.id == CommentRow.author_id)
-        .where(CommentRow.article_id == article.id)
+        .where(CommentRow.article_id == article_id)
         .order_by(CommentRow.created_at, CommentRow.id)
     )
-    rows = (await session.execute(statement)).all()
-    return [_comment(comment, author, following=flag) for comment, author, flag in rows]
+    comments = [
+        Comment(
+            id=row.id,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            body=row.body,
+            author=Profile(
+                username=row.username, bio=row.bio, image=row.image, following=row.following
+            ),
+        )
+        for row in await db.execute(statement)
+    ]
+    return MultipleCommentsResponse(comments=comments).model_dump_json()
 
 
 async def add(session: AsyncSession, *, slug: str, author: User, body: str) -> Comment:
@@ -36,6 +79,7 @@ async def add(session: AsyncSession, *, slug: str, author: User, body: str) -> C
     session.add(comment)
     await session.flush()
     await session.refresh(comment)  # server-side timestamps
+    changed(session, f"comments:{slug}")
     return _comment(comment, author, following=False)
 
 
@@ -48,6 +92,7 @@ async def remove(session: AsyncSession, *, slug: str, comment_id: int, user: Use
     if comment.author_id != user.id:
         raise Forbidden("only the author may delete this comment")
     await session.execute(delete(CommentRow).where(CommentRow.id == comment.id))
+    changed(session, f"comments:{slug}")
 
 
 def _comment(comment: CommentRow, author: User, *, following: bool) -> Comment:

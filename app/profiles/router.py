@@ -1,20 +1,33 @@
 from fastapi import APIRouter
 
-from app.dependencies import OPTIONAL_AUTH, CurrentUser, MaybeViewerId, SessionDep, Username
+from app.dependencies import (
+    OPTIONAL_AUTH,
+    CacheDep,
+    ConnectDep,
+    CurrentUser,
+    MaybeViewerId,
+    SessionDep,
+    Username,
+)
 from app.openapi import error_responses
 from app.profiles import service as profiles
 from app.profiles.schemas import ProfileResponse
+from app.responses import RawJSON
 
 router = APIRouter(prefix="/profiles/{username}", tags=["Profile"])
 
 
-@router.get("", responses=error_responses(401, 404), openapi_extra=OPTIONAL_AUTH)
+@router.get(
+    "",
+    response_model=ProfileResponse,
+    responses=error_responses(401, 404),
+    openapi_extra=OPTIONAL_AUTH,
+)
 async def get_profile(
-    username: Username, viewer_id: MaybeViewerId, session: SessionDep
-) -> ProfileResponse:
+    username: Username, viewer_id: MaybeViewerId, connect: ConnectDep, cache: CacheDep
+) -> RawJSON:
     """A user's public profile."""
-    profile = await profiles.get(session, username=username, viewer_id=viewer_id)
-    return ProfileResponse(profile=profile)
+    return RawJSON(await profiles.get(connect, cache, username=username, viewer_id=viewer_id))
 
 
 @router.post("/follow", responses=error_responses(401, 403, 404))

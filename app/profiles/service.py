@@ -1,23 +1,54 @@
-from sqlalchemy import delete, exists, select
+from sqlalchemy import delete, exists, false, select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.errors import Forbidden
+from app.cache import Cache
+from app.db import Connect
+from app.errors import Forbidden, NotFound
 from app.models import Follow, User
+from app.profiles.schemas import ProfileResponse
 from app.retry import in_savepoint
 from app.schemas import Profile
 from app.users import service as users
+from app.viewer import read_through
 
 
-async def get(session: AsyncSession, *, username: str, viewer_id: int | None) -> Profile:
-    """The profile of `username`, with `following` as seen by the viewer."""
-    user = await users.get_by_username(session, username)
-    following = viewer_id is not None and bool(
-        await session.scalar(
-            select(exists().where(Follow.follower_id == viewer_id, Follow.followee_id == user.id))
-        )
+async def get(connect: Connect, cache: Cache, *, username: str, viewer_id: int | None) -> str:
+    """`{"profile": ...}` of `username`, with `following` as seen by the viewer, through the
+    shared cache."""
+
+    async def load(viewer: int | None) -> str | None:
+        async with connect() as db:
+            return await _profile_json(db, username=username, viewer_id=viewer)
+
+    document = await read_through(
+        cache,
+        connect,
+        family="profile",
+        key=f"profile:{username}",
+        versions=["authors"],
+        viewer_id=viewer_id,
+        load=load,
     )
-    return _profile(user, following=following)
+    if document is None:
+        raise NotFound(f"profile {username!r} not found")
+    return document
+
+
+async def _profile_json(db: AsyncConnection, *, username: str, viewer_id: int | None) -> str | None:
+    following = (
+        exists().where(Follow.follower_id == viewer_id, Follow.followee_id == User.id)
+        if viewer_id is not None
+        else false()
+    )
+    statement = select(User.username, User.bio, User.image, following.label("following")).where(
+        User.username == username
+    )
+    row = (await db.execute(statement)).first()
+    if row is None:
+        return None
+    profile = Profile(username=row.username, bio=row.bio, image=row.image, following=row.following)
+    return ProfileResponse(profile=profile).model_dump_json()
 
 
 async def follow(session: AsyncSession, *, follower: User, username: str) -> Profile:

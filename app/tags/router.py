@@ -1,13 +1,14 @@
 from fastapi import APIRouter
 
-from app.dependencies import SessionDep
+from app.dependencies import CacheDep, ConnectDep
+from app.responses import RawJSON
 from app.tags import service as tags
 from app.tags.schemas import TagsResponse
 
 router = APIRouter(tags=["Tags"])
 
 
-@router.get("/tags")
-async def list_tags(session: SessionDep) -> TagsResponse:
+@router.get("/tags", response_model=TagsResponse)
+async def list_tags(connect: ConnectDep, cache: CacheDep) -> RawJSON:
     """Every tag ever used."""
-    return TagsResponse(tags=await tags.list_tags(session))
+    return RawJSON(await tags.list_tags(connect, cache))

@@ -1,9 +1,19 @@
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.cache import Cache
+from app.db import Connect
 from app.models import Tag
+from app.tags.schemas import TagsResponse
 
 
-async def list_tags(session: AsyncSession) -> list[str]:
-    """Every tag ever used, alphabetically."""
-    return list(await session.scalars(select(Tag.name).order_by(Tag.name)))
+async def list_tags(connect: Connect, cache: Cache) -> str:
+    """`{"tags": [...]}`: every tag ever used, alphabetically, through the shared cache."""
+
+    async def load() -> str:
+        async with connect() as db:
+            names = list(await db.scalars(select(Tag.name).order_by(Tag.name)))
+        return TagsResponse(tags=names).model_dump_json()
+
+    document = await cache.get_or_load("tags", "tags", ["tags"], load)
+    assert document is not None  # noqa: S101 - the loader always returns a document
+    return document

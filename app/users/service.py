@@ -5,6 +5,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.cache import changed
 from app.errors import Conflict, Invalid, NotFound, Unauthorized
 from app.models import User
 from app.security import PasswordHashing
@@ -85,6 +86,8 @@ async def update(
             await session.flush()
     except IntegrityError as exc:
         raise Conflict("username or email has already been taken") from exc
+    if changes.keys() & {"username", "bio", "image"}:
+        changed(session, "authors")  # profiles are embedded in articles and comments
     return user
 
 

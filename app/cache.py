@@ -1,0 +1,199 @@
+"""Shared read cache in Redis, with request collapsing, early refresh and versioned
+invalidation. Hand-written on redis.asyncio (see README, "Cache", for why not cashews).
+
+Entries are whole anonymous JSON documents (what a reader without a token sees). Each entry
+is stored with the versions of everything it was built from; a write bumps those versions
+after its commit (`changed()` + `publish_changes()`), so the next read of any process sees
+the entry as stale and rebuilds it: a writer always reads its own write. Reading an entry and
+its versions is one MGET; a reader that built an entry from data older than a concurrent
+write stores it under the old versions, where nobody will ever read it.
+
+Misses are collapsed: within a process by a shared future per key, across processes by a
+short Redis lease (SET NX PX); the other readers wait briefly for the leaseholder's entry.
+Hot entries are refreshed early (probabilistically, before the TTL) by one reader.
+
+Redis trouble never fails a request: every call has a timeout of milliseconds, an error
+counts as a miss and opens a short circuit (Redis is skipped for CIRCUIT_S), after which
+the cache is tried again by itself. An invalidation that could not be published is kept and
+published before this process uses the cache again; until then this process reads from
+PostgreSQL. (Another process may serve the entry it already has until then: the window is
+the outage plus the writer's next request, and TTL_S bounds it in any case.)
+"""
+
+import asyncio
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+log = logging.getLogger("conduit.cache")
+
+TTL_S = 120  # an upper bound only: versions, not time, keep entries correct
+EARLY_REFRESH_S = 30  # in the last 30 s of its life an entry may be rebuilt early
+LEASE_MS = 2000
+WAIT_FOR_LEASE_S = 0.5
+CIRCUIT_S = 1.0
+_CHANGES = "conduit.cache.changes"  # session.info key: versions a transaction bumps
+
+Loader = Callable[[], Awaitable[str | None]]
+
+
+def changed(session: AsyncSession, *versions: str) -> None:
+    """Record, inside the write's transaction, which versions it changes; they are bumped
+    after commit by `publish_changes` (called by the transaction's owner)."""
+    session.info.setdefault(_CHANGES, set()).update(versions)
+
+
+def take_changes(session: AsyncSession) -> set[str]:
+    changes: set[str] = session.info.pop(_CHANGES, set())
+    return changes
+
+
+class Cache:
+    """One per process, in the lifespan state; `Cache(None)` is a cache that is always off."""
+
+    def __init__(self, redis: Redis | None) -> None:
+        self.redis = redis
+        self.stats: Counter[tuple[str, str]] = Counter()  # (family, hit|miss|collapsed|error)
+        self._inflight: dict[str, asyncio.Future[str | None]] = {}
+        self._closed_until = 0.0
+        self._unpublished: set[str] = set()
+
+    @property
+    def available(self) -> bool:
+        return self.redis is not None and time.monotonic() >= self._closed_until
+
+    async def get_or_load(
+        self, family: str, key: str, versions: Iterable[str], load: Loader
+    ) -> str | None:
+        """The document for `key`; `load()` builds it from PostgreSQL on a miss (None: the
+        thing does not exist, which is not cached)."""
+        if not self.available or not await self._publish_pending():
+            return await load()
+        versions = sorted(versions)
+        if (inflight := self._inflight.get(key)) is not None:
+            self._count(family, "collapsed")
+            return await asyncio.shield(inflight)
+        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            document = await self._fetch(family, key, versions, load)
+            future.set_result(document)
+            return document
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning if nobody waits
+            raise
+        finally:
+            del self._inflight[key]
+
+    async def publish(self, versions: Iterable[str]) -> None:
+        """Bump versions after a commit; entries built from the old ones are stale from now."""
+        if self.redis is None:
+            return
+        self._unpublished.update(versions)
+        if self.available:
+            await self._publish_pending()
+
+    async def _publish_pending(self) -> bool:
+        """Publish the invalidations not yet published; False while that is impossible."""
+        if not self._unpublished:
+            return True
+        names = sorted(self._unpublished)
+        assert self.redis is not None  # noqa: S101
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.incr(f"v:{name}")
+                await pipe.execute()
+        except (RedisError, OSError, TimeoutError):
+            log.warning("cache invalidation of %s postponed: Redis unavailable", names)
+            self._open_circuit()
+            return False
+        self._unpublished.difference_update(names)
+        return True
+
+    async def _fetch(self, family: str, key: str, versions: list[str], load: Loader) -> str | None:
+        redis = self.redis
+        assert redis is not None  # noqa: S101 - checked by `available`
+        try:
+            entry, *current = await redis.mget([f"c:{key}", *(f"v:{name}" for name in versions)])
+        except (RedisError, OSError, TimeoutError):
+            self._count(family, "error")
+            self._open_circuit()
+            return await load()
+        stamp = [int(value or 0) for value in current]
+        if entry is not None:
+            stored = orjson.loads(entry)
+            if stored["v"] == stamp and not self._refresh_early(stored["t"]):
+                self._count(family, "hit")
+                document: str = stored["d"]
+                return document
+        self._count(family, "miss")
+        if not await self._lease(key):
+            waited = await self._wait_for(key, stamp)
+            if waited is not None:
+                self._count(family, "collapsed")
+                return waited
+        document_or_none = await load()
+        if document_or_none is not None:
+            await self._store(key, stamp, document_or_none)
+        return document_or_none
+
+    def _refresh_early(self, stored_at: float) -> bool:
+        # Probabilistic early expiration: the closer to the end of its life, the likelier
+        # one reader rebuilds it, so a hot key never expires for everyone at once.
+        left = stored_at + TTL_S - time.time()
+        return left < EARLY_REFRESH_S and random.random() > left / EARLY_REFRESH_S  # noqa: S311
+
+    async def _lease(self, key: str) -> bool:
+        assert self.redis is not None  # noqa: S101
+        try:
+            return bool(await self.redis.set(f"l:{key}", b"1", nx=True, px=LEASE_MS))
+        except (RedisError, OSError, TimeoutError):
+            self._open_circuit()
+            return True  # build it ourselves
+
+    async def _wait_for(self, key: str, stamp: list[int]) -> str | None:
+        """Another process holds the lease: poll for its entry a little, then give up."""
+        assert self.redis is not None  # noqa: S101
+        deadline = time.monotonic() + WAIT_FOR_LEASE_S
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+            try:
+                entry = await self.redis.get(f"c:{key}")
+            except (RedisError, OSError, TimeoutError):
+                self._open_circuit()
+                return None
+            if entry is not None and (stored := orjson.loads(entry))["v"] == stamp:
+                document: str = stored["d"]
+                return document
+        return None
+
+    async def _store(self, key: str, stamp: list[int], document: str) -> None:
+        assert self.redis is not None  # noqa: S101
+        entry = orjson.dumps({"v": stamp, "t": time.time(), "d": document})
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.set(f"c:{key}", entry, ex=TTL_S)
+                pipe.delete(f"l:{key}")
+                await pipe.execute()
+        except (RedisError, OSError, TimeoutError):
+            self._open_circuit()
+
+    def _open_circuit(self) -> None:
+        self._closed_until = time.monotonic() + CIRCUIT_S
+
+    def _count(self, family: str, result: str) -> None:
+        self.stats[family, result] += 1
+
+
+def dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()

@@ -1,0 +1,115 @@
+"""Public documents as one viewer sees them: `favorited` and `following` are the only parts
+that differ between viewers.
+
+Cached documents are the anonymous view (both flags false). For a logged-in viewer one
+indexed query finds which of the document's articles they favorited and which of its
+people they follow, and the flags are set on the way out: two users never see each other's
+flags, and nothing personal is ever cached."""
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import orjson
+from sqlalchemy import BigInteger, Select, Text, bindparam, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.cache import Cache
+from app.db import Connect
+from app.models import Article, Favorite, Follow, User
+
+Load = Callable[[int | None], Awaitable[str | None]]
+
+
+async def read_through(
+    cache: Cache,
+    connect: Connect,
+    *,
+    family: str,
+    key: str,
+    versions: list[str],
+    viewer_id: int | None,
+    load: Load,
+) -> str | None:
+    """The document for `viewer_id`: the anonymous one from the cache with the viewer's flags
+    set, or, with the cache off, the viewer's own straight from PostgreSQL (`load(viewer)`
+    renders it in one statement). None: not found."""
+    if not cache.available:
+        return await load(viewer_id)
+    document = await cache.get_or_load(family, key, versions, lambda: load(None))
+    if document is None or viewer_id is None:
+        return document
+    async with connect() as db:
+        return await personalize(db, document, viewer_id)
+
+
+async def personalize(db: AsyncConnection, document: str, viewer_id: int) -> str:
+    """Set `favorited` on every article and `following` on every profile in the document."""
+    tree = orjson.loads(document)
+    articles: list[dict[str, Any]] = []
+    people: list[dict[str, Any]] = []
+    _collect(tree, articles, people)
+    if not articles and not people:
+        return document
+    seen = await flags(
+        db,
+        viewer_id,
+        slugs=(a["slug"] for a in articles),
+        usernames=(p["username"] for p in people),
+    )
+    for article in articles:
+        article["favorited"] = article["slug"] in seen.favorited
+    for person in people:
+        person["following"] = person["username"] in seen.following
+    return orjson.dumps(tree).decode()
+
+
+def _collect(node: object, articles: list[dict[str, Any]], people: list[dict[str, Any]]) -> None:
+    if isinstance(node, dict):
+        if "favorited" in node:
+            articles.append(node)
+        if "following" in node:
+            people.append(node)
+        for value in node.values():
+            _collect(value, articles, people)
+    elif isinstance(node, list):
+        for value in node:
+            _collect(value, articles, people)
+
+
+@dataclass(frozen=True, slots=True)
+class ViewerFlags:
+    favorited: frozenset[str]  # slugs
+    following: frozenset[str]  # usernames
+
+
+async def flags(
+    db: AsyncConnection, viewer_id: int, *, slugs: Iterable[str], usernames: Iterable[str]
+) -> ViewerFlags:
+    params = {
+        "viewer_id": viewer_id,
+        "slugs": sorted(set(slugs)),
+        "usernames": sorted(set(usernames)),
+    }
+    favorited, following = (await db.execute(_statement(), params)).one()
+    return ViewerFlags(favorited=frozenset(favorited or ()), following=frozenset(following or ()))
+
+
+@cache
+def _statement() -> Select[*tuple[Any, ...]]:
+    viewer = bindparam("viewer_id", type_=BigInteger)
+    slugs = bindparam("slugs", type_=ARRAY(Text))
+    usernames = bindparam("usernames", type_=ARRAY(Text))
+    favorited = (
+        select(func.array_agg(Article.slug))
+        .join(Favorite, Favorite.article_id == Article.id)
+        .where(Favorite.user_id == viewer, Article.slug == func.any(slugs))
+    )
+    following = (
+        select(func.array_agg(User.username))
+        .join(Follow, Follow.followee_id == User.id)
+        .where(Follow.follower_id == viewer, User.username == func.any(usernames))
+    )
+    return select(favorited.scalar_subquery(), following.scalar_subquery())
