@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     # Shared cache and job queue; unset, the API runs without Redis.
     redis_url: str | None = None
     redis_timeout_s: float = Field(default=0.25, gt=0)
+    # The shared read cache in Redis (README "Cache"); off, every read goes to PostgreSQL.
+    cache_enabled: bool = True
     # Migrations and DDL bypass PgBouncer; defaults to DATABASE_URL.
     direct_database_url: str | None = None
     db_pool_size: int = Field(default=10, ge=1)

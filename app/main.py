@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "reader": engine.execution_options(isolation_level="AUTOCOMMIT"),
                 "sessionmaker": make_sessionmaker(engine),
                 "redis": redis,
-                "cache": Cache(redis),
+                "cache": Cache(redis if settings.cache_enabled else None),
                 "hashing": PasswordHashing(settings.password_hash_threads),
             }
         finally:
