@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     redis_timeout_s: float = Field(default=0.25, gt=0)
     # The shared read cache in Redis (README "Cache"); off, every read goes to PostgreSQL.
     cache_enabled: bool = True
+    # Per-minute limits in Redis (429 + Retry-After); 0 = off. Off by default because the
+    # load tests send every user from 127.0.0.1; the deployment manifests turn them on.
+    rate_limit_auth_per_minute: int = Field(default=0, ge=0)
+    rate_limit_writes_per_minute: int = Field(default=0, ge=0)
     # Migrations and DDL bypass PgBouncer; defaults to DATABASE_URL.
     direct_database_url: str | None = None
     db_pool_size: int = Field(default=10, ge=1)

@@ -33,6 +33,7 @@ from app.idempotency import Idempotency
 from app.middleware import BodyLimit
 from app.openapi import error_responses
 from app.profiles.router import router as profiles_router
+from app.ratelimit import RateLimit
 from app.redis import make_redis
 from app.security import PasswordHashing
 from app.tags.router import router as tags_router
@@ -79,6 +80,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _add_error_handlers(app)
     _add_docs(app)
     app.add_middleware(Idempotency, settings=settings)
+    if settings.rate_limit_auth_per_minute or settings.rate_limit_writes_per_minute:
+        app.add_middleware(RateLimit, settings=settings)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(
         CORSMiddleware,

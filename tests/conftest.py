@@ -4,14 +4,16 @@ The real `get_session` runs (commit included): it commits a SAVEPOINT inside the
 outer transaction ("Joining a Session into an External Transaction", SQLAlchemy docs).
 """
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from argon2 import PasswordHasher
 from fastapi import FastAPI
+from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -21,8 +23,10 @@ from app.config import Settings
 from app.db import Base, make_engine, make_sessionmaker
 from app.dependencies import get_connect
 from app.main import create_app
+from app.redis import make_redis
 from app.security import PasswordHashing, make_token
 from tests.database import fresh_database
+from tests.redis_server import RedisServer
 
 ROOT = "http://test"  # the app's root; the client's base URL is ROOT + "/api"
 
@@ -143,6 +147,23 @@ async def committing_client(
     transport = httpx.ASGITransport(app=serve_with_state(committing_app, committing_state))
     async with httpx.AsyncClient(transport=transport, base_url=ROOT + "/api") as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(Path(tmp_path_factory.mktemp("redis")))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def redis(redis_server: RedisServer, settings: Settings) -> AsyncIterator[Redis]:
+    client = make_redis(settings.model_copy(update={"redis_url": redis_server.url}))
+    assert client is not None
+    await client.flushdb()
+    yield client
+    await client.aclose()
 
 
 def auth(token: str) -> dict[str, str]:

@@ -1,5 +1,4 @@
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -10,26 +9,7 @@ from redis.asyncio import Redis
 from app.cache import Cache
 from app.config import Settings
 from app.main import create_app
-from app.redis import make_redis
 from tests.conftest import ROOT, serve_with_state
-from tests.redis_server import RedisServer
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(Path(tmp_path_factory.mktemp("redis")))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def redis(redis_server: RedisServer, settings: Settings) -> AsyncIterator[Redis]:
-    client = make_redis(settings.model_copy(update={"redis_url": redis_server.url}))
-    assert client is not None
-    await client.flushdb()
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture
