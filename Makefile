@@ -38,7 +38,10 @@ clean:
 	rm -rf $(VENV) $(TOOLS) .data .pytest_cache .mypy_cache .ruff_cache
 
 # Benchmarks (bench/README.md). Extra flags go in BENCH_ARGS, e.g. BENCH_ARGS="--duration 30".
-.PHONY: bench-api bench-seed bench-anatomy
+.PHONY: bench bench-api bench-seed bench-anatomy
+
+bench: install  ## after `make stack`: load vs the stack and its baselines (docs/BENCHMARKS.md); --quick < 5 min
+	$(VENV)/bin/python -m bench.loadtest $(BENCH_ARGS)
 
 bench-api: install  ## issue 2 speed: wrk at 64 connections, 2 workers, no cache; report in bench/results/
 	$(VENV)/bin/python -m bench.api_speed $(BENCH_ARGS)

@@ -11,6 +11,7 @@ matplotlib.use("Agg")  # files only, no display
 
 import matplotlib.pyplot as plt
 
+from bench.load_report import errors
 from bench.targets import ARCHITECTURES
 
 METRICS = {
@@ -19,17 +20,26 @@ METRICS = {
     "rps": ("rps", "requests/s", False),
 }
 PANELS = {"mixed": "users with think time (Locust)", "wrk": "connections, no think time (wrk)"}
-STYLE = {"stack": ("tab:green", "o"), "direct": ("tab:red", "s"), "single": ("tab:blue", "^")}
+STYLE = {
+    "stack": ("tab:green", "o"),
+    "nocache": ("tab:olive", "D"),
+    "direct": ("tab:red", "s"),
+    "single": ("tab:blue", "^"),
+}
 
 
 def _series(
     steps: Sequence[Mapping[str, Any]], phase: str, field: str
-) -> dict[str, list[tuple[int, float]]]:
-    lines: dict[str, list[tuple[int, float]]] = {}
+) -> dict[str, list[tuple[int, float, float]]]:
+    """Per architecture: (load, value, share of failed requests)."""
+    lines: dict[str, list[tuple[int, float, float]]] = {}
     for step in steps:
         value = step.get(field)
         if step["phase"] == phase and value is not None:
-            lines.setdefault(step["architecture"], []).append((int(step["load"]), float(value)))
+            failed, _ = errors(step)
+            share = failed / max(int(step.get("requests") or 0), 1)
+            point = (int(step["load"]), float(value), share)
+            lines.setdefault(step["architecture"], []).append(point)
     return lines
 
 
@@ -43,9 +53,15 @@ def draw(steps: Sequence[Mapping[str, Any]], out: Path) -> list[str]:
         figure, axes = plt.subplots(1, len(phases), figsize=(6 * len(phases), 4.2), squeeze=False)
         for ax, phase in zip(axes[0], phases, strict=True):
             for key, points in _series(steps, phase, field).items():
-                xs, ys = zip(*sorted(points), strict=True)
+                points.sort()
+                xs, ys = [p[0] for p in points], [p[1] for p in points]
                 colour, marker = STYLE.get(key, ("tab:gray", "x"))
                 ax.plot(xs, ys, marker=marker, color=colour, label=ARCHITECTURES[key].label)
+                for x, y, share in points:
+                    if share > 0:  # a point that hides failed requests says so
+                        text = f"{share:.0%} failed" if share >= 0.01 else "<1% failed"
+                        ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 4),
+                                    fontsize=7, color=colour)  # fmt: skip
             ax.set_xscale("log")
             if log_y:
                 ax.set_yscale("log")

@@ -46,6 +46,11 @@ def _pgbouncer(step: Step) -> str:
     return f"{waiting} / {step.get('pgb_maxwait_ms_peak') or 0:,.0f} ms"
 
 
+def _ratio(step: Step) -> str:
+    ratio = step.get("redis_hit_ratio")
+    return "-" if ratio is None else f"{ratio:.0%}"
+
+
 def _log(step: Step) -> str:
     logged: Mapping[str, int] = step.get("postgres_log") or {}
     return ", ".join(f"{n:,} x {what}" for what, n in logged.items()) or "-"
@@ -62,8 +67,11 @@ def one_line(step: Step) -> str:
     )
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 2) -> str:
-    align = ["---" if i < left else "---:" for i in range(len(header))]
+def _table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 2, text_from: int = 99
+) -> str:
+    """Columns before `left` and from `text_from` on are text (left-aligned), others numbers."""
+    align = ["---" if i < left or i >= text_from else "---:" for i in range(len(header))]
     return "\n".join("| " + " | ".join(r) + " |" for r in [header, align, *rows]) + "\n"
 
 
@@ -74,7 +82,8 @@ def _label(key: str) -> str:
 def load_table(steps: Sequence[Step], phase: str) -> str:
     unit = "connections" if phase == "wrk" else "users"
     header = ["architecture", unit, "req/s", "p50 ms", "p99 ms", "max ms", "errors"]
-    header += ["peak PG backends", "PgBouncer waiting / maxwait", "PostgreSQL log", "error kinds"]
+    header += ["peak PG backends", "PgBouncer waiting / maxwait", "Redis hit ratio"]
+    header += ["PostgreSQL log", "error kinds"]
     rows = []
     for s in steps:
         if s["phase"] != phase:
@@ -83,9 +92,9 @@ def load_table(steps: Sequence[Step], phase: str) -> str:
         rows.append([
             _label(s["architecture"]), f"{s['load']:,}", f"{s.get('rps', 0):,.1f}",
             f"{s.get('p50_ms', 0):,.0f}", f"{s.get('p99_ms', 0):,.0f}", f"{s.get('max_ms', 0):,.0f}",
-            f"{count:,}", _pg(s), _pgbouncer(s), _log(s), what or "-",
+            f"{count:,}", _pg(s), _pgbouncer(s), _ratio(s), _log(s), what or "-",
         ])  # fmt: skip
-    return _table(header, rows)
+    return _table(header, rows, text_from=10)
 
 
 def cpu_table(steps: Sequence[Step], phase: str) -> str:
@@ -113,7 +122,7 @@ def storm_table(steps: Sequence[Step]) -> str:
             answers, str(s.get("expected_favorites")), str(s.get("favoritesCount_api")),
             str(s.get("favorite_rows")), "yes" if s.get("exact") else "**no**", _pg(s),
         ])  # fmt: skip
-    return _table(header, rows)
+    return _table(header, rows, text_from=6)
 
 
 def targets(steps: Sequence[Step]) -> list[str]:
@@ -194,13 +203,21 @@ def render(meta: Mapping[str, Any], steps: Sequence[Step], charts: Sequence[str]
             for k, a in ARCHITECTURES.items()
             if k in args["architectures"]
         ],
-        "- **cache off**: no variant yet, the API has no cache (issue 6); every run here is uncached.",
+        "- Every architecture but `cache off` runs with the read cache on (the default); each "
+        "baseline changes one thing against the stack.",
+        "",
+        "Columns: PostgreSQL backends are the app role's client backends in `pg_stat_activity`, "
+        "sampled every 100 ms (peak); PgBouncer waiting / maxwait are the peaks of `SHOW POOLS` "
+        "`cl_waiting` and `maxwait`, same interval; `Redis hit ratio` is Redis's keyspace hits / "
+        "(hits + misses) over the step, every key counted (cache entries, their version keys, "
+        "leases): a proxy of the cache's hit ratio; `PostgreSQL log` counts the server's own "
+        "error lines during the step.",
         "",
         "## Targets for the stack",
         "",
         *targets(steps),
         "",
-        "## Where the baselines collapse",
+        "## Where each architecture fails, and how",
         "",
         *collapses(steps),
         "",

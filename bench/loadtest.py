@@ -35,7 +35,7 @@ from psycopg import sql
 from bench import charts, load_report, seed, storm
 from bench.locust_run import run_locust
 from bench.machine import CpuShare, machine_info, package_versions
-from bench.samplers import Sampler
+from bench.samplers import Sampler, hit_ratio, redis_keyspace
 from bench.targets import ARCHITECTURES, DEFAULT_STACK_DIR, Stack, Target, running
 from bench.wrk import ensure_wrk, mixed_script, run_wrk, wrk_version
 
@@ -79,13 +79,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--wrk-timeout", type=float, default=60, help="wrk's per-request timeout (s)"
     )
     parser.add_argument("--out", type=Path, help="results folder (default: timestamped)")
+    parser.add_argument(
+        "--render", type=Path, metavar="DIR", help="only redraw DIR's report from its results.json"
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     defaults: dict[str, Any] = {
         "connections": [100, 1000] if quick else [100, 1000, 5000],
         "users": [100, 1000] if quick else [100, 1000, 5000, 10000],
-        "duration": 8 if quick else 25,
-        "journey_time": 10 if quick else 30,
+        "duration": 6 if quick else 25,
+        "journey_time": 8 if quick else 30,
         "storm": 100 if quick else 1000,
         "burst": 40 if quick else 300,
         "viral_users": 100 if quick else 1000,
@@ -101,7 +104,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     low, high = (float(x) for x in args.think.split(":"))
     args.think_s = (low, high)
     # Users arrive spread over one think time, so the first page views do not all land at once.
-    args.ramp = (low + high) / 2 if args.ramp is None else args.ramp
+    if args.ramp is None:
+        args.ramp = (low + high) / (4 if quick else 2)
     return args
 
 
@@ -193,10 +197,13 @@ class Runner:
         postgres_log = self.stack.dir / "postgres" / "postgres.log"
         with Sampler(env["DIRECT_DATABASE_URL"], env["PGBOUNCER_ADMIN_URL"], postgres_log) as s:
             time.sleep(0.3)  # a first sample before the load
+            keyspace = redis_keyspace(env["REDIS_URL"])
             cpu.start()
             result = measure()
             shares = cpu.stop()
-        return result | {"cpu": {k: round(v, 2) for k, v in shares.items()}} | s.samples.summary()
+            cache = hit_ratio(keyspace, redis_keyspace(env["REDIS_URL"]))
+        cpu_cores = {"cpu": {k: round(v, 2) for k, v in shares.items()}}
+        return result | cpu_cores | cache | s.samples.summary()
 
     def record(self, step: dict[str, Any]) -> None:
         self.steps.append(step)
@@ -209,9 +216,13 @@ class Runner:
         tokens = [t for _, t in self.data["tokens"][:50]]
         picks = {k: self.data[k] for k in ("slugs", "users", "tags")}
         script.write_text(mixed_script(**picks, tokens=tokens, mix=MIX, logged_in=LOGGED_IN))
-        run_wrk(self.wrk, target.base_url, script, connections=64, threads=2, duration_s=3)
+        if self.args.warmup:
+            run_wrk(
+                self.wrk, target.base_url, script, connections=64, threads=2,
+                duration_s=self.args.warmup,
+            )  # fmt: skip
         for connections in self.args.connections:
-            time.sleep(2)
+            time.sleep(self.args.pause)
             threads = 2 if connections >= 2 else 1
 
             def measure(connections: int = connections, threads: int = threads) -> dict[str, Any]:
@@ -233,7 +244,7 @@ class Runner:
     def journeys_phase(self, target: Target, scenario: str, users_steps: Sequence[int]) -> None:
         key = target.architecture.key
         for users in users_steps:
-            time.sleep(2)
+            time.sleep(self.args.pause)
             ramp = self.args.ramp
             prefix = self.out / f"locust-{scenario}-{key}-{users}"
 
@@ -319,8 +330,20 @@ def prepare(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     return data
 
 
+def render(out: Path) -> None:
+    results = json.loads((out / "results.json").read_text())
+    steps = results.pop("steps")
+    made = charts.draw(steps, out)
+    (out / "report.md").write_text(load_report.render(results, steps, made))
+    print(f"report: {out / 'report.md'}", flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> Path:
     args = parse_args(argv)
+    if args.render:
+        rendered: Path = args.render
+        render(rendered)
+        return rendered
     started = datetime.now(UTC)
     out = args.out or RESULTS / started.strftime("%Y%m%dT%H%M%SZ")
     out.mkdir(parents=True, exist_ok=True)
@@ -346,9 +369,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
             "stack": {k: v for k, v in stack.env.items() if "URL" not in k},
         }
         (out / "results.json").write_text(json.dumps(meta | {"steps": runner.steps}, indent=2))
-    made = charts.draw(runner.steps, out)
-    (out / "report.md").write_text(load_report.render(meta, runner.steps, made))
-    print(f"report: {out / 'report.md'}", flush=True)
+    render(out)
     return out
 
 

@@ -2,6 +2,7 @@
 
 import csv
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -68,6 +69,13 @@ def run_locust(
     return parse(out_prefix, users, warnings)
 
 
+def error_kind(text: str) -> str:
+    """`LocustBadStatusCode(code=503)` -> `HTTP 503`; otherwise the exception's name."""
+    if match := re.search(r"code=(\d+)", text):
+        return f"HTTP {match[1]}"
+    return re.split(r"[(:]", text, maxsplit=1)[0].strip()[:80] or "error"
+
+
 def _number(row: Mapping[str, str], key: str) -> float:
     value = row.get(key) or "0"
     return 0.0 if value == "N/A" else float(value)
@@ -93,7 +101,7 @@ def parse(prefix: Path, users: int, warnings: tuple[str, ...] = ()) -> LocustRes
     if failures_csv.exists():
         with failures_csv.open() as failures:
             for r in csv.DictReader(failures):
-                key = f"{r['Name']}: {r['Error'][:120]}"
+                key = error_kind(r["Error"])
                 errors[key] = errors.get(key, 0) + int(r["Occurrences"])
     return LocustResult(
         users=users,

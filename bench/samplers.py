@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import redis
 
 INTERVAL_S = 0.1
 # The app's backends: its role and database, through PgBouncer or straight (a baseline).
@@ -166,3 +167,23 @@ class Sampler:
         waits = [int(r["maxwait"]) * 1000 + int(r.get("maxwait_us", 0)) / 1000 for r in pools]
         self.samples.maxwait_ms.append(max(waits, default=0.0))
         return conn
+
+
+def redis_keyspace(url: str) -> tuple[int, int] | None:
+    """Redis's (keyspace_hits, keyspace_misses) so far; None when Redis does not answer."""
+    client = redis.Redis.from_url(url, socket_timeout=2)
+    try:
+        stats = client.info("stats")
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
+    return int(stats["keyspace_hits"]), int(stats["keyspace_misses"])
+
+
+def hit_ratio(before: tuple[int, int] | None, after: tuple[int, int] | None) -> dict[str, Any]:
+    if before is None or after is None:
+        return {"redis_hit_ratio": None}
+    hits, misses = after[0] - before[0], after[1] - before[1]
+    ratio = round(hits / (hits + misses), 3) if hits + misses else None
+    return {"redis_hits": hits, "redis_misses": misses, "redis_hit_ratio": ratio}

@@ -2,6 +2,7 @@
 the same code started by `scripts.stack` with other settings (STACK_VARIANT), beside it.
 
     stack    nginx → K uvicorn workers → PgBouncer (transaction mode, 20 server conns) → PostgreSQL
+    nocache  the stack with its Redis read cache switched off (CACHE_ENABLED=false)
     direct   nginx → K uvicorn workers → PostgreSQL, naive pools: 20 + 30 overflow per worker
     single   one uvicorn process, clients straight to it (no nginx) → PgBouncer → PostgreSQL
 """
@@ -36,6 +37,12 @@ STACK = Architecture(
     "nginx → K uvicorn workers (pool per `deploy/stack/README.md`) → PgBouncer "
     "(transaction mode, ≤ 20 server connections) → PostgreSQL",
 )
+NOCACHE = Architecture(
+    "nocache",
+    "stack, cache off",
+    "the stack with CACHE_ENABLED=false: Redis stays, every read goes to PostgreSQL",
+    {"CACHE_ENABLED": "false"},
+)
 DIRECT = Architecture(
     "direct",
     "naive pools, no PgBouncer",
@@ -50,7 +57,7 @@ SINGLE = Architecture(
     {"STACK_WORKERS": "1"},
     nginx=False,
 )
-ARCHITECTURES = {a.key: a for a in (STACK, DIRECT, SINGLE)}
+ARCHITECTURES = {a.key: a for a in (STACK, NOCACHE, DIRECT, SINGLE)}
 
 
 @dataclass(frozen=True)
