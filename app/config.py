@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     # load tests send every user from 127.0.0.1; the deployment manifests turn them on.
     rate_limit_auth_per_minute: int = Field(default=0, ge=0)
     rate_limit_writes_per_minute: int = Field(default=0, ge=0)
+    # Overload: each request's time budget (then 504), and how many requests one process
+    # takes at once before it answers 503 + Retry-After instead of queueing (README).
+    request_deadline_s: float = Field(default=5.0, gt=0)
+    max_in_flight: int = Field(default=256, ge=1)
     # Migrations and DDL bypass PgBouncer; defaults to DATABASE_URL.
     direct_database_url: str | None = None
     db_pool_size: int = Field(default=10, ge=1)

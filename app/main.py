@@ -1,8 +1,9 @@
 """The application factory: settings in, FastAPI app out.
 
 Middleware, outermost first: CORS (answers preflights, decorates every response,
-errors included) → BodyLimit (413 before any parsing) → FastAPI's own exception
-handling → routes.
+errors included) → RequestLifetime (503 when too much is in flight, 504 past the deadline,
+cancellation when the client goes away) → BodyLimit (413 before any parsing) → RateLimit
+(when configured) → Idempotency → FastAPI's own exception handling → routes.
 """
 
 import logging
@@ -30,6 +31,7 @@ from app.db import make_engine, make_sessionmaker
 from app.errors import AppError
 from app.health import router as health_router
 from app.idempotency import Idempotency
+from app.lifetime import RequestLifetime
 from app.middleware import BodyLimit
 from app.openapi import error_responses
 from app.profiles.router import router as profiles_router
@@ -83,6 +85,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.rate_limit_auth_per_minute or settings.rate_limit_writes_per_minute:
         app.add_middleware(RateLimit, settings=settings)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestLifetime,
+        deadline_s=settings.request_deadline_s,
+        max_in_flight=settings.max_in_flight,
+    )
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,

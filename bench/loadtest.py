@@ -75,6 +75,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--size", choices=sorted(seed.PRESETS), help="data set (default; quick: small)"
     )
     parser.add_argument("--no-seed", action="store_true", help="keep the stack's data as it is")
+    parser.add_argument("--warmup", type=int, default=3, help="wrk warm-up seconds per target")
+    parser.add_argument("--pause", type=float, default=2, help="seconds of rest between steps")
     parser.add_argument(
         "--wrk-timeout", type=float, default=60, help="wrk's per-request timeout (s)"
     )

@@ -1,0 +1,95 @@
+"""Every request lives within a deadline, dies with its client, and is refused at once when
+the process already has more in flight than it can finish in time.
+
+- Deadline (REQUEST_DEADLINE_S): past it the request's task is cancelled (psycopg cancels the
+  running statement on the server, the transaction rolls back) and the client gets 504.
+- Client gone: the request's task is cancelled as soon as the server sees the disconnect,
+  so an overloaded process stops working for nobody and recovers when the load drops.
+- Admission (MAX_IN_FLIGHT per process): beyond it, 503 with Retry-After without any work.
+  Health probes and /metrics are never shed, timed out or counted.
+
+One pump task is the only reader of the server's `receive`: it hands the body to the app
+and turns an `http.disconnect` into a cancellation.
+"""
+
+import asyncio
+import contextlib
+import logging
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("conduit.lifetime")
+EXEMPT = frozenset({"/healthz", "/livez", "/readyz", "/metrics"})
+
+
+class RequestLifetime:
+    def __init__(self, app: ASGIApp, *, deadline_s: float, max_in_flight: int) -> None:
+        self.app = app
+        self.deadline_s = deadline_s
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in EXEMPT:
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.max_in_flight:
+            await _error(send, 503, "server busy, retry shortly", retry_after=1)
+            return
+        self.in_flight += 1
+        try:
+            await self._run(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    async def _run(self, scope: Scope, receive: Receive, send: Send) -> None:
+        messages: asyncio.Queue[Message] = asyncio.Queue()
+        gone = asyncio.Event()
+        started = False
+
+        async def pump() -> None:
+            while True:
+                message = await receive()
+                await messages.put(message)
+                if message["type"] == "http.disconnect":
+                    gone.set()
+                    return
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        async def serve() -> None:
+            await self.app(scope, messages.get, tracked_send)
+
+        pump_task = asyncio.create_task(pump())
+        app_task = asyncio.create_task(serve())
+        gone_task = asyncio.create_task(gone.wait())
+        try:
+            await asyncio.wait(
+                {app_task, gone_task}, timeout=self.deadline_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            if app_task.done():
+                app_task.result()  # re-raise what the app raised
+                return
+            app_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await app_task
+            if gone.is_set():
+                log.info("client went away: %s %s cancelled", scope["method"], scope["path"])
+            elif not started:
+                await _error(send, 504, f"request took longer than {self.deadline_s:g} s")
+        finally:
+            pump_task.cancel()
+            gone_task.cancel()
+
+
+async def _error(send: Send, status: int, message: str, *, retry_after: int | None = None) -> None:
+    body = orjson.dumps({"errors": {"body": [message]}})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

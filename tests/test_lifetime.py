@@ -1,0 +1,120 @@
+"""Deadlines, client disconnects and admission control, with real PostgreSQL statements:
+the work really stops, and a full process answers 503 at once."""
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, MutableMapping
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.config import Settings
+from app.main import create_app
+from tests.conftest import ROOT, serve_with_state
+
+SLEEP = "SELECT pg_sleep(5) /* lifetime-test */"
+
+
+def _app_with_slow_route(settings: Settings, **overrides: Any) -> FastAPI:
+    app = create_app(settings.model_copy(update=overrides))
+
+    async def slow(request: Request) -> dict[str, str]:
+        async with request.state.engine.connect() as conn:
+            await conn.execute(text(SLEEP))
+        return {"status": "done"}
+
+    app.add_api_route("/api/test/slow", slow)
+    return app
+
+
+async def _running_sleeps(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        count = await conn.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                "AND query LIKE '%lifetime-test%' AND query NOT LIKE '%pg_stat_activity%'"
+            )
+        )
+    return int(count or 0)
+
+
+async def _until_idle(engine: AsyncEngine, within_s: float) -> float:
+    started = time.monotonic()
+    while await _running_sleeps(engine):
+        assert time.monotonic() - started < within_s, "the statement kept running"
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started
+
+
+@pytest.fixture
+async def client_for(settings: Settings, committing_state: dict[str, Any]) -> AsyncIterator[Any]:
+    clients: list[httpx.AsyncClient] = []
+
+    def make(**overrides: Any) -> httpx.AsyncClient:
+        app = _app_with_slow_route(settings, **overrides)
+        transport = httpx.ASGITransport(app=serve_with_state(app, committing_state))
+        client = httpx.AsyncClient(transport=transport, base_url=ROOT, timeout=30)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+async def test_deadline_answers_504_and_stops_the_statement(client_for, engine):
+    client = client_for(request_deadline_s=0.5)
+    started = time.monotonic()
+    response = await client.get("/api/test/slow")
+    assert response.status_code == 504
+    assert response.json()["errors"]["body"]
+    assert time.monotonic() - started < 2
+    await _until_idle(engine, within_s=2)
+
+
+async def test_client_gone_cancels_the_work(settings, committing_state, engine):
+    app = serve_with_state(_app_with_slow_route(settings, request_deadline_s=30), committing_state)
+    scope = {
+        "type": "http", "method": "GET", "path": "/api/test/slow", "raw_path": b"/api/test/slow",
+        "query_string": b"", "headers": [], "client": ("127.0.0.1", 1), "server": ("test", 80),
+        "scheme": "http", "http_version": "1.1", "root_path": "",
+    }  # fmt: skip
+    sent: list[MutableMapping[str, Any]] = []
+    calls = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.sleep(0.5)  # the client hangs up half a second in
+        return {"type": "http.disconnect"}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    started = time.monotonic()
+    await app(scope, receive, send)
+    assert time.monotonic() - started < 2
+    assert sent == []  # nobody to answer
+    await _until_idle(engine, within_s=2)
+
+
+async def test_admission_sheds_load_but_never_probes(client_for, engine):
+    client = client_for(max_in_flight=2, request_deadline_s=3)
+    busy = [asyncio.create_task(client.get("/api/test/slow")) for _ in range(2)]
+    await asyncio.sleep(0.3)
+    started = time.monotonic()
+    refused = await client.get("/api/articles")
+    assert refused.status_code == 503
+    assert refused.headers["Retry-After"] == "1"
+    assert time.monotonic() - started < 0.5
+    assert (await client.get("/healthz")).status_code == 200
+    assert (await client.get("/livez")).status_code == 200
+    assert {r.status_code for r in await asyncio.gather(*busy)} == {504}
+    assert (await client.get("/api/tags")).status_code == 200  # capacity is back
+    await _until_idle(engine, within_s=2)
