@@ -19,19 +19,24 @@ SHARED_SSL = ssl.create_default_context()  # one context for every client: build
 
 
 async def login_many(
-    api_url: str, emails: list[str], concurrency: int = 8
+    api_url: str, emails: list[str], concurrency: int = 4, attempts: int = 5
 ) -> list[tuple[str, str]]:
     """(email, token) for each seeded user: argon2 makes a login cost ~0.1-0.2 s of CPU, so
-    they run a few at a time, before any measurement."""
+    they run a few at a time, before any measurement; one shed by the API (503/504 under a
+    busy machine, 429) is tried again after a pause."""
     gate = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=api_url, timeout=120) as client:
 
         async def one(email: str) -> tuple[str, str]:
-            async with gate:
-                body = {"user": {"email": email, "password": PASSWORD}}
-                response = await client.post("/users/login", json=body)
-                response.raise_for_status()
-                return email, str(response.json()["user"]["token"])
+            body = {"user": {"email": email, "password": PASSWORD}}
+            for attempt in range(attempts):
+                async with gate:
+                    response = await client.post("/users/login", json=body)
+                if response.status_code not in (429, 503, 504) or attempt == attempts - 1:
+                    break
+                await asyncio.sleep(1 + attempt)
+            response.raise_for_status()
+            return email, str(response.json()["user"]["token"])
 
         return list(await asyncio.gather(*(one(e) for e in emails)))
 

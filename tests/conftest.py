@@ -41,7 +41,11 @@ def database_url() -> str:
 
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, jwt_secret="test-secret-" + "x" * 32)
+    # Tests fire hundreds of in-process requests at once on purpose: no admission limit
+    # (tests/test_lifetime.py sets its own).
+    return Settings(
+        database_url=database_url, jwt_secret="test-secret-" + "x" * 32, max_in_flight=100_000
+    )
 
 
 @pytest.fixture(scope="session")

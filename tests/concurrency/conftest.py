@@ -23,7 +23,11 @@ T = TypeVar("T")
 def settings(database_url: str) -> Settings:
     # A generous pool wait: these tests queue hundreds of requests on purpose.
     return Settings(
-        database_url=database_url, jwt_secret="test-secret-" + "x" * 32, db_pool_timeout=60
+        database_url=database_url,
+        jwt_secret="test-secret-" + "x" * 32,
+        db_pool_timeout=60,
+        max_in_flight=100_000,
+        request_deadline_s=120,
     )
 
 
