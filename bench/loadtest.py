@@ -75,6 +75,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--size", choices=sorted(seed.PRESETS), help="data set (default; quick: small)"
     )
     parser.add_argument("--no-seed", action="store_true", help="keep the stack's data as it is")
+    parser.add_argument("--logins", type=int, help="seeded users logged in for tokens (200)")
     parser.add_argument("--warmup", type=int, default=3, help="wrk warm-up seconds per target")
     parser.add_argument("--pause", type=float, default=2, help="seconds of rest between steps")
     parser.add_argument(
@@ -95,6 +96,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "burst": 40 if quick else 300,
         "viral_users": 100 if quick else 1000,
         "size": "small" if quick else "default",
+        "logins": 50 if quick else 200,
     }
     for name, value in defaults.items():
         if getattr(args, name) is None:
@@ -322,7 +324,7 @@ def prepare(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     if not args.no_seed:
         seed.main(["--database-url", direct, "--size", args.size, "--truncate"])
     data = sample_data(direct)
-    logins = max(args.storm, 50 if args.quick else 200)
+    logins = max(args.storm, args.logins)
     print(f"logging in {logins} seeded users (argon2: a few at a time)", flush=True)
     started = time.monotonic()
     data["tokens"] = asyncio.run(
