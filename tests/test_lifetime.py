@@ -99,9 +99,10 @@ async def test_client_gone_cancels_the_work(settings, committing_state, engine):
 
     started = time.monotonic()
     await app(scope, receive, send)
-    assert time.monotonic() - started < 2
+    # half a second to hang up, then the cancellation (slack for a loaded 2-core CI machine)
+    assert time.monotonic() - started < 4
     assert sent == []  # nobody to answer
-    await _until_idle(engine, within_s=2)
+    await _until_idle(engine, within_s=3)
 
 
 async def test_admission_sheds_load_but_never_probes(client_for, engine):
