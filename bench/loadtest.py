@@ -76,8 +76,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-seed", action="store_true", help="keep the stack's data as it is")
     parser.add_argument("--logins", type=int, help="seeded users logged in for tokens (200)")
-    parser.add_argument("--warmup", type=int, default=3, help="wrk warm-up seconds per target")
-    parser.add_argument("--pause", type=float, default=2, help="seconds of rest between steps")
+    parser.add_argument("--warmup", type=int, help="wrk warm-up seconds per target (3)")
+    parser.add_argument("--pause", type=float, help="seconds of rest between steps (2)")
     parser.add_argument(
         "--wrk-timeout", type=float, default=60, help="wrk's per-request timeout (s)"
     )
@@ -90,8 +90,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     defaults: dict[str, Any] = {
         "connections": [100, 1000] if quick else [100, 1000, 5000],
         "users": [100, 1000] if quick else [100, 1000, 5000, 10000],
-        "duration": 6 if quick else 25,
-        "journey_time": 8 if quick else 30,
+        "duration": 5 if quick else 25,
+        "journey_time": 6 if quick else 30,
+        "warmup": 2 if quick else 3,
+        "pause": 1 if quick else 2,
         "storm": 100 if quick else 1000,
         "burst": 40 if quick else 300,
         "viral_users": 100 if quick else 1000,
@@ -109,7 +111,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.think_s = (low, high)
     # Users arrive spread over one think time, so the first page views do not all land at once.
     if args.ramp is None:
-        args.ramp = (low + high) / (4 if quick else 2)
+        args.ramp = (low + high) / (8 if quick else 2)
     return args
 
 
