@@ -54,6 +54,25 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, gt=0)
     log_level: str = "INFO"
 
+    # Background jobs (README "Background jobs"): the SAQ worker, imports, webhooks.
+    queue_name: str = "conduit"
+    worker_concurrency: int = Field(default=10, ge=1)
+    # A job whose worker stops touching it for this long (killed) is retried elsewhere.
+    job_heartbeat_s: int = Field(default=30, ge=1)
+    worker_sweep_s: int = Field(default=10, ge=1)
+    # Periodic relay of outbox events, due deliveries and stalled imports (Redis lost them).
+    relay_interval_s: int = Field(default=10, ge=1, le=59)
+    worker_metrics_port: int | None = None
+    import_max_bytes: int = Field(default=100 * 1024 * 1024, gt=0)
+    import_max_lines: int = Field(default=100_000, gt=0)
+    import_batch_lines: int = Field(default=1000, ge=1)
+    webhook_timeout_s: float = Field(default=5.0, gt=0)
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    webhook_backoff_base_s: float = Field(default=2.0, gt=0)
+    webhook_backoff_max_s: float = Field(default=3600.0, gt=0)
+    # CIDRs that webhooks may target although private or loopback (e.g. ["127.0.0.1/32"]).
+    webhook_allowed_networks: list[str] = []
+
     @field_validator("database_url", "direct_database_url")
     @classmethod
     def _normalise(cls, url: str | None) -> str | None:

@@ -10,6 +10,7 @@ from fastapi.security import APIKeyHeader
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app import queue
 from app.cache import Cache, take_changes
 from app.config import Settings
 from app.db import Connect
@@ -82,10 +83,15 @@ async def get_session(
         try:
             yield session
         except Exception:
+            queue.discard(session)
             await session.rollback()
             raise
         await session.commit()
         await cache.publish(take_changes(session))  # after commit, before the response
+        # Only after commit: a job never refers to rolled-back rows (app/queue.py).
+        await queue.flush(
+            session, getattr(request.state, "queue", None), request.app.state.settings
+        )
 
 
 # scope="function": the commit runs before the response goes out, not after it.

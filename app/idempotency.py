@@ -16,6 +16,9 @@ as for registration). Then:
 The middleware opens the request's transaction itself and hands it to `get_session`
 (`scope[SESSION_SCOPE_KEY]`), which then neither commits nor rolls back: the effect and the
 stored response commit together, here. Without the header nothing changes.
+
+Paths under an `exempt` prefix (bulk imports, whose bodies stream and may be 100 MB) pass
+through untouched; those routes honour the header themselves.
 """
 
 import hashlib
@@ -27,6 +30,7 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app import queue
 from app.cache import Cache, take_changes
 from app.config import Settings
 from app.errors import AppError
@@ -42,14 +46,19 @@ MAX_KEY_LENGTH = 255
 
 
 class Idempotency:
-    def __init__(self, app: ASGIApp, *, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, *, settings: Settings, exempt: tuple[str, ...] = ()) -> None:
         self.app = app
         self.settings = settings
+        self.exempt = exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = dict(scope["headers"]) if scope["type"] == "http" else {}
         raw_key = headers.get(HEADER)
-        if raw_key is None or scope["method"] not in METHODS:
+        if (
+            raw_key is None
+            or scope["method"] not in METHODS
+            or scope["path"].startswith(self.exempt)
+        ):
             await self.app(scope, receive, send)
             return
         key = raw_key.decode("latin-1")
@@ -98,6 +107,7 @@ class Idempotency:
         response = _CapturedResponse()
         await self.app({**scope, SESSION_SCOPE_KEY: session}, _replayer(body), response.send)
         if not 200 <= response.status < 300:
+            queue.discard(session)
             await session.rollback()
             await response.forward(send)
             return

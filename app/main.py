@@ -31,17 +31,23 @@ from app.db import make_engine, make_sessionmaker
 from app.errors import AppError
 from app.health import router as health_router
 from app.idempotency import Idempotency
+from app.imports.router import router as imports_router
 from app.lifetime import RequestLifetime
 from app.middleware import BodyLimit
 from app.openapi import error_responses
 from app.profiles.router import router as profiles_router
+from app.queue import make_queue
 from app.ratelimit import RateLimit
 from app.redis import make_redis
 from app.security import PasswordHashing
 from app.tags.router import router as tags_router
 from app.users.router import router as users_router
+from app.webhooks.router import router as webhooks_router
 
 log = logging.getLogger("conduit")
+
+# Bulk import bodies stream (up to IMPORT_MAX_BYTES) past the body limit and idempotency buffers.
+IMPORTS_PATH = "/api/imports"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -58,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "reader": engine.execution_options(isolation_level="AUTOCOMMIT"),
                 "sessionmaker": make_sessionmaker(engine),
                 "redis": redis,
+                "queue": make_queue(settings, redis),  # SAQ, over the same client
                 "cache": Cache(redis if settings.cache_enabled else None),
                 "hashing": PasswordHashing(settings.password_hash_threads),
             }
@@ -78,13 +85,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     for router in (users_router, profiles_router, articles_router, comments_router, tags_router):
         app.include_router(router, prefix="/api", responses=error_responses(422))
+    for router in (imports_router, webhooks_router):
+        app.include_router(router, prefix="/api", responses=error_responses(422))
     app.include_router(health_router)
     _add_error_handlers(app)
     _add_docs(app)
-    app.add_middleware(Idempotency, settings=settings)
+    app.add_middleware(Idempotency, settings=settings, exempt=(IMPORTS_PATH,))
     if settings.rate_limit_auth_per_minute or settings.rate_limit_writes_per_minute:
         app.add_middleware(RateLimit, settings=settings)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        streamed={IMPORTS_PATH: settings.import_max_bytes},
+    )
     app.add_middleware(
         RequestLifetime,
         deadline_s=settings.request_deadline_s,

@@ -1,7 +1,11 @@
 """Pure ASGI middleware (no BaseHTTPMiddleware: it breaks streaming and cancellation)."""
 
+from collections.abc import Mapping
+
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import PayloadTooLarge
 
 
 class BodyLimit:
@@ -9,17 +13,30 @@ class BodyLimit:
 
     The body is read up to the limit and replayed, so a chunked upload without
     Content-Length cannot slip past it either.
+
+    `streamed` maps path prefixes to their own, larger limits (bulk imports): those bodies
+    are passed through as they arrive, never buffered, and counted; going over the limit
+    raises PayloadTooLarge inside the route (413), which rolls its transaction back.
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, streamed: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.streamed = dict(streamed or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
+        if (limit := self._streamed_limit(scope["path"])) is not None:
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                await self._too_large(send, limit)
+                return
+            await self.app(scope, _counted(receive, limit), send)
+            return
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await self._too_large(send)
             return
@@ -48,11 +65,32 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, send: Send) -> None:
-        body = orjson.dumps({"errors": {"body": [f"request body exceeds {self.max_bytes} bytes"]}})
+    def _streamed_limit(self, path: str) -> int | None:
+        for prefix, limit in self.streamed.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                return limit
+        return None
+
+    async def _too_large(self, send: Send, limit: int | None = None) -> None:
+        message = f"request body exceeds {limit or self.max_bytes} bytes"
+        body = orjson.dumps({"errors": {"body": [message]}})
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
         ]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _counted(receive: Receive, limit: int) -> Receive:
+    size = 0
+
+    async def counted() -> Message:
+        nonlocal size
+        message = await receive()
+        size += len(message.get("body", b""))
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+        return message
+
+    return counted

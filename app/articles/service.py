@@ -15,6 +15,7 @@ from app.articles.schemas import NewArticle
 from app.cache import Cache, changed, dumps
 from app.db import Connect
 from app.errors import Forbidden, Invalid, NotFound
+from app.events import service as events
 from app.models import Article as ArticleRow
 from app.models import Favorite, FavoriteCountShard, Tag, User
 from app.retry import in_savepoint
@@ -132,7 +133,11 @@ async def create(session: AsyncSession, *, author: User, data: NewArticle) -> st
         )
         if slug is not None:
             changed(session, "articles", "tags")
-            return await get(session, slug=slug, viewer_id=author.id)
+            document = await get(session, slug=slug, viewer_id=author.id)
+            await events.record(
+                session, events.ARTICLE_PUBLISHED, owner_id=author.id, data=document
+            )
+            return document
     raise AssertionError("unreachable: slug candidates are endless")
 
 

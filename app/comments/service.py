@@ -6,6 +6,7 @@ from app.cache import Cache, changed
 from app.comments.schemas import Comment, MultipleCommentsResponse
 from app.db import Connect
 from app.errors import Forbidden, NotFound
+from app.events import service as events
 from app.models import Article, Follow, User
 from app.models import Comment as CommentRow
 from app.schemas import Profile
@@ -80,7 +81,11 @@ async def add(session: AsyncSession, *, slug: str, author: User, body: str) -> C
     await session.flush()
     await session.refresh(comment)  # server-side timestamps
     changed(session, f"comments:{slug}")
-    return _comment(comment, author, following=False)
+    created = _comment(comment, author, following=False)
+    about = {"slug": article.slug, "title": article.title}
+    data = {"article": about, "comment": created.model_dump(mode="json")}
+    await events.record(session, events.COMMENT_CREATED, owner_id=article.author_id, data=data)
+    return created
 
 
 async def remove(session: AsyncSession, *, slug: str, comment_id: int, user: User) -> None:

@@ -3,6 +3,14 @@
 from app.models.article import Article, Favorite, FavoriteCountShard, Tag
 from app.models.comment import Comment
 from app.models.idempotency import IdempotencyKey
+from app.models.jobs import (
+    Import,
+    ImportChunk,
+    ImportLineError,
+    OutboxEvent,
+    Webhook,
+    WebhookDelivery,
+)
 from app.models.user import Follow, User
 
 __all__ = [
@@ -12,6 +20,12 @@ __all__ = [
     "FavoriteCountShard",
     "Follow",
     "IdempotencyKey",
+    "Import",
+    "ImportChunk",
+    "ImportLineError",
+    "OutboxEvent",
     "Tag",
     "User",
+    "Webhook",
+    "WebhookDelivery",
 ]
