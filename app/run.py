@@ -1,9 +1,14 @@
-"""`make run`: serve the API, with an embedded PostgreSQL when DATABASE_URL is not set.
+"""`make run`: serve the API, with an embedded PostgreSQL when DATABASE_URL is not set,
+plus the job worker (restarted if it dies) and an embedded Redis when REDIS_URL is not set.
 
 HOST, PORT and WORKERS (default 1) choose where and how many uvicorn workers serve.
 """
 
+import atexit
 import os
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
@@ -24,6 +29,7 @@ def main() -> None:
     upgrade(settings.migration_url)
     host = os.environ.get("HOST", "127.0.0.1")
     port = int(os.environ.get("PORT", "8000"))
+    atexit.register(_start_background())  # stopped when the server returns (Ctrl-C)
     print(f"serving http://{host}:{port}/api  (docs: http://{host}:{port}/docs)", flush=True)  # noqa: T201
     uvicorn.run(
         "app.main:create_app",
@@ -36,6 +42,33 @@ def main() -> None:
         log_level=settings.log_level.lower(),
         access_log=False,
     )
+
+
+def _start_background() -> Callable[[], None]:
+    """The job worker (`--supervise`: started again if it dies) and, without REDIS_URL, an
+    embedded Redis; each in a session of its own, so Ctrl-C stops the API first, then them."""
+    processes: list[subprocess.Popen[bytes]] = []
+    if "REDIS_URL" not in os.environ:
+        from app.embedded import start_redis  # only installed with the `embedded` extra
+
+        os.environ["REDIS_URL"], redis = start_redis(DATA_DIR / "redis")
+        processes.append(redis)
+        print(f"embedded Redis: {os.environ['REDIS_URL']}", flush=True)  # noqa: T201
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "app.workers.main", "--supervise"], start_new_session=True
+    )
+    processes.insert(0, worker)
+    print(f"job worker: pid {worker.pid}", flush=True)  # noqa: T201
+
+    def stop() -> None:
+        for process in processes:  # the worker finishes its jobs before Redis goes
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    return stop
 
 
 if __name__ == "__main__":

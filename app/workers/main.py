@@ -57,6 +57,18 @@ class WorkerQueue(RedisQueue):
         return await super().sweep(lock, abort)
 
 
+class ConduitWorker(Worker[Ctx]):
+    """SAQ's worker, whose shutdown does not wait out the upkeep loops' sleeps (up to the
+    sweep interval): they are cancelled at once; running jobs still get the grace period."""
+
+    async def stop(self) -> None:
+        self.event.set()
+        for task in list(self.tasks):
+            if task.get_name() != "process":
+                task.cancel()
+        await super().stop()
+
+
 def build_worker(settings: Settings) -> Worker[Ctx]:
     if settings.redis_url is None:
         raise SystemExit("REDIS_URL is required by the job worker")
@@ -85,7 +97,7 @@ def build_worker(settings: Settings) -> Worker[Ctx]:
         metrics.withdraw_this_process()
         log.info("worker stopped")
 
-    return Worker(
+    return ConduitWorker(
         queue,
         functions=jobs.FUNCTIONS,
         cron_jobs=[
