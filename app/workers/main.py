@@ -150,7 +150,7 @@ async def serve(settings: Settings) -> None:
 
 def supervise() -> int:
     """Run the worker as a child process; start it again when it dies (backoff 1-30s);
-    SIGTERM/SIGINT go to the child, and then we exit."""
+    SIGTERM/SIGINT go to the child, and then we exit; SIGHUP restarts the child (new code)."""
     stopping = False
     child: subprocess.Popen[bytes] | None = None
 
@@ -160,8 +160,13 @@ def supervise() -> int:
         if child is not None and child.poll() is None:
             child.send_signal(signum)
 
+    def restart(_: int, __: FrameType | None) -> None:  # SIGHUP: new code, same supervisor
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, restart)
     delay = 1.0
     while not stopping:
         started = time.monotonic()
@@ -169,7 +174,10 @@ def supervise() -> int:
         code = child.wait()
         if stopping:
             break
-        delay = 1.0 if time.monotonic() - started > 60 else min(delay * 2, 30.0)
+        if code == 0:  # stopped on purpose (SIGHUP): start the new code at once
+            delay = 0.0
+            continue
+        delay = 1.0 if time.monotonic() - started > 60 else min(max(delay, 0.5) * 2, 30.0)
         log.warning("worker exited (%s); starting it again in %.0fs", code, delay)
         time.sleep(delay)
     return 0

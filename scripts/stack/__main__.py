@@ -15,13 +15,14 @@ from scripts.stack.base import Component
 from scripts.stack.config import StackConfig, StackError
 from scripts.stack.data import PgBouncer, Postgres, Redis
 from scripts.stack.web import Api, Nginx
+from scripts.stack.worker import JobWorker
 
 
 def components(config: StackConfig) -> list[Component]:
     """In start order: each one needs the ones before it. A variant has only its web tier."""
     if config.variant:
         return [Api(config), Nginx(config)]
-    return [Postgres(config), PgBouncer(config), Redis(config), Api(config), Nginx(config)]
+    return [Postgres(config), PgBouncer(config), Redis(config), Api(config), Nginx(config), JobWorker(config)]
 
 
 def up(config: StackConfig, chosen: list[Component], everything: bool) -> None:

@@ -14,6 +14,7 @@ from scripts.stack import system
 from scripts.stack.base import Component, http_ok
 from scripts.stack.config import ROOT, render
 from scripts.stack.system import log
+from scripts.stack.worker import import_max_bytes
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ class Nginx(Component):
                 "HTTPS_PORT": config.ports.https,
                 "API_PORT": config.ports.api,
                 "MAX_BODY_BYTES": config.max_body_bytes,
+                "IMPORT_MAX_BYTES": import_max_bytes(),
                 "PROXY_READ_TIMEOUT_S": math.ceil(config.sizing.db_pool_timeout) + 20,
                 "NOFILE": nofile,
                 "WORKER_CONNECTIONS": min(16_384, nofile - 64),
