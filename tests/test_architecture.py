@@ -4,7 +4,7 @@ import ast
 from pathlib import Path
 
 APP = Path(__file__).resolve().parent.parent / "app"
-FEATURES = {"users", "profiles", "articles", "comments", "tags"}
+FEATURES = {"users", "profiles", "articles", "comments", "tags", "imports", "webhooks", "events"}
 WEB = ("fastapi", "starlette")
 
 
