@@ -2,7 +2,7 @@
 
 Against a running stack (API_URL from .stack/stack.env by default): R readers page through
 `GET /api/articles` for --duration seconds (the baseline), then again for as long as one user's
-import of --lines articles through `POST /api/imports` runs. Prints and writes (bench/results/) the read
+import of --lines articles through `POST /api/imports` runs. Prints and writes (bench/results/<UTC>/) the read
 p50/p99 of both phases, their ratio (target: at most 2x) and the import's lines per second
 (server side: finishedAt - createdAt of the import). Bounded: it stops by itself.
 """
@@ -148,7 +148,10 @@ def main() -> None:
     result = asyncio.run(
         run(args.api_url or _stack_api_url(), args.lines, args.readers, args.duration)
     )
-    out = ROOT / "bench" / "results" / f"imports-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    # One git-ignored folder per run, as every bench tool does (bench/results/README.md).
+    out = (
+        ROOT / "bench" / "results" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) / "imports.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
