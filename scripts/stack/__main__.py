@@ -22,7 +22,10 @@ def components(config: StackConfig) -> list[Component]:
     """In start order: each one needs the ones before it. A variant has only its web tier."""
     if config.variant:
         return [Api(config), Nginx(config)]
-    return [Postgres(config), PgBouncer(config), Redis(config), Api(config), Nginx(config), JobWorker(config)]
+    return [
+        *(Postgres(config), PgBouncer(config), Redis(config), Api(config), Nginx(config)),
+        JobWorker(config),
+    ]
 
 
 def up(config: StackConfig, chosen: list[Component], everything: bool) -> None:
