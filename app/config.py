@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, gt=0)
     log_level: str = "INFO"
 
+    # Observability (README "Observability"): /metrics and one JSON log line per request.
+    metrics_enabled: bool = True
+    access_log: bool = True
+    # Traces are exported over OTLP/HTTP only when an endpoint is set (e.g. http://otel:4318).
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_service_name: str = "conduit-api"
+
     # Background jobs (README "Background jobs"): the SAQ worker, imports, webhooks.
     queue_name: str = "conduit"
     worker_concurrency: int = Field(default=10, ge=1)

@@ -26,6 +26,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import NullPool
 
 from app.config import Settings
+from app.observability.pool import MeteredQueuePool
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -59,6 +60,7 @@ def make_engine(settings: Settings, url: str | None = None, *, pooled: bool = Tr
             "max_overflow": settings.db_max_overflow,
             "pool_timeout": settings.db_pool_timeout,
             "pool_recycle": 1800,
+            "poolclass": MeteredQueuePool,  # conduit_db_pool_* metrics
         }
     else:
         options["poolclass"] = NullPool

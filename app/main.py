@@ -1,9 +1,19 @@
 """The application factory: settings in, FastAPI app out.
 
-Middleware, outermost first: CORS (answers preflights, decorates every response,
-errors included) → RequestLifetime (503 when too much is in flight, 504 past the deadline,
-cancellation when the client goes away) → BodyLimit (413 before any parsing) → RateLimit
-(when configured) → Idempotency → FastAPI's own exception handling → routes.
+Middleware, outermost first:
+
+1. CORS: answers preflights, decorates every response, errors included.
+2. ObserveRequests (app/observability): request id in and out, metrics, the access log line;
+   answers /metrics itself, so scrapes pass no limiter below it and are not counted.
+3. RequestLifetime: admission (503 when too much is in flight), the deadline (504), and
+   cancellation when the client goes away; probes are exempt.
+4. BodyLimit: 413 before any parsing.
+5. RateLimit (when configured): 429 per client or user, in Redis.
+6. Idempotency: replays, conflicts, the transaction shared with the session dependency.
+7. FastAPI's own exception handling → routes.
+
+Outside all of them sit FastAPI's native telemetry (the server span, only when tracing is on)
+and Starlette's ServerErrorMiddleware (the 500 handler below, which still sees the request id).
 """
 
 import logging
@@ -18,6 +28,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
@@ -34,6 +45,8 @@ from app.idempotency import Idempotency
 from app.imports.router import router as imports_router
 from app.lifetime import RequestLifetime
 from app.middleware import BodyLimit
+from app.observability import context, logs, metrics, tracing
+from app.observability.middleware import ObserveRequests
 from app.openapi import error_responses
 from app.profiles.router import router as profiles_router
 from app.queue import make_queue
@@ -50,12 +63,19 @@ log = logging.getLogger("conduit")
 IMPORTS_PATH = "/api/imports"
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, tracer_provider: TracerProvider | None = None
+) -> FastAPI:
+    """`tracer_provider` overrides the one OTEL_EXPORTER_OTLP_ENDPOINT configures (tests)."""
     settings = settings or Settings()
+    logs.configure_logging(settings.log_level)
+    tracer_provider = tracer_provider or tracing.configure_tracing(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         engine = make_engine(settings)
+        if tracer_provider is not None:
+            tracing.instrument_engine(engine, tracer_provider)
         redis = make_redis(settings)
         try:
             yield {
@@ -72,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if redis is not None:
                 await redis.aclose()
             await engine.dispose()
+            metrics.withdraw_this_process()
 
     app = FastAPI(
         title="Conduit API",
@@ -81,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json",
+        telemetry=tracing.fastapi_telemetry(tracer_provider),
     )
     app.state.settings = settings
     for router in (users_router, profiles_router, articles_router, comments_router, tags_router):
@@ -102,6 +124,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         RequestLifetime,
         deadline_s=settings.request_deadline_s,
         max_in_flight=settings.max_in_flight,
+    )
+    app.add_middleware(
+        ObserveRequests,
+        fastapi=app,
+        metrics=settings.metrics_enabled,
+        access_log=settings.access_log,
     )
     app.add_middleware(
         CORSMiddleware,
@@ -152,7 +180,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return _errors(500, ["internal server error"])
+        return _errors(500, ["internal server error"], context.request_id_headers())
 
 
 def _allowed_methods(request: Request) -> str:

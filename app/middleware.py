@@ -1,4 +1,7 @@
-"""Pure ASGI middleware (no BaseHTTPMiddleware: it breaks streaming and cancellation)."""
+"""Pure ASGI middleware (no BaseHTTPMiddleware: it breaks streaming and cancellation).
+
+The order they run in is documented, and set, in app/main.py (CORS outermost).
+"""
 
 from collections.abc import Mapping
 

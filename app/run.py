@@ -15,6 +15,7 @@ import uvicorn
 
 from app.config import Settings
 from app.migrate import upgrade
+from app.observability.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 
 DATA_DIR = Path(os.environ.get("DATA_DIR", ".data")).resolve()
 
@@ -29,6 +30,12 @@ def main() -> None:
     upgrade(settings.migration_url)
     host = os.environ.get("HOST", "127.0.0.1")
     port = int(os.environ.get("PORT", "8000"))
+    workers = int(os.environ.get("WORKERS", "1"))
+    if workers > 1 or MULTIPROC_ENV in os.environ:
+        # Several workers, one /metrics: prometheus_client's multiprocess mode, from a clean dir.
+        prepare_multiprocess_dir(
+            Path(os.environ.setdefault(MULTIPROC_ENV, str(DATA_DIR / "metrics")))
+        )
     atexit.register(_start_background())  # stopped when the server returns (Ctrl-C)
     print(f"serving http://{host}:{port}/api  (docs: http://{host}:{port}/docs)", flush=True)  # noqa: T201
     uvicorn.run(
@@ -36,7 +43,7 @@ def main() -> None:
         factory=True,
         host=host,
         port=port,
-        workers=int(os.environ.get("WORKERS", "1")),
+        workers=workers,
         loop="uvloop",
         http="httptools",
         log_level=settings.log_level.lower(),

@@ -1,14 +1,14 @@
 """Observability: metrics, request context, logs and traces (README "Observability").
 
-  context.py     request id and user id of the request being served (contextvars); helpers
-                 that carry the id into job payloads and outbound HTTP headers
-  metrics.py     every Prometheus metric object, in one place; multi-process exposition
-  routes.py      request -> route template (a bounded label, never the raw path)
-  middleware.py  the pure ASGI middleware: request ids, one log line and metrics per request,
-                 and /metrics itself
-  pool.py        SQLAlchemy pool metrics (size, checked out, overflow, wait for a connection)
-  logs.py        JSON log lines (stdlib logging + orjson), level from LOG_LEVEL
-  tracing.py     OpenTelemetry: FastAPI, SQLAlchemy, Redis and httpx spans, OTLP when configured
-  pgbouncer.py   a Prometheus collector reading PgBouncer's admin console (SHOW POOLS/STATS)
-  exporter.py    `python -m app.observability.exporter`: serves that collector for Prometheus
+context.py     request id and user id of the request being served (contextvars); helpers
+               that carry the id into job payloads and outbound HTTP headers
+metrics.py     every Prometheus metric object, in one place; multi-process exposition
+routes.py      request -> route template (a bounded label, never the raw path)
+middleware.py  the pure ASGI middleware: request ids, one log line and metrics per request,
+               and /metrics itself
+pool.py        SQLAlchemy pool metrics (size, checked out, overflow, wait for a connection)
+logs.py        JSON log lines (stdlib logging + orjson), level from LOG_LEVEL
+tracing.py     OpenTelemetry: FastAPI, SQLAlchemy, Redis and httpx spans, OTLP when configured
+pgbouncer.py   a Prometheus collector reading PgBouncer's admin console (SHOW POOLS/STATS)
+exporter.py    `python -m app.observability.exporter`: serves that collector for Prometheus
 """

@@ -3,7 +3,7 @@
 The id comes from a well-formed `X-Request-ID` (the same rule nginx applies) or is made
 here. It rides in a contextvar, so every log line written while serving the request carries
 it, and other features read it to pass it on: `job_fields()` for job payloads,
-`outbound_headers()` for webhooks and other outbound HTTP calls, and `bound()` to restore it
+`request_id_headers()` for webhooks and other outbound HTTP calls, and `bound()` to restore it
 where the work continues (a job worker).
 """
 
@@ -56,8 +56,8 @@ def set_user_id(user_id: int) -> None:
         context.user_id = user_id
 
 
-def outbound_headers() -> dict[str, str]:
-    """Headers for an outbound HTTP call made on behalf of this request (webhooks)."""
+def request_id_headers() -> dict[str, str]:
+    """`X-Request-ID` for a response, or for an outbound call made for this request (webhooks)."""
     request_id = current_request_id()
     return {} if request_id is None else {REQUEST_ID_HEADER: request_id}
 

@@ -14,10 +14,12 @@ contextvar, so no call site passes them.
 
 import logging
 import sys
+import threading
 import time
-from typing import Any, TextIO
+from typing import Any
 
 import orjson
+from opentelemetry import trace
 
 from app.observability import context
 
@@ -37,6 +39,11 @@ class JsonFormatter(logging.Formatter):
             line["request_id"] = request.request_id
             if request.user_id is not None:
                 line["user_id"] = request.user_id
+        if _with_trace_ids:
+            span = trace.get_current_span().get_span_context()
+            if span.is_valid:
+                line["trace_id"] = f"{span.trace_id:032x}"
+                line["span_id"] = f"{span.span_id:016x}"
         fields = record.__dict__.get(FIELDS)
         if fields:
             line.update(fields)
@@ -47,41 +54,108 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
+_second: tuple[int, str] = (-1, "")
+
+
 def _timestamp(created: float) -> str:
+    """ISO 8601 UTC with milliseconds; the seconds part is formatted once per second."""
+    global _second
     seconds = int(created)
-    millis = int((created - seconds) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    if _second[0] != seconds:
+        _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    return f"{_second[1]}.{int((created - seconds) * 1000):03d}Z"
 
 
-class _StderrHandler(logging.StreamHandler[TextIO]):
-    """Writes to whatever sys.stderr is at the time (test runners swap it)."""
+_with_trace_ids = False
+
+
+def include_trace_ids() -> None:
+    """Tracing is on: lines written inside a span carry its trace and span ids."""
+    global _with_trace_ids
+    _with_trace_ids = True
+
+
+class BufferedStderrHandler(logging.Handler):
+    """Lines to whatever sys.stderr is at the time (test runners swap it), written in batches.
+
+    A write and flush per line costs about as much as everything else the access log does, so
+    lines are gathered and written together, like nginx's `access_log ... buffer=64k flush=2s`:
+    when 64 KiB are waiting, every FLUSH_INTERVAL_S (a daemon thread), at exit, and at once
+    for warnings and errors. Lines are whole in each write, so workers sharing one log file
+    never interleave within a line. A worker killed outright loses at most the last interval.
+    """
+
+    FLUSH_INTERVAL_S = 0.5
+    MAX_PENDING = 64 * 1024
 
     def __init__(self) -> None:
-        super().__init__(sys.stderr)
+        super().__init__()
+        self._pending: list[str] = []
+        self._size = 0
+        self._flusher = threading.Thread(target=self._flush_periodically, daemon=True)
+        self._flusher.start()
 
-    @property  # type: ignore[override]
-    def stream(self) -> TextIO:
-        return sys.stderr
+    def emit(self, record: logging.LogRecord) -> None:  # called with self.lock held
+        try:
+            line = self.format(record) + "\n"
+        except Exception:
+            self.handleError(record)
+            return
+        self._pending.append(line)
+        self._size += len(line)
+        if self._size >= self.MAX_PENDING or record.levelno >= logging.WARNING:
+            self._write()
 
-    @stream.setter
-    def stream(self, _: TextIO) -> None:
-        pass
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write()
+
+    def _write(self) -> None:
+        if not self._pending:
+            return
+        text, self._pending, self._size = "".join(self._pending), [], 0
+        try:
+            sys.stderr.write(text)
+            sys.stderr.flush()
+        except (OSError, ValueError):  # stderr closed (shutdown, test capture ended)
+            pass
+
+    def _flush_periodically(self) -> None:
+        while True:
+            time.sleep(self.FLUSH_INTERVAL_S)
+            self.flush()
 
 
 _handler: logging.Handler | None = None
+# Loggers LOG_LEVEL applies to; everything else (libraries) logs warnings and above, so a
+# library's INFO chatter (httpx logs every request) never floods the request lines.
+OWN_LOGGERS = ("conduit", "uvicorn", "uvicorn.error", "uvicorn.access")
+
+
+def flush() -> None:
+    """Write out the lines waiting in the buffer (tests; a process about to exit)."""
+    if _handler is not None:
+        _handler.flush()
 
 
 def configure_logging(level: str) -> None:
-    """JSON lines on stderr for every logger, at `level` (LOG_LEVEL). Safe to call again."""
+    """JSON lines on stderr for every logger, ours at `level` (LOG_LEVEL). Safe to call again."""
     global _handler
     root = logging.getLogger()
     if _handler is None:
-        _handler = _StderrHandler()
+        _handler = BufferedStderrHandler()
         _handler.setFormatter(JsonFormatter())
         root.addHandler(_handler)
-    root.setLevel(level.upper())
-    # uvicorn set up its own text handlers before loading the app: route them through ours.
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise ValueError(f"LOG_LEVEL={level!r} is not a logging level")
+    root.setLevel(max(numeric, logging.WARNING))
+    for name in OWN_LOGGERS:
         logger = logging.getLogger(name)
-        logger.handlers.clear()
-        logger.propagate = True
+        logger.setLevel(numeric)
+        # uvicorn set up its own text handlers before it loaded the app: use ours instead.
+        # A logger it left without handlers stays as it is (--no-access-log does that, and
+        # uvicorn decides whether to log access lines by whether any handler would get them).
+        if logger.handlers:
+            logger.handlers.clear()
+            logger.propagate = True

@@ -15,7 +15,6 @@ gauges of a worker killed outright are withdrawn at the next scrape.
 """
 
 import os
-import shutil
 from pathlib import Path
 
 from prometheus_client import (
@@ -39,9 +38,13 @@ def multiprocess_dir() -> Path | None:
 
 
 def prepare_multiprocess_dir(path: Path) -> None:
-    """For the launcher, before any worker starts: an empty directory, no stale samples."""
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
+    """For the launcher, before any worker starts: no samples left from an earlier run.
+    The launcher's own files stay (importing this module may already have made them)."""
+    path.mkdir(parents=True, exist_ok=True)
+    own = f"_{os.getpid()}.db"
+    for stale in path.glob("*.db"):
+        if not stale.name.endswith(own):
+            stale.unlink(missing_ok=True)
 
 
 if (_dir := multiprocess_dir()) is not None:
@@ -50,7 +53,22 @@ if (_dir := multiprocess_dir()) is not None:
 
 # Latency buckets: fine where the API lives (1-100 ms), coarse out to the 10 s timeouts.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-WAIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+WAIT_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 JOB_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 # ---- HTTP (app/observability/middleware.py) ----
@@ -161,14 +179,14 @@ def exposition() -> bytes:
         return generate_latest(REGISTRY)
     _withdraw_dead_processes(directory)
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=str(directory))
+    multiprocess.MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
     return generate_latest(registry)
 
 
 def withdraw_this_process() -> None:
     """At a worker's clean exit: its live gauges (in flight, pool) stop counting."""
     if (directory := multiprocess_dir()) is not None:
-        multiprocess.mark_process_dead(os.getpid(), str(directory))
+        multiprocess.mark_process_dead(os.getpid(), str(directory))  # type: ignore[no-untyped-call]
 
 
 def _withdraw_dead_processes(directory: Path) -> None:
@@ -176,7 +194,7 @@ def _withdraw_dead_processes(directory: Path) -> None:
     for path in directory.glob("gauge_live*_*.db"):
         pid = path.stem.rsplit("_", 1)[-1]
         if pid.isdigit() and not _alive(int(pid)):
-            multiprocess.mark_process_dead(int(pid), str(directory))
+            multiprocess.mark_process_dead(int(pid), str(directory))  # type: ignore[no-untyped-call]
 
 
 def _alive(pid: int) -> bool:

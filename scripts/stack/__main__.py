@@ -14,6 +14,7 @@ from scripts.stack import system
 from scripts.stack.base import Component
 from scripts.stack.config import StackConfig, StackError
 from scripts.stack.data import PgBouncer, Postgres, Redis
+from scripts.stack.monitoring import Exporter, Prometheus
 from scripts.stack.web import Api, Nginx
 from scripts.stack.worker import JobWorker
 
@@ -25,6 +26,7 @@ def components(config: StackConfig) -> list[Component]:
     return [
         *(Postgres(config), PgBouncer(config), Redis(config), Api(config), Nginx(config)),
         JobWorker(config),
+        *(Exporter(config), Prometheus(config)),
     ]
 
 

@@ -35,6 +35,8 @@ class Ports:
     pgbouncer: int
     postgres: int
     redis: int
+    prometheus: int = 9090
+    exporter: int = 9127
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,8 @@ class StackConfig:
                 pgbouncer=number("STACK_PGBOUNCER_PORT", 6432),
                 postgres=number("STACK_POSTGRES_PORT", 5433),
                 redis=number("STACK_REDIS_PORT", 6380),
+                prometheus=number("STACK_PROMETHEUS_PORT", 9090),
+                exporter=number("STACK_EXPORTER_PORT", 9127),
             ),
             sizing=sizing,
             max_body_bytes=number("MAX_BODY_BYTES", 1_048_576),
@@ -199,6 +203,7 @@ class StackConfig:
             "DIRECT_DATABASE_URL": self.direct_database_url,
             "PGBOUNCER_ADMIN_URL": self.pgbouncer_admin_url,
             "REDIS_URL": self.redis_url,
+            "PROMETHEUS_URL": f"http://{self.host}:{self.ports.prometheus}",
             "API_WORKERS": str(self.sizing.workers),
             "PGBOUNCER_POOL_SIZE": str(self.sizing.server_pool),
             "DB_POOL_SIZE": str(self.sizing.db_pool_size),

@@ -24,6 +24,7 @@ PACKAGES = {
     "nginx": "nginx",
     "redis-server": "redis-server",
     "openssl": "openssl",
+    "prometheus": "prometheus",  # and promtool, which `make test` uses on the alert rules
 }
 # PostgreSQL and PgBouncer refuse to run as root; as root, every daemon but nginx (whose
 # master drops its workers to `nobody` itself) runs as this user.

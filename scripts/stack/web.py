@@ -4,6 +4,7 @@
 
 import math
 import os
+import shutil
 import signal
 import ssl
 import subprocess
@@ -52,11 +53,16 @@ class Api(Component):
             f"starting {sizing.workers} API workers on {self.port} "
             f"(DB pool {sizing.db_pool_size}+{sizing.db_max_overflow} each, {via})"
         )
+        # Prometheus multiprocess mode (app/observability/metrics.py): every worker writes its
+        # samples here and /metrics merges them; emptied before the first worker starts.
+        metrics_dir = self.dir / "metrics"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir()
         with self.log_file.open("ab") as output:
             process = subprocess.Popen(
                 command,
                 cwd=ROOT,
-                env=os.environ | config.api_env(),
+                env=os.environ | config.api_env() | {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,

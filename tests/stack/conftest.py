@@ -24,6 +24,8 @@ PORT_VARIABLES = (
     "STACK_PGBOUNCER_PORT",
     "STACK_POSTGRES_PORT",
     "STACK_REDIS_PORT",
+    "STACK_PROMETHEUS_PORT",
+    "STACK_EXPORTER_PORT",
 )
 WORKERS = 2  # at least two, whatever the CPU count: one is killed while the other serves
 
