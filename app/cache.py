@@ -33,6 +33,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.observability import metrics
+
 log = logging.getLogger("conduit.cache")
 
 TTL_S = 120  # an upper bound only: versions, not time, keep entries correct
@@ -193,6 +195,7 @@ class Cache:
 
     def _count(self, family: str, result: str) -> None:
         self.stats[family, result] += 1
+        metrics.CACHE_REQUESTS.labels(family, result).inc()
 
 
 def dumps(value: Any) -> str:

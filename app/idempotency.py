@@ -35,6 +35,7 @@ from app.cache import Cache, take_changes
 from app.config import Settings
 from app.errors import AppError
 from app.models import IdempotencyKey
+from app.observability import metrics
 from app.security import read_user_id
 
 log = logging.getLogger("conduit.idempotency")
@@ -101,6 +102,7 @@ class Idempotency:
                     send, 422, "Idempotency-Key was already used for a different request"
                 )
                 return
+            metrics.IDEMPOTENT_REPLAYS.inc()
             await _replay(send, stored)
             return
 

@@ -19,6 +19,8 @@ import logging
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.observability import metrics
+
 log = logging.getLogger("conduit.lifetime")
 EXEMPT = frozenset({"/healthz", "/livez", "/readyz", "/metrics"})
 
@@ -35,6 +37,7 @@ class RequestLifetime:
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.max_in_flight:
+            metrics.HTTP_SHED.labels("overload").inc()
             await _error(send, 503, "server busy, retry shortly", retry_after=1)
             return
         self.in_flight += 1
@@ -80,6 +83,7 @@ class RequestLifetime:
             if gone.is_set():
                 log.info("client went away: %s %s cancelled", scope["method"], scope["path"])
             elif not started:
+                metrics.HTTP_SHED.labels("deadline").inc()
                 await _error(send, 504, f"request took longer than {self.deadline_s:g} s")
         finally:
             pump_task.cancel()

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.config import Settings
 from app.errors import AppError
+from app.observability import metrics
 from app.security import read_user_id
 
 log = logging.getLogger("conduit.ratelimit")
@@ -54,6 +55,7 @@ class RateLimit:
             await self.app(scope, receive, send)
             return
         if count > limit:
+            metrics.HTTP_SHED.labels("rate_limit").inc()
             retry_after = WINDOW_S - int(time.time()) % WINDOW_S
             await _too_many(send, retry_after)
             return

@@ -19,25 +19,25 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from app.observability import metrics
+
 T = TypeVar("T")
-TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})
+TRANSIENT_SQLSTATES = {"40001": "serialization_failure", "40P01": "deadlock"}
 ATTEMPTS = 5
 
 
-class RetryCounter:
-    """How many retries this process made; exposed as a metric once metrics exist."""
-
-    total = 0
+def _sqlstate(exc: BaseException | None) -> str | None:
+    return getattr(exc.orig, "sqlstate", None) if isinstance(exc, DBAPIError) else None
 
 
 def is_transient(exc: BaseException) -> bool:
-    return (
-        isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in TRANSIENT_SQLSTATES
-    )
+    return _sqlstate(exc) in TRANSIENT_SQLSTATES
 
 
-def _count(_: RetryCallState) -> None:
-    RetryCounter.total += 1
+def _count(state: RetryCallState) -> None:
+    failure = state.outcome.exception() if state.outcome is not None else None
+    reason = TRANSIENT_SQLSTATES.get(_sqlstate(failure) or "", "other")
+    metrics.DB_RETRIES.labels(reason).inc()
 
 
 async def in_savepoint(session: AsyncSession, work: Callable[[], Awaitable[T]]) -> T:
