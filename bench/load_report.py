@@ -1,7 +1,5 @@
 """The Markdown report of one bench.loadtest run (bench/results/<UTC>/report.md)."""
 
-import shlex
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -110,7 +108,8 @@ def cpu_table(steps: Sequence[Step], phase: str) -> str:
 
 def storm_table(steps: Sequence[Step]) -> str:
     header = ["architecture", "users", "favorite req/s", "p50 ms", "p99 ms", "max ms", "answers"]
-    header += ["acknowledged", "favoritesCount", "favorite rows", "exact", "peak PG backends"]
+    header += ["favoritesCount", "favorite rows", "confirmed on / off", "lost / phantom"]
+    header += ["unsure (with row)", "exact", "peak PG backends"]
     rows = []
     for s in steps:
         if s["phase"] != "storm":
@@ -119,8 +118,10 @@ def storm_table(steps: Sequence[Step]) -> str:
         rows.append([
             _label(s["architecture"]), f"{s['load']:,}", f"{s.get('rps', 0):,.1f}",
             f"{s.get('p50_ms', 0):,.0f}", f"{s.get('p99_ms', 0):,.0f}", f"{s.get('max_ms', 0):,.0f}",
-            answers, str(s.get("expected_favorites")), str(s.get("favoritesCount_api")),
-            str(s.get("favorite_rows")), "yes" if s.get("exact") else "**no**", _pg(s),
+            answers, str(s.get("favoritesCount_api")), str(s.get("favorite_rows")),
+            f"{s.get('confirmed_on')} / {s.get('confirmed_off')}",
+            f"{s.get('lost')} / {s.get('phantom')}", f"{s.get('unsure')} ({s.get('unsure_on')})",
+            "yes" if s.get("exact") else "**no**", _pg(s),
         ])  # fmt: skip
     return _table(header, rows, text_from=6)
 
@@ -192,9 +193,11 @@ def render(meta: Mapping[str, Any], steps: Sequence[Step], charts: Sequence[str]
     lines = [
         f"# Load test, {meta['started'][:16].replace('T', ' ')} UTC",
         "",
-        f"`{shlex.join(['python', '-m', 'bench.loadtest', *sys.argv[1:]])}` — {meta['minutes']} min, "
+        f"`{meta.get('command', 'python -m bench.loadtest')}` — {meta['minutes']} min measuring, "
         f"all on one machine ({meta['machine'].get('cores (nproc)', '?')} cores, shared with "
         "the load generator and other users' work: read ratios within this run).",
+        "",
+        _contention(steps),
         "",
         "Architectures (same code, same data, same machine; baselines switched by configuration):",
         "",
@@ -250,6 +253,18 @@ def render(meta: Mapping[str, Any], steps: Sequence[Step], charts: Sequence[str]
     return "\n".join(lines)
 
 
+def _contention(steps: Sequence[Step]) -> str:
+    """How much of the machine other people's processes took while we measured."""
+    other = [s["cpu"]["other"] for s in steps if "other" in s.get("cpu", {})]
+    if not other:
+        return ""
+    return (
+        f"While measuring, processes outside the stack and the load generator used "
+        f"{sum(other) / len(other):.2f} cores on average (from {min(other):.2f} to "
+        f"{max(other):.2f}; the `other` CPU column): the architectures shared what was left."
+    )
+
+
 def _phase_note(phase: str, args: Mapping[str, Any]) -> str:
     think = "-".join(str(x) for x in args["think_s"])
     return {
@@ -263,8 +278,12 @@ def _phase_note(phase: str, args: Mapping[str, Any]) -> str:
         f"page views. Users start evenly over {args['ramp']:g} s, then {args['journey_time']} s are "
         "measured (statistics reset once all run; req/s = requests in that window / its length).",
         "storm": "Every user holds an open connection, then all favorite one fresh article at once; "
-        "20 % favorite it again (a no-op), 10 % take it back. `acknowledged` = users whose last "
-        "2xx answer leaves a favorite; it must equal favoritesCount and the rows.",
+        "20 % favorite it again (a no-op), 10 % take it back. `confirmed on / off`: users all of "
+        "whose requests were answered 2xx, told they do / do not favorite the article; `lost`: "
+        "confirmed on without a row, `phantom`: confirmed off with a row (both must be 0); "
+        "`unsure`: users with an error answer (503 shed, 504 past the deadline), for whom either "
+        "state is right, and how many of them have a row. `exact`: favoritesCount = rows, and "
+        "no lost or phantom favorite.",
         "viral": f"As the journeys, but 80 % of article views (and members' favorites and comments) "
         f"go to one article; think time {think} s.",
         "burst": "Every user arrives within a second or two: half sign up, half log in (argon2), then "

@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import resource
+import shlex
 import subprocess
 import sys
 import time
@@ -289,18 +290,18 @@ class Runner:
         }
 
     def storm_phase(self, target: Target) -> None:
-        tokens = [t for _, t in self.data["tokens"][: self.args.storm]]
+        users = list(self.data["tokens"][: self.args.storm])
         run = f"{self.out.name}-{target.architecture.key}".lower()
 
         def measure() -> dict[str, Any]:
             result = asyncio.run(
                 storm.favorite_storm(
-                    target.base_url + "/api", self.stack.env["DIRECT_DATABASE_URL"], tokens, run
+                    target.base_url + "/api", self.stack.env["DIRECT_DATABASE_URL"], users, run
                 )
             )
             return result.summary()
 
-        step = {"phase": "storm", "architecture": target.architecture.key, "load": len(tokens)}
+        step = {"phase": "storm", "architecture": target.architecture.key, "load": len(users)}
         self.record(step | self.measured(target, measure))
 
     def run(self) -> None:
@@ -365,7 +366,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
     try:
         runner.run()
     finally:
+        given = list(sys.argv[1:] if argv is None else argv)
         meta = {
+            "command": shlex.join(["python", "-m", "bench.loadtest", *given]),
             "started": started.isoformat(),
             "minutes": round((time.monotonic() - wall) / 60, 1),
             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},

@@ -48,9 +48,15 @@ class StormResult:
     duration_s: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
     statuses: Counter[str] = field(default_factory=Counter)
-    expected: int = 0  # users whose acknowledged answers leave a favorite
     api_count: int | None = None
     row_count: int | None = None
+    # Users all of whose requests were answered 2xx, so the state they were told is known:
+    confirmed_on: int = 0  # ... told they favorite the article
+    confirmed_off: int = 0  # ... told they do not (favorited, then unfavorited)
+    lost: int = 0  # told "on", no row: an acknowledged write lost
+    phantom: int = 0  # told "off", a row remains
+    unsure: int = 0  # some answer was an error, so either state is right
+    unsure_on: int = 0  # ... of whom a favorite row exists
 
     @property
     def rps(self) -> float:
@@ -62,7 +68,8 @@ class StormResult:
 
     @property
     def exact(self) -> bool:
-        return self.api_count == self.row_count == self.expected
+        """favoritesCount equals the rows, and no confirmed answer was contradicted."""
+        return self.api_count == self.row_count and self.lost == self.phantom == 0
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -73,9 +80,14 @@ class StormResult:
             "p99_ms": round(self.percentile(0.99), 1),
             "max_ms": round(self.percentile(1.0), 1),
             "statuses": dict(self.statuses),
-            "expected_favorites": self.expected,
             "favoritesCount_api": self.api_count,
             "favorite_rows": self.row_count,
+            "confirmed_on": self.confirmed_on,
+            "confirmed_off": self.confirmed_off,
+            "lost": self.lost,
+            "phantom": self.phantom,
+            "unsure": self.unsure,
+            "unsure_on": self.unsure_on,
             "exact": self.exact,
         }
 
@@ -91,17 +103,23 @@ async def _publish(api_url: str, token: str, run: str) -> str:
 
 
 async def favorite_storm(
-    api_url: str, direct_url: str, tokens: list[str], run: str, timeout_s: float = 120
+    api_url: str,
+    direct_url: str,
+    users: list[tuple[str, str]],
+    run: str,
+    timeout_s: float = 120,
 ) -> StormResult:
     """Every token favorites one fresh article at once (a barrier releases them together, each
     on its own open keep-alive connection); then 20 % favorite it again (a no-op) and 10 %
-    unfavorite it. Counts are checked through the API and in PostgreSQL."""
+    unfavorite it. Counts are checked through the API and in PostgreSQL, and each user's
+    row against what the answers told them."""
+    tokens = [token for _, token in users]
     slug = await _publish(api_url, tokens[0], run)
     result = StormResult(users=len(tokens))
     rng = random.Random(run)
     again = set(rng.sample(range(len(tokens)), len(tokens) // 5))
     undo = set(rng.sample(range(len(tokens)), len(tokens) // 10))
-    favorited: set[int] = set()  # users whose last acknowledged answer leaves a favorite
+    answers: dict[int, list[tuple[str, bool]]] = {}  # user -> (method, answered 2xx)
     barrier = asyncio.Barrier(len(tokens) + 1)
     path = f"/articles/{slug}/favorite"
 
@@ -111,12 +129,12 @@ async def favorite_storm(
             response = await client.request(method, path, headers=headers)
         except httpx.HTTPError as exc:
             result.statuses[type(exc).__name__] += 1
+            answers.setdefault(i, []).append((method, False))
             return
         result.statuses[f"{method} {response.status_code}"] += 1
         if method == "POST":
             result.latencies_ms.append(1000 * (time.monotonic() - started))
-        if response.status_code == 200:
-            (favorited.add if method == "POST" else favorited.discard)(i)
+        answers.setdefault(i, []).append((method, response.is_success))
 
     async def user(i: int, token: str) -> None:
         headers = {"Authorization": f"Token {token}"}
@@ -138,15 +156,26 @@ async def favorite_storm(
         started = time.monotonic()
         await asyncio.gather(*tasks)
     result.duration_s = time.monotonic() - started
-    result.expected = len(favorited)
     async with httpx.AsyncClient(base_url=api_url, timeout=30) as client:
         article = (await client.get(f"/articles/{slug}")).json()["article"]
         result.api_count = int(article["favoritesCount"])
     with psycopg.connect(direct_url) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM favorites f JOIN articles a ON a.id = f.article_id"
-            " WHERE a.slug = %s",
+        rows = conn.execute(
+            "SELECT u.email FROM favorites f JOIN articles a ON a.id = f.article_id"
+            " JOIN users u ON u.id = f.user_id WHERE a.slug = %s",
             [slug],
-        ).fetchone()
-    result.row_count = int(row[0]) if row else None
+        ).fetchall()
+    with_row = {email for (email,) in rows}
+    result.row_count = len(with_row)
+    for i, (email, _) in enumerate(users):
+        told = answers.get(i, [])
+        if not all(ok for _, ok in told):
+            result.unsure += 1
+            result.unsure_on += email in with_row
+        elif told[-1][0] == "POST":
+            result.confirmed_on += 1
+            result.lost += email not in with_row
+        else:
+            result.confirmed_off += 1
+            result.phantom += email in with_row
     return result
