@@ -216,6 +216,7 @@ def render(meta: Mapping[str, Any], steps: Sequence[Step], charts: Sequence[str]
         "leases): a proxy of the cache's hit ratio; `PostgreSQL log` counts the server's own "
         "error lines during the step.",
         "",
+        *_harness_failures(meta),
         "## Targets for the stack",
         "",
         *targets(steps),
@@ -251,6 +252,15 @@ def render(meta: Mapping[str, Any], steps: Sequence[Step], charts: Sequence[str]
         "",
     ]
     return "\n".join(lines)
+
+
+def _harness_failures(meta: Mapping[str, Any]) -> list[str]:
+    failures = meta.get("harness_failures") or []
+    if not failures:
+        return []
+    lines = ["## Phases that could not run", ""]
+    lines += [f"- {f['architecture']}, {f['phase']}: `{f['error']}`" for f in failures]
+    return [*lines, ""]
 
 
 def _contention(steps: Sequence[Step]) -> str:

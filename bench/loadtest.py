@@ -194,6 +194,7 @@ class Runner:
     def __init__(self, args: argparse.Namespace, stack: Stack, out: Path) -> None:
         self.args, self.stack, self.out = args, stack, out
         self.steps: list[dict[str, Any]] = []
+        self.failures: list[dict[str, str]] = []  # phases the harness could not run
         self.data: dict[str, Any] = {}
         self.wrk = ""
 
@@ -310,16 +311,36 @@ class Runner:
             architecture = ARCHITECTURES[key]
             print(f"{architecture.label}: {architecture.description}", flush=True)
             reconnect_pgbouncer(self.stack)
-            with running(self.stack, architecture) as target:
-                if "wrk" in args.phases:
-                    self.wrk_phase(target)
-                if "journeys" in args.phases:
-                    self.journeys_phase(target, "mixed", args.users)
-                if "storm" in args.phases:
-                    self.storm_phase(target)
-                if "scenarios" in args.phases and key == "stack":
-                    self.journeys_phase(target, "viral", [args.viral_users])
-                    self.journeys_phase(target, "burst", [args.burst])
+            try:
+                with running(self.stack, architecture) as target:
+                    self.phases(target)
+            except Exception as exc:  # noted in the report; the next one runs
+                self.failed(key, "start/stop", exc)
+
+    def phases(self, target: Target) -> None:
+        args, key = self.args, target.architecture.key
+        planned: list[tuple[str, Callable[[], None]]] = []
+        if "wrk" in args.phases:
+            planned.append(("wrk", lambda: self.wrk_phase(target)))
+        if "journeys" in args.phases:
+            planned.append(("mixed", lambda: self.journeys_phase(target, "mixed", args.users)))
+        if "storm" in args.phases:
+            planned.append(("storm", lambda: self.storm_phase(target)))
+        if "scenarios" in args.phases and key == "stack":
+            planned.append(
+                ("viral", lambda: self.journeys_phase(target, "viral", [args.viral_users]))
+            )
+            planned.append(("burst", lambda: self.journeys_phase(target, "burst", [args.burst])))
+        for phase, run in planned:
+            try:
+                run()
+            except Exception as exc:  # noted in the report; the next one runs
+                self.failed(key, phase, exc)
+
+    def failed(self, architecture: str, phase: str, exc: Exception) -> None:
+        text = f"{type(exc).__name__}: {str(exc).strip()[:500]}"
+        print(f"  FAILED {phase} on {architecture}: {text}", flush=True)
+        self.failures.append({"architecture": architecture, "phase": phase, "error": text})
 
 
 def prepare(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
@@ -376,9 +397,12 @@ def main(argv: Sequence[str] | None = None) -> Path:
             "packages": package_versions(),
             "dataset": counts,
             "stack": {k: v for k, v in stack.env.items() if "URL" not in k},
+            "harness_failures": runner.failures,
         }
         (out / "results.json").write_text(json.dumps(meta | {"steps": runner.steps}, indent=2))
     render(out)
+    if runner.failures:
+        raise SystemExit(f"{len(runner.failures)} phase(s) could not run; see {out / 'report.md'}")
     return out
 
 
