@@ -1,8 +1,9 @@
 """Settings, from environment variables only (documented in the README)."""
 
 from functools import cached_property
+from typing import Literal, Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -17,6 +18,9 @@ def async_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url.removeprefix(prefix)
     raise ValueError(f"not a PostgreSQL URL: {url!r}")
+
+
+DEV_JWT_SECRET = "change-me-in-production-please-32b"  # noqa: S105 - development only
 
 
 class Settings(BaseSettings):
@@ -46,7 +50,9 @@ class Settings(BaseSettings):
     db_prepared_statements: bool = False
     idempotency_retention_s: int = Field(default=24 * 3600, gt=0)
 
-    jwt_secret: str = "change-me-in-production-please-32b"  # noqa: S105 - dev default
+    # "production" refuses a placeholder or short JWT_SECRET at start-up.
+    app_env: Literal["development", "production"] = "development"
+    jwt_secret: str = DEV_JWT_SECRET
     jwt_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
     password_hash_threads: int = Field(default=4, ge=1)
 
@@ -84,6 +90,15 @@ class Settings(BaseSettings):
     @classmethod
     def _normalise(cls, url: str | None) -> str | None:
         return None if url is None else async_url(url)
+
+    @model_validator(mode="after")
+    def _real_secret_in_production(self) -> Self:
+        placeholder = self.jwt_secret == DEV_JWT_SECRET or "change-me" in self.jwt_secret.lower()
+        if self.app_env == "production" and (placeholder or len(self.jwt_secret) < 32):
+            raise ValueError(
+                "JWT_SECRET must be a real secret of at least 32 characters in production"
+            )
+        return self
 
     @cached_property
     def migration_url(self) -> str:

@@ -4,9 +4,12 @@ import asyncio
 import time
 
 import httpx
+import pytest
 from argon2 import PasswordHasher
+from pydantic import ValidationError
 from sqlalchemy import text
 
+from app.config import Settings
 from app.dependencies import get_engine
 from app.main import create_app
 from app.security import PasswordHashing
@@ -143,3 +146,11 @@ async def test_readyz_is_503_when_the_database_is_unreachable(app, client, setti
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "1"
     assert response.json()["database"].startswith("unavailable")
+
+
+@pytest.mark.parametrize("secret", ["change-me-in-production-please-32b", "CHANGE-ME", "short"])
+def test_production_refuses_a_placeholder_jwt_secret(secret):
+    with pytest.raises(ValidationError, match="JWT_SECRET"):
+        Settings(app_env="production", jwt_secret=secret)
+    assert Settings(app_env="development", jwt_secret=secret).jwt_secret == secret
+    assert Settings(app_env="production", jwt_secret="s" * 40).app_env == "production"
