@@ -11,13 +11,13 @@ matplotlib.use("Agg")  # files only, no display
 
 import matplotlib.pyplot as plt
 
-from bench.load_report import errors
+from bench.load_report import errors, ok_rps
 from bench.targets import ARCHITECTURES
 
 METRICS = {
     "p99": ("p99_ms", "p99 latency (ms)", True),
     "postgres-connections": ("pg_backends_peak", "peak PostgreSQL client backends", False),
-    "rps": ("rps", "requests/s", False),
+    "rps": ("ok_rps", "requests/s answered 2xx", False),
 }
 PANELS = {"mixed": "users with think time (Locust)", "wrk": "connections, no think time (wrk)"}
 STYLE = {
@@ -34,7 +34,7 @@ def _series(
     """Per architecture: (load, value, share of failed requests)."""
     lines: dict[str, list[tuple[int, float, float]]] = {}
     for step in steps:
-        value = step.get(field)
+        value = ok_rps(step) if field == "ok_rps" else step.get(field)
         if step["phase"] == phase and value is not None:
             failed, _ = errors(step)
             share = failed / max(int(step.get("requests") or 0), 1)

@@ -32,6 +32,14 @@ def errors(step: Step) -> tuple[int, str]:
     return total, text
 
 
+def ok_rps(step: Step) -> float:
+    """Requests per second answered without error (a fast 503 is not throughput)."""
+    failed, _ = errors(step)
+    total = int(step.get("requests") or step.get("favorite_requests") or 0)
+    rps = float(step.get("rps") or 0)
+    return rps * (1 - failed / total) if total else rps
+
+
 def _pg(step: Step) -> str:
     peak = step.get("pg_backends_peak")
     return "n/a" if peak is None else str(peak)
@@ -79,7 +87,7 @@ def _label(key: str) -> str:
 
 def load_table(steps: Sequence[Step], phase: str) -> str:
     unit = "connections" if phase == "wrk" else "users"
-    header = ["architecture", unit, "req/s", "p50 ms", "p99 ms", "max ms", "errors"]
+    header = ["architecture", unit, "req/s", "2xx req/s", "p50 ms", "p99 ms", "max ms", "errors"]
     header += ["peak PG backends", "PgBouncer waiting / maxwait", "Redis hit ratio"]
     header += ["PostgreSQL log", "error kinds"]
     rows = []
@@ -89,10 +97,37 @@ def load_table(steps: Sequence[Step], phase: str) -> str:
         count, what = errors(s)
         rows.append([
             _label(s["architecture"]), f"{s['load']:,}", f"{s.get('rps', 0):,.1f}",
-            f"{s.get('p50_ms', 0):,.0f}", f"{s.get('p99_ms', 0):,.0f}", f"{s.get('max_ms', 0):,.0f}",
-            f"{count:,}", _pg(s), _pgbouncer(s), _ratio(s), _log(s), what or "-",
+            f"{ok_rps(s):,.1f}", f"{s.get('p50_ms', 0):,.0f}", f"{s.get('p99_ms', 0):,.0f}",
+            f"{s.get('max_ms', 0):,.0f}", f"{count:,}", _pg(s), _pgbouncer(s), _ratio(s), _log(s),
+            what or "-",
         ])  # fmt: skip
-    return _table(header, rows, text_from=10)
+    return _table(header, rows, text_from=11)
+
+
+def compact_table(steps: Sequence[Step], phase: str) -> str:
+    """By load, then architecture: the figures to compare side by side."""
+    unit = "connections" if phase == "wrk" else "users"
+    header = [unit, "architecture", "req/s", "2xx req/s", "p50 ms", "p99 ms", "failed"]
+    header += ["peak PG backends", "failures"]
+    order = list(ARCHITECTURES)
+    chosen = sorted(
+        (s for s in steps if s["phase"] == phase),
+        key=lambda s: (
+            s["load"],
+            order.index(s["architecture"]) if s["architecture"] in order else 99,
+        ),
+    )
+    rows = []
+    for s in chosen:
+        count, what = errors(s)
+        total = s.get("requests") or 0
+        share = f" ({count / total:.0%})" if count and total else ""
+        rows.append([
+            f"{s['load']:,}", _label(s["architecture"]), f"{s.get('rps', 0):,.0f}",
+            f"{ok_rps(s):,.0f}", f"{s.get('p50_ms', 0):,.0f}", f"{s.get('p99_ms', 0):,.0f}",
+            f"{count:,}{share}", _pg(s), what or "-",
+        ])  # fmt: skip
+    return _table(header, rows, left=2, text_from=8)
 
 
 def cpu_table(steps: Sequence[Step], phase: str) -> str:
@@ -226,6 +261,9 @@ def render(meta: Mapping[str, Any], steps: Sequence[Step], charts: Sequence[str]
         *collapses(steps),
         "",
     ]
+    for phase in ("mixed", "wrk"):
+        if phase in present:
+            lines += [f"## Summary: {PHASES[phase]}", "", compact_table(steps, phase)]
     lines += [f"![{c}]({c})" for c in charts] + [""]
     for phase in present:
         lines += [f"## {PHASES[phase]}", "", _phase_note(phase, args), ""]
