@@ -24,6 +24,8 @@ from typing import Any
 from locust import between, constant, task
 from locust.contrib.fasthttp import FastHttpUser
 
+from bench.wrk import error_kind
+
 DATA: dict[str, Any] = json.loads(open(os.environ["BENCH_DATA"]).read())  # noqa: SIM115
 SCENARIO = os.environ.get("BENCH_SCENARIO", "mixed")
 THINK_MIN, THINK_MAX = (float(x) for x in os.environ.get("BENCH_THINK", "5:15").split(":"))
@@ -57,8 +59,19 @@ class Visitor(FastHttpUser):
         super().__init__(*args, **kwargs)
         self.headers: dict[str, str] = {}
 
+    def _call(self, method: str, path: str, name: str, **kwargs: Any) -> None:
+        """A request whose failure is named by what the API said (shed, deadline, ...)."""
+        with self.client.request(
+            method, path, name=name, headers=self.headers, catch_response=True, **kwargs
+        ) as response:
+            if response.status_code and response.status_code < 400:
+                return
+            if not response.status_code:  # no answer at all: the client's own error stands
+                return
+            response.failure(error_kind(response.status_code, response.text or ""))
+
     def _get(self, path: str, name: str) -> None:
-        self.client.get(path, name=name, headers=self.headers)
+        self._call("GET", path, name)
 
     @task(4)
     def front_page(self) -> None:
@@ -110,21 +123,20 @@ class Member(Visitor):
     @task(1)
     def favorite(self) -> None:
         slug = _slug()
-        self.client.post(f"/api/articles/{slug}/favorite", name="favorite", headers=self.headers)
+        self._call("POST", f"/api/articles/{slug}/favorite", "favorite")
         if random.random() < 0.3:
-            path = f"/api/articles/{slug}/favorite"
-            self.client.delete(path, name="unfavorite", headers=self.headers)
+            self._call("DELETE", f"/api/articles/{slug}/favorite", "unfavorite")
 
     @task(1)
     def follow(self) -> None:
         user = random.choice(USERS)
-        self.client.post(f"/api/profiles/{user}/follow", name="follow", headers=self.headers)
+        self._call("POST", f"/api/profiles/{user}/follow", "follow")
 
     @task(1)
     def comment(self) -> None:
         body = {"comment": {"body": f"bench comment {random.getrandbits(32):x}"}}
         path = f"/api/articles/{_slug()}/comments"
-        self.client.post(path, json=body, name="comment", headers=self.headers)
+        self._call("POST", path, "comment", json=body)
 
     @task(1)
     def publish(self) -> None:
@@ -137,9 +149,7 @@ class Member(Visitor):
             "body": "lorem ipsum " * 100,
             "tagList": random.sample(TAGS, 2),
         }
-        self.client.post(
-            "/api/articles", json={"article": article}, name="publish", headers=self.headers
-        )
+        self._call("POST", "/api/articles", "publish", json={"article": article})
 
 
 class Arrival(FastHttpUser):

@@ -52,7 +52,7 @@ def run_locust(
         run = subprocess.run(  # noqa: S603 - locust from our venv, arguments built here
             command,
             cwd=ROOT,
-            env=os.environ | dict(env),
+            env=os.environ | {"PYTHONPATH": str(ROOT)} | dict(env),  # journeys imports bench
             stdout=output,
             stderr=subprocess.STDOUT,
             timeout=run_time_s + 120,
@@ -70,7 +70,10 @@ def run_locust(
 
 
 def error_kind(text: str) -> str:
-    """`LocustBadStatusCode(code=503)` -> `HTTP 503`; otherwise the exception's name."""
+    """`HTTP 503 shed` (journeys.py's own) as it is, `LocustBadStatusCode(code=503)` ->
+    `HTTP 503`; otherwise the exception's name."""
+    if match := re.search(r"HTTP \d{3}(?: [a-z]+)?", text):
+        return match[0]
     if match := re.search(r"code=(\d+)", text):
         return f"HTTP {match[1]}"
     return re.split(r"[(:]", text, maxsplit=1)[0].strip()[:80] or "error"

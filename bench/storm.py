@@ -14,6 +14,7 @@ import httpx
 import psycopg
 
 from bench.seed import PASSWORD
+from bench.wrk import error_kind
 
 SHARED_SSL = ssl.create_default_context()  # one context for every client: building one is slow
 
@@ -131,7 +132,10 @@ async def favorite_storm(
             result.statuses[type(exc).__name__] += 1
             answers.setdefault(i, []).append((method, False))
             return
-        result.statuses[f"{method} {response.status_code}"] += 1
+        answer = str(response.status_code)
+        if not response.is_success:
+            answer = error_kind(response.status_code, response.text).removeprefix("HTTP ")
+        result.statuses[f"{method} {answer}"] += 1
         if method == "POST":
             result.latencies_ms.append(1000 * (time.monotonic() - started))
         answers.setdefault(i, []).append((method, response.is_success))

@@ -82,7 +82,14 @@ request = function()
 end
 response = function(status, headers, body)
   if status > 299 then
-    statuses[status] = (statuses[status] or 0) + 1
+    local key = tostring(status)
+    for text, kind in pairs(KINDS) do
+      if body and string.find(body, text, 1, true) then
+        key = key .. " " .. kind
+        break
+      end
+    end
+    statuses[key] = (statuses[key] or 0) + 1
   end
 end
 if THINK_MS[2] > 0 then
@@ -103,11 +110,27 @@ local function status_json()
   end
   local parts = {}
   for status, n in pairs(total) do
-    table.insert(parts, string.format('"%d":%d', status, n))
+    table.insert(parts, string.format('"%s":%d', status, n))
   end
   return "{" .. table.concat(parts, ",") .. "}"
 end
 """
+
+
+# What the API's error bodies say, to tell its refusals apart (app/lifetime.py, app/main.py).
+KINDS = {
+    "server busy": "shed",  # MAX_IN_FLIGHT reached: refused before any work
+    "took longer than": "deadline",  # REQUEST_DEADLINE_S passed
+    "database busy or unavailable": "database",  # pool timeout, PostgreSQL refusing, ...
+}
+
+
+def error_kind(status: int, body: str) -> str:
+    """`HTTP 503 shed`, `HTTP 504 deadline`, ... or just `HTTP 500`."""
+    for text, kind in KINDS.items():
+        if text in body:
+            return f"HTTP {status} {kind}"
+    return f"HTTP {status}"
 
 
 def _lua_strings(values: Sequence[str]) -> str:
@@ -136,6 +159,9 @@ def mixed_script(
         f"LOGGED_IN = {logged_in:g}",
         f"THINK_MS = {{{think_ms[0]}, {think_ms[1]}}}",
         f"SEED = {seed}",
+        "KINDS = {"
+        + ", ".join(f"[{json.dumps(t)}] = {json.dumps(k)}" for t, k in KINDS.items())
+        + "}",
     ]
     done = DONE_LUA.replace('"timeout":%d}', '"timeout":%d,"statuses":%s}').replace(
         "e.status, e.timeout))", "e.status, e.timeout, status_json()))"
