@@ -45,7 +45,7 @@ from app.idempotency import Idempotency
 from app.imports.router import router as imports_router
 from app.lifetime import RequestLifetime
 from app.middleware import BodyLimit
-from app.observability import context, logs, metrics, tracing
+from app.observability import context, logs, metrics, recorder, tracing
 from app.observability.middleware import ObserveRequests
 from app.openapi import error_responses
 from app.profiles.router import router as profiles_router
@@ -92,6 +92,7 @@ def create_app(
             if redis is not None:
                 await redis.aclose()
             await engine.dispose()
+            recorder.HTTP.flush()
             metrics.withdraw_this_process()
 
     app = FastAPI(

@@ -7,6 +7,11 @@ serialises a line in about a microsecond, which matters for a line per request. 
 of the request being served (request id, user id) are added to every line from the
 contextvar, so no call site passes them.
 
+The access line (`access()`, one per request) takes a shorter road: the middleware hands the
+handler a tuple and the handler formats it when it writes its batch, with no LogRecord and
+no handler dispatch on the request's path. It still honours LOG_LEVEL (INFO) and shares the
+stream, order and format of every other line.
+
     {"ts": "2026-11-23T18:00:00.123Z", "level": "info", "logger": "conduit.access",
      "msg": "request", "request_id": "3f2a…", "user_id": 7, "method": "GET",
      "route": "/api/articles/{slug}", "status": 200, "duration_ms": 3.1}
@@ -16,7 +21,8 @@ import logging
 import sys
 import threading
 import time
-from typing import Any
+from collections import deque
+from typing import Any, TextIO
 
 import orjson
 from opentelemetry import trace
@@ -35,15 +41,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        if (request := context.current()) is not None:
-            line["request_id"] = request.request_id
-            if request.user_id is not None:
-                line["user_id"] = request.user_id
-        if _with_trace_ids:
-            span = trace.get_current_span().get_span_context()
-            if span.is_valid:
-                line["trace_id"] = f"{span.trace_id:032x}"
-                line["span_id"] = f"{span.span_id:016x}"
+        line.update(_request_fields())
         fields = record.__dict__.get(FIELDS)
         if fields:
             line.update(fields)
@@ -52,6 +50,41 @@ class JsonFormatter(logging.Formatter):
         elif record.exc_text:
             line["exc"] = record.exc_text
         return orjson.dumps(line, default=str).decode()
+
+
+def _request_fields() -> dict[str, Any]:
+    """The request's id and user, and the current span's ids when tracing is on."""
+    fields: dict[str, Any] = {}
+    if (request := context.current()) is not None:
+        fields["request_id"] = request.request_id
+        if request.user_id is not None:
+            fields["user_id"] = request.user_id
+    if _with_trace_ids:
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            fields["trace_id"] = f"{span.trace_id:032x}"
+            fields["span_id"] = f"{span.span_id:016x}"
+    return fields
+
+
+# An access line waiting to be formatted: (time, request fields, method, route, status, ms).
+AccessEntry = tuple[float, dict[str, Any], str, str, int, float]
+
+
+def _access_json(entry: AccessEntry) -> str:
+    created, request, method, route, status, duration_ms = entry
+    line = {
+        "ts": _timestamp(created),
+        "level": "info",
+        "logger": ACCESS_LOGGER,
+        "msg": "request",
+        **request,
+        "method": method,
+        "route": route,
+        "status": status,
+        "duration_ms": duration_ms,
+    }
+    return orjson.dumps(line).decode()
 
 
 _second: tuple[int, str] = (-1, "")
@@ -76,47 +109,61 @@ def include_trace_ids() -> None:
 
 
 class BufferedStderrHandler(logging.Handler):
-    """Lines to whatever sys.stderr is at the time (test runners swap it), written in batches.
+    """Lines to sys.stderr as it was when the batch began (test runners swap it), in batches.
 
     A write and flush per line costs about as much as everything else the access log does, so
     lines are gathered and written together, like nginx's `access_log ... buffer=64k flush=2s`:
-    when 64 KiB are waiting, every FLUSH_INTERVAL_S (a daemon thread), at exit, and at once
+    when MAX_PENDING lines wait, every FLUSH_INTERVAL_S (a daemon thread), at exit, and at once
     for warnings and errors. Lines are whole in each write, so workers sharing one log file
     never interleave within a line. A worker killed outright loses at most the last interval.
     """
 
     FLUSH_INTERVAL_S = 0.5
-    MAX_PENDING = 64 * 1024
+    MAX_PENDING = 500  # lines, some 100 KiB
 
     def __init__(self) -> None:
         super().__init__()
-        self._pending: list[str] = []
-        self._size = 0
+        # Appended from the event loop without the lock, emptied by whoever writes: a deque's
+        # append and popleft are atomic, so no line is lost between them.
+        self._pending: deque[str | AccessEntry] = deque()
+        self._stream: TextIO | None = None
         self._flusher = threading.Thread(target=self._flush_periodically, daemon=True)
         self._flusher.start()
 
     def emit(self, record: logging.LogRecord) -> None:  # called with self.lock held
         try:
-            line = self.format(record) + "\n"
+            self._enqueue(self.format(record))
         except Exception:
             self.handleError(record)
             return
-        self._pending.append(line)
-        self._size += len(line)
-        if self._size >= self.MAX_PENDING or record.levelno >= logging.WARNING:
+        if len(self._pending) >= self.MAX_PENDING or record.levelno >= logging.WARNING:
             self._write()
+
+    def add_access(self, entry: AccessEntry) -> None:
+        self._enqueue(entry)
+        if len(self._pending) >= self.MAX_PENDING:
+            self.flush()
+
+    def _enqueue(self, item: str | AccessEntry) -> None:
+        if self._stream is None:
+            self._stream = sys.stderr
+        self._pending.append(item)
 
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]
             self._write()
 
     def _write(self) -> None:
-        if not self._pending:
+        lines = []
+        while self._pending:
+            item = self._pending.popleft()
+            lines.append(item if isinstance(item, str) else _access_json(item))
+        stream, self._stream = self._stream or sys.stderr, None
+        if not lines:
             return
-        text, self._pending, self._size = "".join(self._pending), [], 0
         try:
-            sys.stderr.write(text)
-            sys.stderr.flush()
+            stream.write("\n".join(lines) + "\n")
+            stream.flush()
         except (OSError, ValueError):  # stderr closed (shutdown, test capture ended)
             pass
 
@@ -126,10 +173,24 @@ class BufferedStderrHandler(logging.Handler):
             self.flush()
 
 
-_handler: logging.Handler | None = None
+_handler: BufferedStderrHandler | None = None
+ACCESS_LOGGER = "conduit.access"
+_access_logger = logging.getLogger(ACCESS_LOGGER)
 # Loggers LOG_LEVEL applies to; everything else (libraries) logs warnings and above, so a
 # library's INFO chatter (httpx logs every request) never floods the request lines.
 OWN_LOGGERS = ("conduit", "uvicorn", "uvicorn.error", "uvicorn.access")
+
+
+def access(method: str, route: str, status: int, seconds: float) -> None:
+    """The request's access line, at INFO on `conduit.access`."""
+    if not _access_logger.isEnabledFor(logging.INFO):
+        return
+    duration_ms = round(seconds * 1000, 2)
+    if _handler is None:  # logging not configured by us: the ordinary road
+        fields = {"method": method, "route": route, "status": status, "duration_ms": duration_ms}
+        _access_logger.info("request", extra={FIELDS: fields})
+        return
+    _handler.add_access((time.time(), _request_fields(), method, route, status, duration_ms))
 
 
 def flush() -> None:

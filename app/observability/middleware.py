@@ -1,28 +1,24 @@
 """One pure ASGI middleware that observes each request: its id, its metrics, its log line.
 
-One layer rather than three: a single `send` wrapper and a single clock read per request keep
-the cost to a few microseconds (README "Observability" has the measurement). It also answers
+One layer rather than three: a single `send` wrapper and a single clock read per request; the
+metrics are tallied in plain Python (recorder.py) and the log line is formatted later, in a
+batch (logs.py), so the request pays a few microseconds (README "Observability"). It also answers
 GET /metrics itself, before any inner middleware, so a scrape is never rate limited, shed or
 counted as API traffic.
 """
 
-import logging
 from time import perf_counter
 
 import anyio
 from fastapi import FastAPI
-from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.observability import context, metrics
-from app.observability.logs import FIELDS
+from app.observability import context, logs, metrics, recorder
 from app.observability.routes import RouteTemplates
 
 METRICS_PATH = "/metrics"
 _REQUEST_ID = b"x-request-id"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-
-access_log = logging.getLogger("conduit.access")
 
 
 class ObserveRequests:
@@ -33,9 +29,6 @@ class ObserveRequests:
         self.routes = RouteTemplates(fastapi)
         self.metrics = metrics
         self.access_log = access_log
-        # Label children, looked up once per (method, route[, status]): .labels() is slow.
-        self._requests: dict[tuple[str, str, int], Counter] = {}
-        self._durations: dict[tuple[str, str], Histogram] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -57,7 +50,7 @@ class ObserveRequests:
             await send(message)
 
         if self.metrics:
-            metrics.HTTP_IN_FLIGHT.inc()
+            recorder.HTTP.started()
         started = perf_counter()
         failed = True
         try:
@@ -65,8 +58,6 @@ class ObserveRequests:
             failed = False
         finally:
             seconds = perf_counter() - started
-            if self.metrics:
-                metrics.HTTP_IN_FLIGHT.dec()
             if self.metrics or self.access_log:
                 self._record(scope, status, seconds, failed)
             # On an unhandled exception the context stays: Starlette's outer error handler
@@ -78,25 +69,9 @@ class ObserveRequests:
         method = scope["method"] if scope["method"] in _METHODS else "OTHER"
         route = self.routes(scope)
         if self.metrics:
-            key = (method, route, status)
-            if (counter := self._requests.get(key)) is None:
-                counter = self._requests[key] = metrics.HTTP_REQUESTS.labels(
-                    method, route, str(status)
-                )
-            counter.inc()
-            if (histogram := self._durations.get(key[:2])) is None:
-                histogram = self._durations[key[:2]] = metrics.HTTP_DURATION.labels(method, route)
-            histogram.observe(seconds)
-            if failed or status >= 500:
-                metrics.HTTP_ERRORS.labels(method, route).inc()
-        if self.access_log and access_log.isEnabledFor(logging.INFO):
-            fields = {
-                "method": method,
-                "route": route,
-                "status": status,
-                "duration_ms": round(seconds * 1000, 2),
-            }
-            access_log.info("request", extra={FIELDS: fields})
+            recorder.HTTP.finished(method, route, status, seconds, failed)
+        if self.access_log:
+            logs.access(method, route, status, seconds)
 
 
 def _request_id(scope: Scope) -> str:
@@ -107,6 +82,7 @@ def _request_id(scope: Scope) -> str:
 
 
 async def _serve_metrics(send: Send) -> None:
+    recorder.HTTP.flush()  # this process's latest tallies, at least
     # Reading every worker's files is blocking I/O: off the event loop.
     body = await anyio.to_thread.run_sync(metrics.exposition)
     headers = [

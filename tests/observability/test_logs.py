@@ -1,10 +1,7 @@
 """Request ids in and out, one JSON access line per request, ids carried into jobs."""
 
-import io
 import logging
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -17,31 +14,22 @@ from app.observability.logs import JsonFormatter, configure_logging
 from tests.conftest import ROOT
 
 
-@contextmanager
-def captured() -> Iterator[list[dict[str, Any]]]:
-    """The JSON lines logged inside the block, formatted as they are written (the request
-    context is read then), parsed when the block ends."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    root.addHandler(handler)
-    lines: list[dict[str, Any]] = []
-    try:
-        yield lines
-    finally:
-        root.removeHandler(handler)
-        lines.extend(orjson.loads(line) for line in stream.getvalue().splitlines())
+def written(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    """The JSON lines written to stderr since the last call (the handler batches them)."""
+    logs.flush()
+    return [orjson.loads(line) for line in capsys.readouterr().err.splitlines()]
 
 
 def access_lines(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [line for line in lines if line["logger"] == "conduit.access"]
 
 
-async def test_one_json_line_per_request(client: httpx.AsyncClient) -> None:
-    with captured() as lines:
-        response = await client.get("/articles/missing-slug", headers={"X-Request-ID": "req-1"})
-    (line,) = access_lines(lines)
+async def test_one_json_line_per_request(
+    client: httpx.AsyncClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    written(capsys)
+    response = await client.get("/articles/missing-slug", headers={"X-Request-ID": "req-1"})
+    (line,) = access_lines(written(capsys))
     assert response.headers["x-request-id"] == "req-1"
     assert line["request_id"] == "req-1"
     assert line["level"] == "info"
@@ -73,7 +61,9 @@ async def test_well_formed_request_ids_round_trip(client: httpx.AsyncClient) -> 
         assert response.headers["x-request-id"] == sent
 
 
-async def test_user_id_joins_the_line_once_known(app: FastAPI) -> None:
+async def test_user_id_joins_the_line_once_known(
+    app: FastAPI, capsys: pytest.CaptureFixture[str]
+) -> None:
     async def whoami() -> dict[str, str]:
         context.set_user_id(42)  # what the token dependency does
         logging.getLogger("conduit.test").warning("inside")
@@ -82,8 +72,9 @@ async def test_user_id_joins_the_line_once_known(app: FastAPI) -> None:
     app.add_api_route("/api/whoami", whoami)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url=ROOT) as client:
-        with captured() as lines:
-            response = await client.get("/api/whoami")
+        written(capsys)
+        response = await client.get("/api/whoami")
+    lines = written(capsys)
     inside, access = lines[-2], lines[-1]
     request_id = response.headers["x-request-id"]
     assert inside == inside | {"msg": "inside", "level": "warning", "request_id": request_id}
@@ -113,10 +104,8 @@ def test_log_level_comes_from_settings(capsys: pytest.CaptureFixture[str]) -> No
         configure_logging("DEBUG")
         logger.debug("debug shown")
     finally:
-        logs.flush()
         configure_logging("INFO")
-    err = [orjson.loads(line) for line in capsys.readouterr().err.splitlines()]
-    assert [line["msg"] for line in err if line["logger"] == "conduit.test"] == [
+    assert [line["msg"] for line in written(capsys) if line["logger"] == "conduit.test"] == [
         "shown",
         "debug shown",
     ]

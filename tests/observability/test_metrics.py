@@ -111,3 +111,10 @@ async def test_metrics_can_be_switched_off(settings: Settings) -> None:
     async with httpx.AsyncClient(transport=transport, base_url=ROOT) as client:
         response = await client.get("/metrics")
     assert response.status_code == 404
+
+
+def test_observation_sits_just_inside_cors(app: FastAPI) -> None:
+    """Outside every limiter (RequestLifetime sheds, RateLimit refuses): /metrics is answered
+    before them, and what they refuse is still counted and logged."""
+    order = [getattr(middleware.cls, "__name__", "") for middleware in app.user_middleware]
+    assert order[:2] == ["CORSMiddleware", "ObserveRequests"]

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from prometheus_client import multiprocess
 
+from app.observability import recorder
 from tests.observability.scrape import parse, value
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,6 +81,7 @@ async def test_metrics_add_up_every_worker(server: tuple[str, Path]) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         for _ in range(REQUESTS // 20):
             await asyncio.gather(*(one(client) for _ in range(20)))
+        await asyncio.sleep(recorder.FLUSH_INTERVAL_S + 0.5)  # each worker writes its tallies
         scrapes = [parse((await client.get("/metrics")).text) for _ in range(6)]
 
     labels = {"method": "GET", "route": "/api/tags", "status": "200"}
@@ -115,7 +117,11 @@ def test_a_killed_workers_live_gauges_are_withdrawn(tmp_path: Path) -> None:
         "metrics.HTTP_IN_FLIGHT.inc(3)\n"
         "metrics.HTTP_REQUESTS.labels('GET', '/api/tags', '200').inc()\n"
     )
-    scrape = "import sys\nfrom app.observability import metrics\nsys.stdout.write(metrics.exposition().decode())\n"
+    scrape = (
+        "import sys\n"
+        "from app.observability import metrics\n"
+        "sys.stdout.write(metrics.exposition().decode())\n"
+    )
     subprocess.run([sys.executable, "-c", killed], cwd=ROOT, env=env, check=True)  # noqa: S603
     assert list(tmp_path.glob("gauge_livesum_*.db"))
     output = subprocess.run(  # noqa: S603
