@@ -106,6 +106,10 @@ def _settings(ports: list[int]) -> dict[str, str]:
         # Patience for the 2,000-connection burst: on a 2-CPU runner the last request in the
         # SQLAlchemy queue waits well over the default 10s; that is queueing, not failure.
         "DB_POOL_TIMEOUT": "90",
+        # The same patience end to end: the burst queues on purpose, so neither the request
+        # deadline (504) nor admission control (503) may cut it short here.
+        "REQUEST_DEADLINE_S": "100",  # under nginx's upstream timeout (DB_POOL_TIMEOUT + 20 s)
+        "MAX_IN_FLIGHT": "100000",
         **{name: str(port) for name, port in zip(PORT_VARIABLES, ports, strict=True)},
     }
 
