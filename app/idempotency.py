@@ -27,6 +27,8 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 from sqlalchemy import delete, func, select, text
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -75,9 +77,17 @@ class Idempotency:
         body = await _read_body(receive)
         fingerprint = _fingerprint(scope, body)
         sessions: async_sessionmaker[AsyncSession] = scope["state"]["sessionmaker"]
-        async with sessions() as session:
-            await self._handle(
-                session, scope, body, send, owner=owner, key=key, fingerprint=fingerprint
+        try:
+            async with sessions() as session:
+                await self._handle(
+                    session, scope, body, send, owner=owner, key=key, fingerprint=fingerprint
+                )
+        except (OperationalError, InterfaceError, PoolTimeout):
+            # This middleware runs outside FastAPI's handlers: answer as they would. Whether
+            # or not a commit got through, a retry with the same key is safe.
+            log.warning("database unavailable during an idempotent request", exc_info=True)
+            await _send_error(
+                send, 503, "database busy or unavailable, retry shortly", retry_after=1
             )
 
     async def _handle(
@@ -236,8 +246,12 @@ async def _replay(send: Send, stored: IdempotencyKey) -> None:
     await send({"type": "http.response.body", "body": stored.body})
 
 
-async def _send_error(send: Send, status: int, message: str) -> None:
+async def _send_error(
+    send: Send, status: int, message: str, *, retry_after: int | None = None
+) -> None:
     body = orjson.dumps({"errors": {"body": [message]}})
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

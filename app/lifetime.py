@@ -75,6 +75,10 @@ class RequestLifetime:
                 {app_task, gone_task}, timeout=self.deadline_s, return_when=asyncio.FIRST_COMPLETED
             )
             if app_task.done():
+                if app_task.cancelled():  # cancelled from inside (not by us): a clean 503
+                    if not started:
+                        await _error(send, 503, "request cancelled, retry shortly", retry_after=1)
+                    return
                 app_task.result()  # re-raise what the app raised
                 return
             app_task.cancel()

@@ -1,5 +1,6 @@
 """Idempotency-Key semantics, one request at a time (concurrency: tests/concurrency/)."""
 
+import httpx
 import pytest
 
 from tests.conftest import auth, token_for
@@ -96,3 +97,26 @@ async def test_expired_key_is_purged_and_the_request_runs_again(client, session,
     again = await client.post("/articles", json=ARTICLE, headers=headers)
     assert again.status_code == 201
     assert "Idempotent-Replayed" not in again.headers
+
+
+async def test_database_down_is_503_not_500(settings, session):
+    """The middleware runs outside FastAPI's handlers: a dead database must still be a 503."""
+    from app.cache import Cache
+    from app.db import make_engine, make_sessionmaker
+    from app.main import create_app
+    from tests.conftest import ROOT, serve_with_state
+
+    user = await make_user(session)
+    nowhere = make_engine(
+        settings.model_copy(update={"database_url": "postgresql+psycopg://x@127.0.0.1:1/x"})
+    )
+    state = {"sessionmaker": make_sessionmaker(nowhere), "cache": Cache(None), "redis": None}
+    transport = httpx.ASGITransport(app=serve_with_state(create_app(settings), state))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url=ROOT + "/api") as client:
+            headers = auth(token_for(user.id, settings)) | {"Idempotency-Key": "down"}
+            response = await client.post("/articles", json=ARTICLE, headers=headers)
+    finally:
+        await nowhere.dispose()
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
