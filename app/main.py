@@ -19,7 +19,7 @@ and Starlette's ServerErrorMiddleware (the 500 handler below, which still sees t
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import swagger_ui_bundle
 from fastapi import FastAPI, Request
@@ -28,7 +28,6 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
@@ -57,6 +56,9 @@ from app.tags.router import router as tags_router
 from app.users.router import router as users_router
 from app.webhooks.router import router as webhooks_router
 
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
 log = logging.getLogger("conduit")
 
 # Bulk import bodies stream (up to IMPORT_MAX_BYTES) past the body limit and idempotency buffers.
@@ -64,7 +66,7 @@ IMPORTS_PATH = "/api/imports"
 
 
 def create_app(
-    settings: Settings | None = None, *, tracer_provider: TracerProvider | None = None
+    settings: Settings | None = None, *, tracer_provider: "TracerProvider | None" = None
 ) -> FastAPI:
     """`tracer_provider` overrides the one OTEL_EXPORTER_OTLP_ENDPOINT configures (tests)."""
     settings = settings or Settings()

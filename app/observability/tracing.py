@@ -14,30 +14,32 @@ batches; `OTEL_SERVICE_NAME` names the service and the SDK's own OTEL_* variable
 headers, timeouts) apply. Jobs use `opentelemetry.trace.get_tracer(__name__)`.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi.telemetry import TelemetryConfig
-from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-from opentelemetry.instrumentation.redis import RedisInstrumentor
-from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.observability import logs
 
+if TYPE_CHECKING:  # the SDK, exporter and instrumentations load only when tracing is on
+    from opentelemetry.sdk.trace import TracerProvider
+
 _OFF: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
-def configure_tracing(settings: Settings) -> TracerProvider | None:
+def configure_tracing(settings: Settings) -> "TracerProvider | None":
     """The process's tracer provider when an OTLP endpoint is configured, else None."""
     if not settings.otel_exporter_otlp_endpoint:
         return None
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider):  # a second app in this process: share it
         return current
@@ -53,7 +55,7 @@ def configure_tracing(settings: Settings) -> TracerProvider | None:
     return provider
 
 
-def fastapi_telemetry(provider: TracerProvider | None) -> TelemetryConfig:
+def fastapi_telemetry(provider: "TracerProvider | None") -> TelemetryConfig:
     """FastAPI's native telemetry: spans with `provider`, nothing at all without one.
     Metrics stay with Prometheus (app/observability/metrics.py), logs with app.observability.logs."""
     if provider is None:
@@ -61,12 +63,15 @@ def fastapi_telemetry(provider: TracerProvider | None) -> TelemetryConfig:
     return {"tracer_provider": provider, "metrics": False, "logs": False}
 
 
-def instrument_engine(engine: AsyncEngine, provider: TracerProvider) -> None:
+def instrument_engine(engine: AsyncEngine, provider: "TracerProvider") -> None:
     """A span per statement on this engine. EngineTracer directly, not SQLAlchemyInstrumentor,
     which would also patch create_engine process-wide and instrument only once per process."""
+    from opentelemetry import metrics
+    from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+
     tracer = trace.get_tracer("opentelemetry.instrumentation.sqlalchemy", tracer_provider=provider)
     usage: Any = (
-        otel_metrics.NoOpMeterProvider()
+        metrics.NoOpMeterProvider()
         .get_meter("conduit")
         .create_up_down_counter("db.client.connections.usage")
     )
