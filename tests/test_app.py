@@ -92,7 +92,8 @@ async def _logins_while_probing(client: httpx.AsyncClient) -> None:
     results: list[httpx.Response] = await asyncio.gather(*logins)
     assert all(result.status_code == 200 for result in results)
     assert probes >= 5, "the logins finished before the probe could run: not a real test"
-    assert worst < 0.25, f"/healthz took {worst:.3f}s while logins ran"
+    # Blocking argon2 on the loop would stall it for seconds; 0.5 s leaves room for a busy CI box.
+    assert worst < 0.5, f"/healthz took {worst:.3f}s while logins ran"
 
 
 async def test_405_lists_every_method_of_the_path(client):
