@@ -17,6 +17,7 @@ from app.db import Connect
 from app.errors import Unauthorized
 from app.idempotency import SESSION_SCOPE_KEY
 from app.models import User
+from app.observability import context
 from app.schemas import Storable
 from app.security import PasswordHashing, read_user_id
 from app.users import service as users
@@ -125,7 +126,9 @@ async def _maybe_viewer_id(
     scheme, _, token = header.partition(" ")
     if scheme != "Token" or not token:  # RealWorld sends "Authorization: Token <jwt>"
         raise Unauthorized("expected 'Authorization: Token <jwt>'")
-    return read_user_id(token.strip(), secret=settings.jwt_secret)
+    viewer_id = read_user_id(token.strip(), secret=settings.jwt_secret)
+    context.set_user_id(viewer_id)  # every log line of this request names its user
+    return viewer_id
 
 
 async def _viewer_id(viewer_id: Annotated[int | None, Depends(_maybe_viewer_id)]) -> int:
