@@ -55,6 +55,10 @@ bench-seed: install  ## fill DATABASE_URL (migrated) with the default data set; 
 bench-anatomy: install  ## CPU cost of each layer of a read request, against a seeded DATABASE_URL
 	$(VENV)/bin/python -m bench.anatomy $(BENCH_ARGS)
 
+.PHONY: bench-overload
+bench-overload: install  ## after `make stack`: issue 9, ramp to 10,000 connections, shedding on and off (~8 min)
+	$(VENV)/bin/python -m bench.overload $(BENCH_ARGS)
+
 # The scale topology on this machine (deploy/stack/README.md): nginx :8080 → uvicorn workers →
 # PgBouncer :6432 → PostgreSQL :5433, Redis :6380; state and stack.env under .stack/.
 .PHONY: stack stack-down

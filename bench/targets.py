@@ -58,6 +58,14 @@ SINGLE = Architecture(
     nginx=False,
 )
 ARCHITECTURES = {a.key: a for a in (STACK, NOCACHE, DIRECT, SINGLE)}
+# bench.overload's "shedding off" (not one of make bench's baselines): no admission control,
+# the request deadline and the rest of the stack as they are.
+NOSHED = Architecture(
+    "noshed",
+    "stack, shedding off",
+    "the stack with MAX_IN_FLIGHT=1000000: no 503 at admission; REQUEST_DEADLINE_S stays",
+    {"MAX_IN_FLIGHT": "1000000"},
+)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,495 @@
+"""`make bench-overload`: issue 9's overload benchmark. wrk ramps mixed reads through nginx up
+to 10,000 connections, against the running stack (shedding on: MAX_IN_FLIGHT per worker) and
+against the same stack with shedding off (bench/targets.py NOSHED) started beside it, in one run.
+
+    make stack && make bench-overload              # 500 / 2,000 / 5,000 / 10,000, 20 s each
+    make bench-overload BENCH_ARGS=--quick         # 200 / 1,000 connections, 5 s each
+    .venv/bin/python -m bench.overload --render bench/results/<UTC>-overload
+
+Per step: goodput (2xx/s, wrk), latency of the served requests (2xx only, from nginx's access
+log: `$request_time`, first byte read to last byte sent; wrk's histogram mixes every status),
+the share shed (503 "server busy") and the other refusals and errors, PostgreSQL's client
+backends (every 100 ms), CPU per component. After each step wrk exits (its connections close)
+and the time to idle is sampled every 100 ms: the API's in-flight gauge (/metrics), active
+app queries in pg_stat_activity, and the API workers' CPU, until all three stay idle for 1 s.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shlex
+import sys
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from bench import loadtest, seed, storm
+from bench.machine import machine_info, package_versions, processes, tree
+from bench.report import _table
+from bench.samplers import BACKENDS, INTERVAL_S
+from bench.targets import DEFAULT_STACK_DIR, NOSHED, STACK, Architecture, Stack, Target, running
+from bench.wrk import ensure_wrk, mixed_script, run_wrk, wrk_version
+
+RESULTS = loadtest.RESULTS
+TARGETS: dict[str, Architecture] = {"on": STACK, "off": NOSHED}
+MIX = {"list": 0.4, "tag": 0.1, "article": 0.4, "comments": 0.1, "profile": 0.0}
+LOGGED_IN = 0.2
+CPU_IDLE_CORES = 0.25  # API workers at rest, polled for /metrics every 100 ms: ~0.1 core
+HOLD_S = 1.0  # idle that long on every signal: the watch stops
+LOG_FLUSH_S = 2.5  # nginx writes its access log every 2 s (deploy/stack/nginx.conf)
+BUDGET_S = 5.0  # REQUEST_DEADLINE_S's default: the target for p99 of served requests
+IDLE_TARGET_S = 2.0
+# nginx `log_format conduit`: ... "$request" $status $bytes rid=... rt=$request_time ...
+ACCESS_LINE = re.compile(r'" (\d{3}) \d+ rid=\S* rt=([\d.]+)')
+IN_FLIGHT = re.compile(r"^conduit_http_requests_in_flight(?:\{[^}]*\})? (\S+)$", re.MULTILINE)
+NGINX_ERRORS = {
+    "worker_connections are not enough": "worker_connections",
+    "Too many open files": "open files",
+    "Cannot assign requested address": "no free local port",
+    "upstream timed out": "upstream timed out",
+    "Connection refused": "upstream refused",
+    "Connection reset by peer": "upstream reset",
+}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.overload", description=__doc__)
+    parser.add_argument(
+        "--stack-dir", type=Path, default=Path(os.environ.get("STACK_DIR") or DEFAULT_STACK_DIR)
+    )
+    parser.add_argument("--quick", action="store_true", help="2 small, short steps")
+    parser.add_argument("--steps", type=loadtest._ints, help="connections (500,2000,5000,10000)")
+    parser.add_argument("--duration", type=int, help="seconds per step (20; quick 5)")
+    parser.add_argument("--targets", default="on,off", help="shedding on, off, or both")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--wrk-timeout", type=float, default=10, help="wrk's per-request timeout")
+    parser.add_argument("--idle-window", type=float, default=60, help="most seconds to watch")
+    parser.add_argument("--pause", type=float, default=2, help="rest between steps (s)")
+    parser.add_argument("--size", default="default", choices=sorted(seed.PRESETS))
+    parser.add_argument("--reseed", action="store_true", help="seed even if articles exist")
+    parser.add_argument("--out", type=Path, help="results folder (default: timestamped)")
+    parser.add_argument("--render", type=Path, metavar="DIR", help="only redraw DIR's report")
+    args = parser.parse_args(argv)
+    args.steps = args.steps or ([200, 1000] if args.quick else [500, 2000, 5000, 10000])
+    args.duration = args.duration or (5 if args.quick else 20)
+    args.targets = [t for t in args.targets.split(",") if t]
+    if unknown := set(args.targets) - set(TARGETS):
+        parser.error(f"unknown targets {sorted(unknown)}; choose from {list(TARGETS)}")
+    return args
+
+
+# ---- pure parts: parsing, time to idle, summaries (tests/bench/test_overload.py) ----
+
+
+def in_flight(metrics_text: str) -> float | None:
+    """The API's in-flight gauge, summed over its series; None when /metrics lacks it."""
+    values = [float(v) for v in IN_FLIGHT.findall(metrics_text)]
+    return sum(values) if values else None
+
+
+def served(access_lines: Iterable[str]) -> dict[str, Any]:
+    """nginx's access log lines of one step: statuses, and the latency of the 2xx ones."""
+    statuses: Counter[str] = Counter()
+    latencies: list[float] = []
+    for line in access_lines:
+        match = ACCESS_LINE.search(line)
+        if not match:
+            continue
+        statuses[match[1]] += 1
+        if match[1].startswith("2"):
+            latencies.append(1000 * float(match[2]))
+    latencies.sort()
+    result: dict[str, Any] = {"log_statuses": dict(sorted(statuses.items()))}
+    result["served_logged"] = len(latencies)
+    for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)):
+        result[f"served_{name}_ms"] = _percentile(latencies, q)
+    return result
+
+
+def _percentile(ordered: Sequence[float], q: float) -> float | None:
+    if not ordered:
+        return None
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+
+def nginx_errors(lines: Iterable[str]) -> dict[str, int]:
+    found: Counter[str] = Counter()
+    for line in lines:
+        kind = next((k for text, k in NGINX_ERRORS.items() if text in line), None)
+        if kind or "[error]" in line or "[alert]" in line or "[crit]" in line:
+            found[kind or "other"] += 1
+    return dict(found)
+
+
+@dataclass(frozen=True)
+class IdleSample:
+    t: float  # seconds since wrk exited
+    in_flight: float | None  # None: /metrics did not answer in time
+    pg_active: int | None
+    api_cores: float | None
+
+
+IDLE: dict[str, Callable[[float], bool]] = {
+    "in_flight": lambda v: v <= 0,
+    "pg_active": lambda v: v <= 0,
+    "api_cores": lambda v: v <= CPU_IDLE_CORES,
+}
+
+
+def settle_time(samples: Sequence[IdleSample], signal: str) -> float | None:
+    """When `signal` went idle for good: the first sample of the idle run that ends the
+    samples; None when the last sample is not idle (or unknown)."""
+    settled = None
+    for sample in samples:
+        value = getattr(sample, signal)
+        if value is not None and IDLE[signal](value):
+            settled = sample.t if settled is None else settled
+        else:
+            settled = None
+    return settled
+
+
+def time_to_idle(samples: Sequence[IdleSample]) -> dict[str, float | None]:
+    """Per signal, and overall (the last to settle; None when any never did)."""
+    times = {f"idle_{signal}_s": settle_time(samples, signal) for signal in IDLE}
+    known = [t for t in times.values() if t is not None]
+    overall = max(known) if len(known) == len(times) else None
+    return {k: None if v is None else round(v, 2) for k, v in times.items()} | {
+        "idle_s": None if overall is None else round(overall, 2)
+    }
+
+
+def held_idle(samples: Sequence[IdleSample], hold_s: float = HOLD_S) -> bool:
+    """Every signal has been idle for at least `hold_s` by the last sample."""
+    if not samples:
+        return False
+    times = time_to_idle(samples)["idle_s"]
+    return times is not None and samples[-1].t - times >= hold_s
+
+
+def summarise(wrk: Mapping[str, Any], duration_s: float) -> dict[str, Any]:
+    """Goodput and shares from wrk's counts (every answer wrk read within the step)."""
+    answered = int(wrk["requests"])
+    errors: Mapping[str, int] = wrk["errors"]
+    ok = answered - int(wrk["non_2xx"])
+    shed = errors.get("HTTP 503 shed", 0)
+    deadline = sum(n for k, n in errors.items() if k.startswith("HTTP 504"))
+    refused = sum(n for k, n in errors.items() if k.startswith("HTTP "))
+    return {
+        "goodput": round(ok / duration_s, 1) if duration_s else 0.0,
+        "shed_share": round(shed / answered, 4) if answered else None,
+        "deadline_share": round(deadline / answered, 4) if answered else None,
+        "other_non_2xx": refused - shed - deadline,
+        "socket_errors": int(wrk["socket_errors"]),
+    }
+
+
+# ---- the run ----
+
+
+def _cmdline(pid: int | None) -> list[str]:
+    if pid is None:
+        return []
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+
+
+def api_port(target: Target) -> int:
+    args = _cmdline(target.roots["API"]())
+    return int(args[args.index("--port") + 1])
+
+
+def nginx_dir(target: Target) -> Path:
+    # The master rewrites its title: "nginx: master process nginx -p DIR/ -c ..."
+    match = re.search(r" -p (\S+)", " ".join(_cmdline(target.roots["nginx"]())))
+    if not match:
+        raise RuntimeError(f"no -p DIR in nginx's command line ({target.architecture.key})")
+    return Path(match[1])
+
+
+def read_from(path: Path, offset: int) -> list[str]:
+    with path.open("rb") as log:
+        log.seek(offset)
+        return log.read().decode(errors="replace").splitlines()
+
+
+def _cpu_s(root: int | None) -> float:
+    procs = processes()
+    return sum(procs[pid].cpu_s for pid in tree(procs, root))
+
+
+class IdleWatch:
+    """Samples the three idle signals of one target every INTERVAL_S."""
+
+    def __init__(self, target: Target, direct_url: str) -> None:
+        self.metrics_url = f"http://127.0.0.1:{api_port(target)}/metrics"
+        self.api_root = target.roots["API"]
+        self.direct_url = direct_url
+
+    def in_flight(self) -> float | None:
+        # A new connection each time: the kernel hands it to any worker, and the worker that
+        # answers writes its own gauge first (the others' are at most ~1 s old).
+        try:
+            with urllib.request.urlopen(self.metrics_url, timeout=0.5) as response:  # noqa: S310
+                return in_flight(response.read().decode())
+        except OSError:
+            return None
+
+    def watch(self, stopped: float, window_s: float) -> list[IdleSample]:
+        samples: list[IdleSample] = []
+        cpu = [(time.monotonic(), _cpu_s(self.api_root()))]
+        with psycopg.connect(self.direct_url, autocommit=True, connect_timeout=2) as pg:
+            while time.monotonic() - stopped < window_s and not held_idle(samples):
+                started = time.monotonic()
+                flight = self.in_flight()
+                row = pg.execute(BACKENDS, ("conduit", "conduit")).fetchone()
+                cpu.append((time.monotonic(), _cpu_s(self.api_root())))
+                # Cores over the last ~0.3 s: /proc counts CPU in 10 ms ticks.
+                then = next(c for c in cpu if c[0] >= cpu[-1][0] - 0.35)
+                span = cpu[-1][0] - then[0]
+                cores = (cpu[-1][1] - then[1]) / span if span > 0.05 else None
+                t = round(started - stopped, 2)
+                samples.append(IdleSample(t, flight, row[0] if row else None, cores))
+                time.sleep(max(0.0, INTERVAL_S - (time.monotonic() - started)))
+        return samples
+
+
+class Overload:
+    def __init__(self, args: argparse.Namespace, stack: Stack, out: Path) -> None:
+        self.args, self.stack, self.out = args, stack, out
+        self.steps: list[dict[str, Any]] = []
+        self.wrk = ensure_wrk()
+        self.harness = loadtest.Runner(args, stack, out)  # its samplers and CPU accounting
+
+    def run(self, data: Mapping[str, Any]) -> None:
+        for key in self.args.targets:
+            architecture = TARGETS[key]
+            print(f"shedding {key}: {architecture.description}", flush=True)
+            loadtest.reconnect_pgbouncer(self.stack)
+            with running(self.stack, architecture) as target:
+                script = self.out / f"mixed-{key}.lua"
+                picks = {k: data[k] for k in ("slugs", "users", "tags", "tokens")}
+                script.write_text(mixed_script(**picks, mix=MIX, logged_in=LOGGED_IN))
+                run_wrk(self.wrk, target.base_url, script, connections=64, threads=2, duration_s=3)
+                for connections in self.args.steps:
+                    time.sleep(self.args.pause)
+                    self.step(key, target, script, connections)
+
+    def step(self, key: str, target: Target, script: Path, connections: int) -> None:
+        args, logs = self.args, nginx_dir(target)
+        access, errors = logs / "access.log", logs / "error.log"
+        offsets = (access.stat().st_size, errors.stat().st_size)
+        stopped = 0.0
+
+        def measure() -> dict[str, Any]:
+            nonlocal stopped
+            r = run_wrk(
+                self.wrk, target.base_url, script, connections=connections,
+                threads=min(args.threads, connections), duration_s=args.duration,
+                timeout_s=args.wrk_timeout,
+            )  # fmt: skip
+            stopped = time.monotonic()
+            (self.out / f"wrk-{key}-{connections}.txt").write_text(r.output)
+            return {
+                "requests": r.requests, "duration_s": r.duration_s, "rps": round(r.rps, 1),
+                "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "max_ms": r.max_ms,
+                "non_2xx": r.non_2xx, "socket_errors": r.socket_errors, "errors": dict(r.errors),
+            }  # fmt: skip
+
+        result = self.harness.measured(target, measure)
+        samples = IdleWatch(target, self.stack.env["DIRECT_DATABASE_URL"]).watch(
+            stopped, args.idle_window
+        )
+        time.sleep(max(0.0, LOG_FLUSH_S - (time.monotonic() - stopped)))
+        step = {"shedding": key, "connections": connections} | result
+        step |= summarise(result, result["duration_s"]) | time_to_idle(samples)
+        step |= served(read_from(access, offsets[0]))
+        step["nginx_errors"] = nginx_errors(read_from(errors, offsets[1]))
+        step["idle_samples"] = [asdict(s) for s in samples]
+        self.steps.append(step)
+        print("  " + one_line(step), flush=True)
+        (self.out / "results.json").write_text(json.dumps({"steps": self.steps}, indent=2))
+
+
+# ---- report ----
+
+
+def _num(value: Any, spec: str = ",.0f", none: str = "n/a") -> str:
+    return none if value is None else format(value, spec)
+
+
+def one_line(step: Mapping[str, Any]) -> str:
+    return (
+        f"shedding {step['shedding']:<3} {step['connections']:>6,} conns  "
+        f"goodput {step['goodput']:8,.1f}/s  served p99 {_num(step['served_p99_ms'])} ms  "
+        f"shed {_num(step['shed_share'], '.1%')}  504 {_num(step['deadline_share'], '.1%')}  "
+        f"other non-2xx {step['other_non_2xx']:,}  socket errors {step['socket_errors']:,}  "
+        f"PG peak {step.get('pg_backends_peak')}  idle after {_num(step['idle_s'], '.1f')} s"
+    )
+
+
+def verdicts(steps: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Issue 9's target, per step with shedding on."""
+    lines = []
+    for s in (s for s in steps if s["shedding"] == "on"):
+        p99, idle = s["served_p99_ms"], s["idle_s"]
+        ok_p99 = p99 is not None and p99 <= 1000 * BUDGET_S
+        ok_idle = idle is not None and idle <= IDLE_TARGET_S
+        lines.append(
+            f"- {s['connections']:,} connections: p99 of served {_num(p99)} ms "
+            f"(≤ {1000 * BUDGET_S:,.0f}: {'yes' if ok_p99 else 'no'}), idle after "
+            f"{_num(idle, '.1f', 'never')} s (≤ {IDLE_TARGET_S:g}: {'yes' if ok_idle else 'no'})"
+        )
+    return lines
+
+
+def render(meta: Mapping[str, Any], steps: Sequence[Mapping[str, Any]]) -> str:
+    cores = meta.get("machine", {}).get("cores (nproc)", "?")
+    main = [
+        [
+            s["shedding"], f"{s['connections']:,}", f"{s['goodput']:,.1f}",
+            _num(s["served_p50_ms"]), _num(s["served_p99_ms"]), _num(s["p99_ms"]),
+            _num(s["shed_share"], ".1%"), _num(s["deadline_share"], ".1%"),
+            f"{s['other_non_2xx']:,}", f"{s['socket_errors']:,}",
+            _num(s.get("pg_backends_peak")), _num(s.get("pg_active_peak")),
+            _num(s["idle_s"], ".1f", "never"),
+        ]
+        for s in steps
+    ]  # fmt: skip
+    idle = [
+        [
+            s["shedding"], f"{s['connections']:,}",
+            *(_num(s[f"idle_{k}_s"], ".1f", "never") for k in IDLE),
+            f"{len(s['idle_samples'])}",
+        ]
+        for s in steps
+    ]  # fmt: skip
+    detail = [
+        [
+            s["shedding"], f"{s['connections']:,}", f"{s['requests']:,}",
+            f"{s['served_logged']:,}", _num(s["served_p90_ms"]), _num(s["served_max_ms"]),
+            ", ".join(f"{n:,} x {k}" for k, n in sorted(s["errors"].items())) or "-",
+            ", ".join(f"{n:,} x {k}" for k, n in s["nginx_errors"].items()) or "-",
+            " ".join(f"{g} {v:.2f}" for g, v in s.get("cpu", {}).items()),
+        ]
+        for s in steps
+    ]  # fmt: skip
+    detail_header = ["shedding", "conns", "answers (wrk)", "2xx logged", "served p90 ms"]
+    detail_header += ["served max ms", "errors (wrk)", "nginx error.log", "CPU cores"]
+    header = ["shedding", "conns", "goodput 2xx/s", "served p50 ms", "served p99 ms"]
+    header += ["all p99 ms (wrk)", "shed 503", "504", "other non-2xx", "socket errors"]
+    header += ["PG backends peak", "PG active peak", "idle after s"]
+    args = meta.get("args", {})
+    lines = [
+        f"# Overload, {meta.get('started', '?')}",
+        "",
+        f"wrk, mixed reads ({', '.join(f'{k} {v:.0%}' for k, v in MIX.items() if v)}; "
+        f"{LOGGED_IN:.0%} logged in), closed loop, {args.get('duration')} s per step, "
+        f"{args.get('threads')} wrk threads, {args.get('wrk_timeout')} s wrk timeout, "
+        "all through nginx. Shedding on: the running stack; off: "
+        f"{NOSHED.description}.",
+        "",
+        "Target (issue 9, shedding on): p99 of served requests ≤ the budget "
+        f"({BUDGET_S:g} s), idle within {IDLE_TARGET_S:g} s after the load stops.",
+        "",
+        *verdicts(steps),
+        "",
+        _table(header, main, right_from=1),
+        "- goodput: 2xx answers wrk read per second of the step; shares are of every answer "
+        'wrk read (`shed 503` = the API\'s "server busy"; `504` = the request deadline).',
+        "- served p50/p99: nginx's `$request_time` of the 2xx lines in its access log for the "
+        "step (first request byte read to last response byte sent; a 2xx wrk gave up on still "
+        "counts). `all p99 (wrk)` is wrk's own histogram: every status, and answers slower "
+        "than wrk's timeout are left out of it (counted as socket timeouts).",
+        "- idle after: seconds from wrk's exit until the API's in-flight gauge and the app's "
+        "active queries are 0 and the API workers use ≤ "
+        f"{CPU_IDLE_CORES:g} core, and stay so for {HOLD_S:g} s; sampled every "
+        f"{INTERVAL_S * 1000:.0f} ms. The in-flight gauge of the worker not answering a poll "
+        "can be up to ~1 s old (app/observability/recorder.py).",
+        "",
+        "## Time to idle, per signal (s)",
+        "",
+        _table(["shedding", "conns", *IDLE, "samples"], idle, right_from=1),
+        "## Details",
+        "",
+        f"CPU in cores (of {cores}) during the step; errors by kind from wrk's Lua "
+        "(`HTTP 503` without a kind is nginx's own: upstream refused or timed out).",
+        "",
+        _table(detail_header, detail, right_from=2),
+        "## Machine and versions",
+        "",
+        _table(["", ""], [[k, str(v)] for k, v in meta.get("machine", {}).items()], 2),
+        f"Command: `{meta.get('command', '?')}`",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def nginx_capacity(stack: Stack) -> dict[str, str]:
+    conf = (stack.dir / "nginx" / "nginx.conf").read_text()
+    found = dict(re.findall(r"^\s*(worker_connections|worker_rlimit_nofile) (\d+);", conf, re.M))
+    workers = len(tree(processes(), stack.pid("nginx/nginx.pid"))) - 1
+    per_worker = int(found.get("worker_connections", 0))
+    return {
+        "nginx": f"{workers} workers x worker_connections {per_worker:,} "
+        f"(worker_rlimit_nofile {found.get('worker_rlimit_nofile', '?')}): room for "
+        f"{workers * per_worker // 2:,} proxied clients (each holds 2)",
+    }
+
+
+def prepare(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
+    direct = stack.env["DIRECT_DATABASE_URL"]
+    counts, _ = loadtest.dataset(direct)
+    if args.reseed or not counts["articles"]:
+        seed.main(["--database-url", direct, "--size", args.size, "--truncate"])
+    data = loadtest.sample_data(direct)
+    emails = [f"user{n}@example.com" for n in range(1, 51)]
+    data["tokens"] = [t for _, t in asyncio.run(storm.login_many(stack.api_url, emails))]
+    return data
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    args = parse_args(argv)
+    if args.render:
+        results = json.loads((args.render / "results.json").read_text())
+        (args.render / "report.md").write_text(render(results, results["steps"]))
+        return Path(args.render)
+    started = datetime.now(UTC)
+    out = args.out or RESULTS / f"{started:%Y%m%dT%H%M%SZ}-overload"
+    out.mkdir(parents=True, exist_ok=True)
+    stack = Stack.load(args.stack_dir.resolve())
+    nofile = loadtest.raise_nofile()
+    overload = Overload(args, stack, out)
+    data = prepare(args, stack)
+    counts, pg = loadtest.dataset(stack.env["DIRECT_DATABASE_URL"])
+    info = machine_info() | pg | loadtest.tool_versions() | {"wrk": wrk_version(overload.wrk)}
+    info |= {"RLIMIT_NOFILE (wrk)": str(nofile)} | nginx_capacity(stack)
+    info |= {"data set": ", ".join(f"{k} {v:,}" for k, v in counts.items())}
+    try:
+        overload.run(data)
+    finally:
+        given = list(sys.argv[1:] if argv is None else argv)
+        meta = {
+            "command": shlex.join(["python", "-m", "bench.overload", *given]),
+            "started": started.isoformat(timespec="seconds"),
+            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "machine": info | package_versions(),
+            "stack": {k: v for k, v in stack.env.items() if "URL" not in k},
+        }
+        (out / "results.json").write_text(json.dumps(meta | {"steps": overload.steps}, indent=2))
+        (out / "report.md").write_text(render(meta, overload.steps))
+    print(f"report: {out / 'report.md'}", flush=True)
+    print("\n".join(verdicts(overload.steps)), flush=True)
+    return out
+
+
+if __name__ == "__main__":
+    main()
