@@ -66,6 +66,14 @@ NOSHED = Architecture(
     "the stack with MAX_IN_FLIGHT=1000000: no 503 at admission; REQUEST_DEADLINE_S stays",
     {"MAX_IN_FLIGHT": "1000000"},
 )
+# bench.onoff's "observability off" (not one of make bench's baselines either): no /metrics,
+# no HTTP metrics, no access log lines, no traces whatever the environment says.
+NOOBS = Architecture(
+    "noobs",
+    "stack, observability off",
+    "the stack with METRICS_ENABLED=false ACCESS_LOG=false and no OTEL_EXPORTER_OTLP_ENDPOINT",
+    {"METRICS_ENABLED": "false", "ACCESS_LOG": "false", "OTEL_EXPORTER_OTLP_ENDPOINT": ""},
+)
 
 
 @dataclass(frozen=True)
