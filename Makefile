@@ -59,6 +59,13 @@ bench-anatomy: install  ## CPU cost of each layer of a read request, against a s
 bench-overload: install  ## after `make stack`: issue 9, ramp to 10,000 connections, shedding on and off (~8 min)
 	$(VENV)/bin/python -m bench.overload $(BENCH_ARGS)
 
+.PHONY: bench-cache bench-observability
+bench-cache: install  ## after `make stack`: issue 6, viral article at 2,000 connections, cache on and off (~3 min)
+	$(VENV)/bin/python -m bench.onoff cache $(BENCH_ARGS)
+
+bench-observability: install  ## after `make stack`: issue 8, read req/s with metrics/logs/traces on and off (~6 min)
+	$(VENV)/bin/python -m bench.onoff observability $(BENCH_ARGS)
+
 # The scale topology on this machine (deploy/stack/README.md): nginx :8080 → uvicorn workers →
 # PgBouncer :6432 → PostgreSQL :5433, Redis :6380; state and stack.env under .stack/.
 .PHONY: stack stack-down
