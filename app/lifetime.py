@@ -13,7 +13,6 @@ and turns an `http.disconnect` into a cancellation.
 """
 
 import asyncio
-import contextlib
 import logging
 
 import orjson
@@ -50,6 +49,7 @@ class RequestLifetime:
         messages: asyncio.Queue[Message] = asyncio.Queue()
         gone = asyncio.Event()
         started = False
+        answered = False  # the deadline's 504 went out: the app's own response is dropped
 
         async def pump() -> None:
             while True:
@@ -61,6 +61,8 @@ class RequestLifetime:
 
         async def tracked_send(message: Message) -> None:
             nonlocal started
+            if answered:
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
@@ -81,14 +83,28 @@ class RequestLifetime:
                     return
                 app_task.result()  # re-raise what the app raised
                 return
-            app_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await app_task
-            if gone.is_set():
-                log.info("client went away: %s %s cancelled", scope["method"], scope["path"])
-            elif not started:
+            if not gone.is_set() and not started:
+                # Answer at the deadline, before the work has unwound: cancelling a running
+                # statement can take seconds (psycopg asks the server to stop it and waits up
+                # to 5 s more for its answer; PgBouncer ignores that request for a query still
+                # queued for a server connection, as while PostgreSQL restarts).
+                answered = True
                 metrics.HTTP_SHED.labels("deadline").inc()
                 await _error(send, 504, f"request took longer than {self.deadline_s:g} s")
+            app_task.cancel()
+            try:
+                await app_task
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                if not answered:
+                    raise
+                # The client has its 504; a failure while unwinding is only worth a line.
+                log.warning(
+                    "error while cancelling %s %s", scope["method"], scope["path"], exc_info=True
+                )
+            if gone.is_set() and not answered:  # (after an answer, receive() says "disconnect")
+                log.info("client went away: %s %s cancelled", scope["method"], scope["path"])
         finally:
             pump_task.cancel()
             gone_task.cancel()

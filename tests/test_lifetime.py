@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
+from app.lifetime import RequestLifetime
 from app.main import create_app
 from tests.conftest import ROOT, serve_with_state
 
@@ -119,3 +120,42 @@ async def test_admission_sheds_load_but_never_probes(client_for, engine):
     assert {r.status_code for r in await asyncio.gather(*busy)} == {504}
     assert (await client.get("/api/tags")).status_code == 200  # capacity is back
     await _until_idle(engine, within_s=2)
+
+
+async def test_deadline_answers_before_the_work_has_unwound():
+    """Cancelling a statement can take seconds (psycopg waits for the server to confirm, and
+    PgBouncer ignores the cancel of a query still queued): the 504 goes out at the deadline,
+    and whatever the app sends while unwinding is dropped."""
+
+    async def stubborn(_scope: Any, _receive: Any, send: Any) -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            await asyncio.sleep(1)  # like psycopg waiting for the cancellation's answer
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            raise
+
+    lifetime = RequestLifetime(stubborn, deadline_s=0.2, max_in_flight=10)
+    scope = {"type": "http", "method": "GET", "path": "/api/articles", "headers": []}
+    sent: list[tuple[float, MutableMapping[str, Any]]] = []
+    requested, complete = False, asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await complete.wait()
+        return {"type": "http.disconnect"}  # as uvicorn says once the response is complete
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append((time.monotonic() - started, message))
+        if message["type"] == "http.response.body":
+            complete.set()
+
+    started = time.monotonic()
+    await lifetime(scope, receive, send)
+    assert [message["type"] for _, message in sent] == ["http.response.start", "http.response.body"]
+    assert sent[0][1]["status"] == 504
+    assert sent[-1][0] < 0.8  # at the deadline, not after the second of unwinding
+    assert time.monotonic() - started >= 1  # the work did unwind before the call returned
