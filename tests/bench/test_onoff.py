@@ -162,3 +162,8 @@ def test_observability_report_has_the_ratio_and_every_run() -> None:
     assert "| list | 64 | 960 | 1,000 | 96.0% | yes |" in report
     assert "METRICS_ENABLED=(unset)" in report
     assert report.count("| list | 64 | 1 |") == 2
+
+
+def test_sql_is_counted_per_2xx_answer_not_per_shed_request() -> None:
+    step = _cache_step("stack", 9_900, 100, 2_000) | {"non_2xx": 5_000}  # half shed with 503
+    assert cache_figures(step)["sql_per_request"] == 0.4
