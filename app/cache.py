@@ -132,19 +132,30 @@ class Cache:
             self._open_circuit()
             return await load()
         stamp = [int(value or 0) for value in current]
+        current_document: str | None = None  # still valid, chosen for an early refresh
         if entry is not None:
             stored = orjson.loads(entry)
-            if stored["v"] == stamp and not self._refresh_early(stored["t"]):
-                self._count(family, "hit")
-                document: str = stored["d"]
-                return document
+            if stored["v"] == stamp:
+                if not self._refresh_early(stored["t"]):
+                    self._count(family, "hit")
+                    document: str = stored["d"]
+                    return document
+                current_document = stored["d"]
         self._count(family, "miss")
         if not await self._lease(key):
             waited = await self._wait_for(key, stamp)
             if waited is not None:
                 self._count(family, "collapsed")
                 return waited
-        document_or_none = await load()
+        try:
+            document_or_none = await load()
+        except Exception:
+            if current_document is None:
+                raise
+            # PostgreSQL is down or busy: the entry is still valid (no write has bumped its
+            # versions), so an early refresh that failed costs the reader nothing.
+            log.warning("early refresh of %s failed: serving the current entry", key)
+            return current_document
         if document_or_none is not None:
             await self._store(key, stamp, document_or_none)
         return document_or_none

@@ -2,7 +2,9 @@
 writes visible at once, one query per cold key, Redis outages survived."""
 
 import asyncio
+import uuid
 
+import pytest
 from sqlalchemy import event
 
 from tests.concurrency.conftest import make_users, publish
@@ -149,3 +151,22 @@ async def test_invalidation_lost_to_a_redis_blip_is_published_once_redis_answers
     after = (await cached_client.get(f"/articles/{slug}")).json()["article"]["body"]
     assert after == "during the blip"
     assert not cache._unpublished
+
+
+async def test_a_failed_early_refresh_serves_the_current_entry(cache, monkeypatch):
+    """PostgreSQL down while an entry is in its early-refresh window: the entry is still valid,
+    so the reader gets it, not the database's error."""
+
+    async def document() -> str:
+        return '{"tags": ["early"]}'
+
+    async def database_down() -> str:
+        raise ConnectionError("PostgreSQL is down")
+
+    key = f"tags-early-{uuid.uuid4().hex}"
+    assert await cache.get_or_load("tags", key, ["tags"], document) == '{"tags": ["early"]}'
+    monkeypatch.setattr(cache, "_refresh_early", lambda _stored_at: True)
+    assert await cache.get_or_load("tags", key, ["tags"], database_down) == '{"tags": ["early"]}'
+    monkeypatch.setattr(cache, "_refresh_early", lambda _stored_at: False)
+    with pytest.raises(ConnectionError):  # a miss has nothing to fall back on
+        await cache.get_or_load("tags", f"{key}-cold", ["tags"], database_down)
