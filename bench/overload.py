@@ -21,10 +21,12 @@ import os
 import re
 import shlex
 import sys
+import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -121,6 +123,41 @@ def _percentile(ordered: Sequence[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
 
 
+def accept_queue(port: int, table: str) -> int | None:
+    """Connections waiting for the API to accept them: the rx_queue of its listening sockets
+    in /proc/net/tcp (state 0A), a queue that neither MAX_IN_FLIGHT nor the deadline sees."""
+    found = None
+    for line in table.splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].rpartition(":")[2], 16) == port:
+            found = (found or 0) + int(fields[4].partition(":")[2], 16)
+    return found
+
+
+def _accept_queue(port: int) -> int | None:
+    return accept_queue(port, Path("/proc/net/tcp").read_text())
+
+
+@contextmanager
+def sampled(read: Callable[[], int | None]) -> Iterator[list[int]]:
+    """`read()` every INTERVAL_S from a thread while the block runs."""
+    values: list[int] = []
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(INTERVAL_S):
+            if (value := read()) is not None:
+                values.append(value)
+
+    thread = threading.Thread(target=run, name="bench-accept-queue", daemon=True)
+    thread.start()
+    try:
+        yield values
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
 def nginx_errors(lines: Iterable[str]) -> dict[str, int]:
     found: Counter[str] = Counter()
     for line in lines:
@@ -136,6 +173,7 @@ class IdleSample:
     in_flight: float | None  # None: /metrics did not answer in time
     pg_active: int | None
     api_cores: float | None
+    accept_queue: int | None = None  # not an idle signal: connections the API has not accepted
 
 
 IDLE: dict[str, Callable[[float], bool]] = {
@@ -230,7 +268,8 @@ class IdleWatch:
     """Samples the three idle signals of one target every INTERVAL_S."""
 
     def __init__(self, target: Target, direct_url: str) -> None:
-        self.metrics_url = f"http://127.0.0.1:{api_port(target)}/metrics"
+        self.port = api_port(target)
+        self.metrics_url = f"http://127.0.0.1:{self.port}/metrics"
         self.api_root = target.roots["API"]
         self.direct_url = direct_url
 
@@ -253,11 +292,12 @@ class IdleWatch:
                 row = pg.execute(BACKENDS, ("conduit", "conduit")).fetchone()
                 cpu.append((time.monotonic(), _cpu_s(self.api_root())))
                 # Cores over the last ~0.3 s: /proc counts CPU in 10 ms ticks.
-                then = next(c for c in cpu if c[0] >= cpu[-1][0] - 0.35)
-                span = cpu[-1][0] - then[0]
-                cores = (cpu[-1][1] - then[1]) / span if span > 0.05 else None
+                older = [c for c in cpu[:-1] if c[0] <= cpu[-1][0] - 0.3]
+                then = older[-1] if older else cpu[0]
+                cores = (cpu[-1][1] - then[1]) / (cpu[-1][0] - then[0])
                 t = round(started - stopped, 2)
-                samples.append(IdleSample(t, flight, row[0] if row else None, cores))
+                queue = _accept_queue(self.port)
+                samples.append(IdleSample(t, flight, row[0] if row else None, cores, queue))
                 time.sleep(max(0.0, INTERVAL_S - (time.monotonic() - started)))
         return samples
 
@@ -287,21 +327,23 @@ class Overload:
         args, logs = self.args, nginx_dir(target)
         access, errors = logs / "access.log", logs / "error.log"
         offsets = (access.stat().st_size, errors.stat().st_size)
-        stopped = 0.0
+        stopped, port = 0.0, api_port(target)
 
         def measure() -> dict[str, Any]:
             nonlocal stopped
-            r = run_wrk(
-                self.wrk, target.base_url, script, connections=connections,
-                threads=min(args.threads, connections), duration_s=args.duration,
-                timeout_s=args.wrk_timeout,
-            )  # fmt: skip
+            with sampled(lambda: _accept_queue(port)) as queue:
+                r = run_wrk(
+                    self.wrk, target.base_url, script, connections=connections,
+                    threads=min(args.threads, connections), duration_s=args.duration,
+                    timeout_s=args.wrk_timeout,
+                )  # fmt: skip
             stopped = time.monotonic()
             (self.out / f"wrk-{key}-{connections}.txt").write_text(r.output)
             return {
                 "requests": r.requests, "duration_s": r.duration_s, "rps": round(r.rps, 1),
                 "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "max_ms": r.max_ms,
                 "non_2xx": r.non_2xx, "socket_errors": r.socket_errors, "errors": dict(r.errors),
+                "accept_queue_peak": max(queue, default=None),
             }  # fmt: skip
 
         result = self.harness.measured(target, measure)
@@ -376,6 +418,7 @@ def render(meta: Mapping[str, Any], steps: Sequence[Mapping[str, Any]]) -> str:
         [
             s["shedding"], f"{s['connections']:,}", f"{s['requests']:,}",
             f"{s['served_logged']:,}", _num(s["served_p90_ms"]), _num(s["served_max_ms"]),
+            _num(s.get("accept_queue_peak")),
             ", ".join(f"{n:,} x {k}" for k, n in sorted(s["errors"].items())) or "-",
             ", ".join(f"{n:,} x {k}" for k, n in s["nginx_errors"].items()) or "-",
             " ".join(f"{g} {v:.2f}" for g, v in s.get("cpu", {}).items()),
@@ -383,7 +426,13 @@ def render(meta: Mapping[str, Any], steps: Sequence[Mapping[str, Any]]) -> str:
         for s in steps
     ]  # fmt: skip
     detail_header = ["shedding", "conns", "answers (wrk)", "2xx logged", "served p90 ms"]
-    detail_header += ["served max ms", "errors (wrk)", "nginx error.log", "CPU cores"]
+    detail_header += [
+        "served max ms",
+        "API accept queue peak",
+        "errors (wrk)",
+        "nginx error.log",
+        "CPU cores",
+    ]
     header = ["shedding", "conns", "goodput 2xx/s", "served p50 ms", "served p99 ms"]
     header += ["all p99 ms (wrk)", "shed 503", "504", "other non-2xx", "socket errors"]
     header += ["PG backends peak", "PG active peak", "idle after s"]
@@ -420,7 +469,9 @@ def render(meta: Mapping[str, Any], steps: Sequence[Mapping[str, Any]]) -> str:
         _table(["shedding", "conns", *IDLE, "samples"], idle, right_from=1),
         "## Details",
         "",
-        f"CPU in cores (of {cores}) during the step; errors by kind from wrk's Lua "
+        f"CPU in cores (of {cores}) during the step; API accept queue: connections nginx "
+        "opened that the API workers had not accept()ed yet (/proc/net/tcp, every 100 ms); "
+        "errors by kind from wrk's Lua "
         "(`HTTP 503` without a kind is nginx's own: upstream refused or timed out).",
         "",
         _table(detail_header, detail, right_from=2),

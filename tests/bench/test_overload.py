@@ -174,3 +174,15 @@ def test_report_renders_every_step_and_the_machine() -> None:
     assert "| AMD EPYC |" in text
     assert "never" in text
     assert "`python -m bench.overload`" in text
+
+
+def test_accept_queue_reads_the_listening_sockets_of_the_port() -> None:
+    table = (
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt\n"
+        "   0: 0100007F:1F41 00000000:0000 0A 00000000:0000012C 00:00000000 00000000\n"
+        "   1: 0100007F:1F41 0100007F:9C40 01 00000000:00000000 00:00000000 00000000\n"
+        "   2: 0100007F:1F90 00000000:0000 0A 00000000:00000007 00:00000000 00000000\n"
+    )
+    assert overload.accept_queue(8001, table) == 300  # the established one is not counted
+    assert overload.accept_queue(8080, table) == 7
+    assert overload.accept_queue(9999, table) is None
