@@ -68,7 +68,14 @@ async def asgi_get(app: Any, state: dict[str, Any], path: str, query: bytes = b"
     }
     status, body = 0, bytearray()
 
+    received = False
+
     async def receive() -> dict[str, Any]:
+        # Like a server: the (empty) body once, then nothing until the client goes away.
+        nonlocal received
+        if received:
+            await asyncio.Event().wait()
+        received = True
         return {"type": "http.request", "body": b"", "more_body": False}
 
     async def send(message: dict[str, Any]) -> None:

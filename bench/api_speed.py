@@ -15,7 +15,7 @@ import json
 import os
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -38,6 +38,7 @@ from bench.wrk import (
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 PG_DATA = ROOT / ".data" / "bench-postgres"
+BARE = "bench.bare_app:app"
 
 
 ENDPOINTS = (
@@ -65,6 +66,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8100)
     parser.add_argument("--slugs", type=int, default=500, help="distinct slugs to rotate through")
     parser.add_argument("--only", help="run only endpoints whose name contains this")
+    parser.add_argument(
+        "--bare",
+        action="store_true",
+        help="also measure the floor: the same statements from a bare ASGI app (bench.bare_app)",
+    )
     parser.add_argument("--py-spy", help="path to py-spy: profile the workers in an extra run")
     parser.add_argument(
         "--anatomy", action="store_true", help="also measure each layer's CPU (bench.anatomy)"
@@ -133,7 +139,9 @@ def write_scripts(out: Path, api: Api, slugs: list[str]) -> None:
     get_json(api.base + f"/api/articles/{slugs[0]}")
 
 
-def measure(args: argparse.Namespace, wrk: str, api: Api, out: Path) -> list[Measurement]:
+def measure(
+    args: argparse.Namespace, wrk: str, api: Api, out: Path, *, bare: bool = False
+) -> list[Measurement]:
     roots: dict[str, Callable[[], int | None]] = {"API workers": lambda: api.pid}
     if not args.database_url:  # a server of our own: its processes are ours to watch
         roots["PostgreSQL"] = postmaster_pid
@@ -141,6 +149,8 @@ def measure(args: argparse.Namespace, wrk: str, api: Api, out: Path) -> list[Mea
     for endpoint in ENDPOINTS:
         if args.only and args.only not in endpoint.name:
             continue
+        if bare:  # the floor has no target of its own: it tells whether a target is reachable
+            endpoint = replace(endpoint, name=f"bare: {endpoint.name}", target_rps=0)
         script, url = out / endpoint.script, api.base + endpoint.path
         options = {"connections": args.connections, "threads": args.threads}
         if args.warmup:
@@ -150,7 +160,7 @@ def measure(args: argparse.Namespace, wrk: str, api: Api, out: Path) -> list[Mea
         result = run_wrk(wrk, url, script, duration_s=args.duration, **options)
         shares = cpu.stop()
         print(report.one_line(endpoint.name, result, endpoint.target_rps), flush=True)
-        summary = profile(args, wrk, api, endpoint, out) if args.py_spy else None
+        summary = profile(args, wrk, api, endpoint, out) if args.py_spy and not bare else None
         results.append(Measurement(endpoint, result, shares, summary))
     return results
 
@@ -201,6 +211,9 @@ def main() -> None:
         api = stack.enter_context(Api(url, port=args.port, workers=args.workers, logs=out))
         write_scripts(out, api, sample_slugs(url, args.slugs))
         results = measure(args, wrk, api, out)
+    if args.bare:
+        with Api(url, port=args.port, workers=args.workers, logs=out, target=BARE) as api:
+            results += measure(args, wrk, api, out, bare=True)
     text = report.render(args, started, info, package_versions(), counts, results, layers)
     (out / "api-speed.md").write_text(text)
     summary = [

@@ -24,10 +24,19 @@ class Api:
     """`uvicorn app.main:create_app` with N workers on 127.0.0.1, talking straight to
     PostgreSQL: no Redis (no cache), no PgBouncer."""
 
-    def __init__(self, database_url: str, *, port: int, workers: int, logs: Path) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        port: int,
+        workers: int,
+        logs: Path,
+        target: str = "app.main:create_app",  # or a plain ASGI app (bench.bare_app:app)
+    ) -> None:
         self.base = f"http://127.0.0.1:{port}"
         self._port = port
         self._workers = workers
+        self._target = target
         self._env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL",)}
         # Straight to PostgreSQL, so the run uses what only a direct connection allows:
         # prepared statements, and a pool as large as the connections wrk keeps per worker
@@ -35,7 +44,8 @@ class Api:
         # connection). Either can be overridden from the environment.
         self._env = {"DB_PREPARED_STATEMENTS": "true", "DB_POOL_SIZE": "32"} | self._env
         self._env |= {"DATABASE_URL": database_url, "LOG_LEVEL": "WARNING"}
-        self._log = logs / "uvicorn.log"
+        self._factory = target.endswith(":create_app")
+        self._log = logs / ("uvicorn.log" if self._factory else "uvicorn-bare.log")
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -52,8 +62,8 @@ class Api:
             raise SystemExit(f"port {self._port} is taken: pass --port")
         command = [
             str(Path(sys.executable).parent / "uvicorn"),
-            "app.main:create_app",
-            "--factory",
+            self._target,
+            *(["--factory"] if self._factory else []),
             f"--workers={self._workers}",
             "--loop=uvloop",
             "--http=httptools",
