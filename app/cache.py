@@ -82,13 +82,26 @@ class Cache:
         versions = sorted(versions)
         if (inflight := self._inflight.get(key)) is not None:
             self._count(family, "collapsed")
-            return await asyncio.shield(inflight)
+            try:
+                return await asyncio.shield(inflight)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if not inflight.cancelled() or (current is not None and current.cancelling()):
+                    raise  # this request itself is cancelled
+                # The leader's request was cancelled (its deadline, its client gone), not this
+                # one: take over (the first to get here leads, the others follow it).
+                return await self.get_or_load(family, key, versions, load)
         future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
             document = await self._fetch(family, key, versions, load)
             future.set_result(document)
             return document
+        except asyncio.CancelledError:
+            # Not the followers' cancellation: handed to them as an error, it would end
+            # requests nobody cancelled (a bare 500 from the server, or a spurious 503).
+            future.cancel()
+            raise
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: no "never retrieved" warning if nobody waits
