@@ -19,7 +19,7 @@ from app.events import service as events
 from app.models import Article as ArticleRow
 from app.models import Favorite, FavoriteCountShard, Tag, User
 from app.retry import in_savepoint
-from app.viewer import read_through
+from app.viewer import read_through, viewer_changed
 
 # Reads run on an autocommit connection (one statement is its own snapshot) or, after a
 # write, inside the request's transaction.
@@ -180,6 +180,7 @@ async def favorite(session: AsyncSession, *, slug: str, user: User) -> str:
         if added is not None:
             await _count(session, article.id, 1)
             changed(session, "articles", f"article:{slug}")
+            viewer_changed(session, user.id)
 
     await in_savepoint(session, add)
     return await get(session, slug=slug, viewer_id=user.id)
@@ -198,6 +199,7 @@ async def unfavorite(session: AsyncSession, *, slug: str, user: User) -> str:
         if removed is not None:
             await _count(session, article.id, -1)
             changed(session, "articles", f"article:{slug}")
+            viewer_changed(session, user.id)
 
     await in_savepoint(session, remove)
     return await get(session, slug=slug, viewer_id=user.id)

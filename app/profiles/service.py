@@ -10,7 +10,7 @@ from app.profiles.schemas import ProfileResponse
 from app.retry import in_savepoint
 from app.schemas import Profile
 from app.users import service as users
-from app.viewer import read_through
+from app.viewer import read_through, viewer_changed
 
 
 async def get(connect: Connect, cache: Cache, *, username: str, viewer_id: int | None) -> str:
@@ -62,6 +62,7 @@ async def follow(session: AsyncSession, *, follower: User, username: str) -> Pro
         .on_conflict_do_nothing()
     )
     await in_savepoint(session, lambda: session.execute(statement))
+    viewer_changed(session, follower.id)
     return _profile(followee, following=True)
 
 
@@ -72,6 +73,7 @@ async def unfollow(session: AsyncSession, *, follower: User, username: str) -> P
         Follow.follower_id == follower.id, Follow.followee_id == followee.id
     )
     await in_savepoint(session, lambda: session.execute(statement))
+    viewer_changed(session, follower.id)
     return _profile(followee, following=False)
 
 

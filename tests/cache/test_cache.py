@@ -196,3 +196,50 @@ async def test_a_cancelled_leader_does_not_cancel_the_readers_waiting_for_it(cac
     assert await asyncio.gather(*followers) == ['{"tags": ["quick"]}'] * 3
     with pytest.raises(asyncio.CancelledError):
         await leader
+
+
+async def test_a_logged_in_reader_of_a_warm_page_costs_no_sql(cached_client, engine, settings):
+    reader, author, fan = await make_users(engine, settings, 3)
+    slug = await publish(cached_client, author, "Hot")
+    await cached_client.post(f"/articles/{slug}/favorite", headers=reader)
+    paths = ["/articles", f"/articles/{slug}", f"/articles/{slug}/comments", "/profiles/crowd2"]
+    for path in paths:  # warm: the page, and this reader's flags on it
+        await cached_client.get(path, headers=reader)
+    statements: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        pages = [(await cached_client.get(path, headers=reader)).json() for path in paths]
+        other = (await cached_client.get(f"/articles/{slug}", headers=fan)).json()
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+    assert (pages[0]["articles"][0]["favorited"], pages[1]["article"]["favorited"]) == (True, True)
+    assert other["article"]["favorited"] is False  # another viewer: their own flags
+    assert len(statements) == 1  # the other viewer's first read only
+
+
+async def test_the_viewers_own_follow_and_favorite_show_on_their_next_cached_read(
+    cached_client, engine, settings
+):
+    reader, author = await make_users(engine, settings, 2)
+    slug = await publish(cached_client, author, "Followed")
+
+    async def seen() -> tuple[bool, bool, bool]:
+        article = (await cached_client.get(f"/articles/{slug}", headers=reader)).json()
+        listed = (await cached_client.get("/articles", headers=reader)).json()["articles"][0]
+        profile = (await cached_client.get("/profiles/crowd2", headers=reader)).json()
+        following = article["article"]["author"]["following"]
+        assert listed["author"]["following"] == profile["profile"]["following"] == following
+        return following, article["article"]["favorited"], listed["favorited"]
+
+    assert await seen() == (False, False, False)  # warm, flags cached
+    await cached_client.post("/profiles/crowd2/follow", headers=reader)
+    assert await seen() == (True, False, False)
+    await cached_client.post(f"/articles/{slug}/favorite", headers=reader)
+    assert await seen() == (True, True, True)
+    await cached_client.delete("/profiles/crowd2/follow", headers=reader)
+    await cached_client.delete(f"/articles/{slug}/favorite", headers=reader)
+    assert await seen() == (False, False, False)
