@@ -15,6 +15,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import DateTime, MetaData
+from sqlalchemy.exc import DBAPIError, InterfaceError, InternalError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -69,3 +71,20 @@ def make_engine(settings: Settings, url: str | None = None, *, pooled: bool = Tr
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """The database could not serve the request (PostgreSQL or PgBouncer down or restarting,
+    the pool exhausted): a retry shortly may succeed, so the client gets 503 + Retry-After.
+    Any other database error is a bug or a constraint, not an outage."""
+    if isinstance(exc, PoolTimeout | OperationalError | InterfaceError):
+        return True
+    if isinstance(exc, DBAPIError):
+        # The driver found the connection closed or broken (SQLAlchemy invalidated it), or
+        # psycopg lost track of the protocol on a connection being torn down: an error of its
+        # own, without SQLSTATE ("received 2 results from command 'COMMIT'", seen while
+        # PostgreSQL restarts behind PgBouncer).
+        return exc.connection_invalidated or (
+            isinstance(exc, InternalError) and getattr(exc.orig, "sqlstate", None) is None
+        )
+    return False

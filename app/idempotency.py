@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 from sqlalchemy import delete, func, select, text
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app import queue
 from app.cache import Cache, take_changes
 from app.config import Settings
+from app.db import is_unavailable
 from app.errors import AppError
 from app.models import IdempotencyKey
 from app.observability import metrics
@@ -82,7 +83,9 @@ class Idempotency:
                 await self._handle(
                     session, scope, body, send, owner=owner, key=key, fingerprint=fingerprint
                 )
-        except (OperationalError, InterfaceError, PoolTimeout):
+        except (DBAPIError, PoolTimeout) as exc:
+            if not is_unavailable(exc):
+                raise
             # This middleware runs outside FastAPI's handlers: answer as they would. Whether
             # or not a commit got through, a retry with the same key is safe.
             log.warning("database unavailable during an idempotent request", exc_info=True)

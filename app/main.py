@@ -28,7 +28,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.routing import compile_path
@@ -37,7 +37,7 @@ from app.articles.router import router as articles_router
 from app.cache import Cache
 from app.comments.router import router as comments_router
 from app.config import Settings
-from app.db import make_engine, make_sessionmaker
+from app.db import is_unavailable, make_engine, make_sessionmaker
 from app.errors import AppError
 from app.health import router as health_router
 from app.idempotency import Idempotency
@@ -165,8 +165,10 @@ def _add_error_handlers(app: FastAPI) -> None:
         return _errors(422, messages)
 
     @app.exception_handler(PoolTimeout)
-    @app.exception_handler(OperationalError)
+    @app.exception_handler(DBAPIError)
     async def database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+        if not is_unavailable(exc):
+            raise exc  # a bug, not an outage: the 500 of `unexpected` below
         # Pool exhausted or database unreachable: degrade to a fast, retryable answer.
         log.warning("database unavailable: %s", type(exc).__name__)
         return _errors(503, ["database busy or unavailable, retry shortly"], {"Retry-After": "1"})
