@@ -11,7 +11,6 @@ from bench.onoff import (
     cache_delta,
     cache_figures,
     overhead,
-    overlay_per_request,
     render,
     sql_per_request,
     viral_paths,
@@ -69,10 +68,11 @@ def test_sql_per_request_from_pgbouncer_totals() -> None:
     assert sql_per_request(before, after, requests=0)["sql_per_request"] is None
 
 
-def test_logged_in_overlay_costs_a_statement_for_documents_with_flags() -> None:
-    # The tags carry no flags: no overlay query for them.
-    assert overlay_per_request(VIRAL_MIX, 0.2) == pytest.approx(0.2 * 0.9)
-    assert overlay_per_request(VIRAL_MIX, 0.0) == 0.0
+def test_sql_net_of_the_stacks_background_is_judged_against_the_target() -> None:
+    step = _cache_step("stack", 9_900, 100, 2_000) | {"background_qps": 50.0, "duration_s": 30}
+    figures = cache_figures(step)
+    assert figures["sql_per_request"] == 0.2  # 2,000 statements, 10,000 answers
+    assert figures["sql_per_request_net"] == pytest.approx((2_000 - 1_500) / 10_000)
 
 
 def test_weighted_script_overrides_request_with_cumulative_edges() -> None:
@@ -134,7 +134,7 @@ META = {
 
 
 def _cache_step(architecture: str, hits: int, misses: int, queries: int) -> dict[str, Any]:
-    step = _wrk_step(architecture, 1000, load=2000, overlay_per_request=0.18)
+    step = _wrk_step(architecture, 1000, load=2000)
     before = {"pgbouncer": {"queries": 0, "transactions": 0}, "cache": []}
     after_cache = [["article", "hit", hits], ["article", "miss", misses]] if hits else []
     after = {"pgbouncer": {"queries": queries, "transactions": queries}, "cache": after_cache}
@@ -150,7 +150,7 @@ def test_cache_report_states_figures_and_targets() -> None:
     assert "99.0%" in report
     assert "target ≥ 95%: met" in report
     assert "target ≤ 0.05: missed" in report
-    assert "the logged-in overlay accounts for 0.180" in report
+    assert "0.200 of all statements PgBouncer passed" in report
     assert "| off | 2,000 |" in report
 
 
