@@ -2,7 +2,10 @@
 the process already has more in flight than it can finish in time.
 
 - Deadline (REQUEST_DEADLINE_S): past it the request's task is cancelled (psycopg cancels the
-  running statement on the server, the transaction rolls back) and the client gets 504.
+  running statement on the server, the transaction rolls back) and the client gets 504. It
+  counts from when nginx handed the request on (`X-Request-Start: t=<epoch seconds>`, set by
+  nginx, deploy/stack/nginx.conf), so time spent waiting for a worker to accept it is spent
+  budget; a request that has already waited the whole budget gets 503 without any work.
 - Client gone: the request's task is cancelled as soon as the server sees the disconnect,
   so an overloaded process stops working for nobody and recovers when the load drops.
 - Admission (MAX_IN_FLIGHT per process): beyond it, 503 with Retry-After without any work.
@@ -14,6 +17,9 @@ and turns an `http.disconnect` into a cancellation.
 
 import asyncio
 import logging
+import math
+import time
+from collections.abc import Iterable
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,6 +28,9 @@ from app.observability import metrics
 
 log = logging.getLogger("conduit.lifetime")
 EXEMPT = frozenset({"/healthz", "/livez", "/readyz", "/metrics"})
+REQUEST_START = b"x-request-start"
+# A wait longer than this is no real queue but a wrong clock or a made-up header: ignored.
+MAX_PLAUSIBLE_WAIT_S = 3600.0
 
 
 class RequestLifetime:
@@ -35,17 +44,22 @@ class RequestLifetime:
         if scope["type"] != "http" or scope["path"] in EXEMPT:
             await self.app(scope, receive, send)
             return
+        budget_s = self.deadline_s - queued_s(scope["headers"], time.time())
+        if budget_s <= 0:  # nobody may be waiting any more: no work for a stale request
+            metrics.HTTP_SHED.labels("queued").inc()
+            await _error(send, 503, "server busy, retry shortly", retry_after=1)
+            return
         if self.in_flight >= self.max_in_flight:
             metrics.HTTP_SHED.labels("overload").inc()
             await _error(send, 503, "server busy, retry shortly", retry_after=1)
             return
         self.in_flight += 1
         try:
-            await self._run(scope, receive, send)
+            await self._run(scope, receive, send, budget_s)
         finally:
             self.in_flight -= 1
 
-    async def _run(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _run(self, scope: Scope, receive: Receive, send: Send, budget_s: float) -> None:
         messages: asyncio.Queue[Message] = asyncio.Queue()
         gone = asyncio.Event()
         started = False
@@ -74,7 +88,7 @@ class RequestLifetime:
         gone_task = asyncio.create_task(gone.wait())
         try:
             await asyncio.wait(
-                {app_task, gone_task}, timeout=self.deadline_s, return_when=asyncio.FIRST_COMPLETED
+                {app_task, gone_task}, timeout=budget_s, return_when=asyncio.FIRST_COMPLETED
             )
             if app_task.done():
                 if app_task.cancelled():  # cancelled from inside (not by us): a clean 503
@@ -108,6 +122,20 @@ class RequestLifetime:
         finally:
             pump_task.cancel()
             gone_task.cancel()
+
+
+def queued_s(headers: Iterable[tuple[bytes, bytes]], now: float) -> float:
+    """Seconds since nginx handed the request on (`X-Request-Start: t=<epoch seconds>`, as
+    `t=${msec}` writes it), 0 when the header is absent, malformed or not in the past."""
+    for name, value in headers:
+        if name == REQUEST_START:
+            try:
+                started = float(value.removeprefix(b"t="))
+            except ValueError:
+                return 0.0
+            waited = now - started
+            return waited if math.isfinite(waited) and 0 < waited < MAX_PLAUSIBLE_WAIT_S else 0.0
+    return 0.0
 
 
 async def _error(send: Send, status: int, message: str, *, retry_after: int | None = None) -> None:

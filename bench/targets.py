@@ -63,8 +63,9 @@ ARCHITECTURES = {a.key: a for a in (STACK, NOCACHE, DIRECT, SINGLE)}
 NOSHED = Architecture(
     "noshed",
     "stack, shedding off",
-    "the stack with MAX_IN_FLIGHT=1000000: no 503 at admission; REQUEST_DEADLINE_S stays",
-    {"MAX_IN_FLIGHT": "1000000"},
+    "the stack with MAX_IN_FLIGHT=1000000 and no nginx max_conns: no 503 at admission; "
+    "REQUEST_DEADLINE_S stays",
+    {"MAX_IN_FLIGHT": "1000000", "STACK_UPSTREAM_MAX_CONNS": "0"},
 )
 # bench.onoff's "observability off" (not one of make bench's baselines either): no /metrics,
 # no HTTP metrics, no access log lines, no traces whatever the environment says.

@@ -7,13 +7,14 @@ from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from fastapi import FastAPI, Request
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
-from app.lifetime import RequestLifetime
+from app.lifetime import RequestLifetime, queued_s
 from app.main import create_app
 from tests.conftest import ROOT, serve_with_state
 
@@ -159,3 +160,82 @@ async def test_deadline_answers_before_the_work_has_unwound():
     assert sent[0][1]["status"] == 504
     assert sent[-1][0] < 0.8  # at the deadline, not after the second of unwinding
     assert time.monotonic() - started >= 1  # the work did unwind before the call returned
+
+
+def _scope_with(*headers: tuple[bytes, bytes]) -> dict[str, Any]:
+    return {"type": "http", "method": "GET", "path": "/api/articles", "headers": list(headers)}
+
+
+async def _serve(
+    lifetime: RequestLifetime, scope: dict[str, Any]
+) -> list[MutableMapping[str, Any]]:
+    sent: list[MutableMapping[str, Any]] = []
+    requested = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.sleep(60)  # the client stays
+        return {"type": "http.disconnect"}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    await lifetime(scope, receive, send)
+    return sent
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (b"t=999.250", 1.0),
+        (b"999.5", 0.75),  # without the "t=" nginx writes
+        (b"t=1000.25", 0.0),  # now: no wait
+        (b"t=1005", 0.0),  # in the future (another clock): ignored
+        (b"t=", 0.0),
+        (b"t=abc", 0.0),
+        (b"t=nan", 0.0),
+        (b"t=-inf", 0.0),
+        (b"t=-5000", 0.0),  # longer ago than any queue: a wrong clock or a made-up value
+    ],
+)
+def test_queued_time_from_nginx_header(value, expected):
+    now = 1000.25
+    assert queued_s([(b"x-request-start", value)], now) == pytest.approx(expected)
+    assert queued_s([(b"x-other", b"t=1")], now) == 0.0
+
+
+async def test_a_request_that_waited_out_its_budget_is_refused_at_once():
+    called = False
+
+    async def app(_scope: Any, _receive: Any, _send: Any) -> None:
+        nonlocal called
+        called = True
+
+    lifetime = RequestLifetime(app, deadline_s=5, max_in_flight=10)
+    queued = f"t={time.time() - 6:.3f}".encode()
+    sent = await _serve(lifetime, _scope_with((b"x-request-start", queued)))
+    assert not called
+    assert sent[0]["status"] == 503
+    assert (b"retry-after", b"1") in sent[0]["headers"]
+    assert orjson.loads(sent[1]["body"]) == {"errors": {"body": ["server busy, retry shortly"]}}
+    assert lifetime.in_flight == 0
+
+
+async def test_time_spent_queued_comes_off_the_deadline():
+    async def slow(_scope: Any, _receive: Any, _send: Any) -> None:
+        await asyncio.sleep(30)
+
+    lifetime = RequestLifetime(slow, deadline_s=1.0, max_in_flight=10)
+    queued = f"t={time.time() - 0.7:.3f}".encode()
+    started = time.monotonic()
+    sent = await _serve(lifetime, _scope_with((b"x-request-start", queued)))
+    assert sent[0]["status"] == 504
+    assert time.monotonic() - started < 0.7  # what was left of the second, not all of it
+
+    started = time.monotonic()
+    garbage = await _serve(lifetime, _scope_with((b"x-request-start", b"t=soon")))
+    assert garbage[0]["status"] == 504
+    assert time.monotonic() - started >= 0.95  # an unusable header: the whole budget

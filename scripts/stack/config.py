@@ -5,7 +5,7 @@ import math
 import os
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -21,6 +21,10 @@ PGBOUNCER_CLIENT_RESERVE = 100
 # What a variant (STACK_VARIANT) runs of its own, beside the stack's data tier.
 VARIANT_COMPONENTS = ("api", "nginx")
 API_DATABASES = ("pgbouncer", "direct")
+# Requests nginx lets through per API worker at once (bench/README.md "Overload", 2 cores):
+# 256 per worker (all MAX_IN_FLIGHT) kept served p99 at 4.8 s of the 5 s budget on a
+# saturated machine, 64 at 3.3 s with the same goodput; enough to keep the pool busy.
+UPSTREAM_CONNS_PER_WORKER = 64
 
 
 class StackError(Exception):
@@ -54,6 +58,11 @@ class Sizing:
     db_pool_size: int
     db_max_overflow: int
     db_pool_timeout: float
+    # Admission at nginx: requests proxied to the API at once, all nginx workers together
+    # (0: no limit); beyond it nginx answers 503 + Retry-After without queueing anything.
+    upstream_max_conns: int = 0
+    # uvicorn --backlog: connections nginx opened that no worker has accepted yet.
+    api_backlog: int = 4096
 
     @property
     def api_client_connections(self) -> int:
@@ -78,6 +87,17 @@ def default_db_pool_size(server_pool: int, workers: int) -> int:
     """Together the workers offer PgBouncer about twice its server pool: a server connection
     freed by a commit always finds a queued transaction, and each worker's own queue stays short."""
     return max(2, math.ceil(2 * server_pool / workers))
+
+
+def admission(workers: int, number: Callable[[str, int], int]) -> dict[str, int]:
+    """nginx lets at most UPSTREAM_CONNS_PER_WORKER x K requests reach the API at once, and
+    the API's listen backlog holds that many: nothing waits unseen in front of the app, where
+    neither its admission nor its deadline can see it (deadline: app/lifetime.py)."""
+    max_in_flight = number("MAX_IN_FLIGHT", 256)  # app/config.py's default
+    per_worker = min(UPSTREAM_CONNS_PER_WORKER, max_in_flight)
+    max_conns = number("STACK_UPSTREAM_MAX_CONNS", workers * per_worker)
+    backlog = min(max(max_conns, 256), 4096) if max_conns else 4096
+    return {"upstream_max_conns": max_conns, "api_backlog": number("STACK_API_BACKLOG", backlog)}
 
 
 @dataclass(frozen=True)
@@ -117,6 +137,7 @@ class StackConfig:
             db_pool_size=number("DB_POOL_SIZE", default_db_pool_size(server_pool, workers)),
             db_max_overflow=number("DB_MAX_OVERFLOW", 0),
             db_pool_timeout=float(env.get("DB_POOL_TIMEOUT") or 10),
+            **admission(workers, number),
         )
         state = Path(env.get("STACK_DIR") or ROOT / ".stack")
         variant = env.get("STACK_VARIANT", "")

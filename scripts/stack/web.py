@@ -37,7 +37,10 @@ class Api(Component):
             str(Path(system.python()).parent / "uvicorn"),
             *("app.main:create_app", "--factory"),
             *("--host", config.host, "--port", str(self.port), "--workers", str(sizing.workers)),
-            *("--loop", "uvloop", "--http", "httptools", "--backlog", "4096"),
+            *("--loop", "uvloop", "--http", "httptools"),
+            # Small: nginx's max_conns bounds what it sends, so no queue hides in front of the
+            # workers (STACK_UPSTREAM_MAX_CONNS, deploy/stack/README.md).
+            *("--backlog", str(sizing.api_backlog)),
             *("--timeout-graceful-shutdown", str(config.graceful_shutdown_s)),
             # How long a new worker may take to start (reload) and a live one to answer the
             # supervisor's ping before it is replaced; 5s (the default) is too short for a
@@ -134,6 +137,7 @@ class Nginx(Component):
                 "MAX_BODY_BYTES": config.max_body_bytes,
                 "IMPORT_MAX_BYTES": import_max_bytes(),
                 "PROXY_READ_TIMEOUT_S": math.ceil(config.sizing.db_pool_timeout) + 20,
+                "UPSTREAM_MAX_CONNS": config.sizing.upstream_max_conns,
                 "NOFILE": nofile,
                 "WORKER_CONNECTIONS": min(16_384, nofile - 64),
             },
