@@ -19,6 +19,9 @@ from app.observability.routes import RouteTemplates
 METRICS_PATH = "/metrics"
 _REQUEST_ID = b"x-request-id"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# nginx's code for "client closed the request": the work was cancelled, nobody got an answer,
+# and it is not the server's error (a 500 would count in every 5xx alert).
+CLIENT_GONE = 499
 
 
 class ObserveRequests:
@@ -41,11 +44,18 @@ class ObserveRequests:
         token = context.enter(context.RequestContext(request_id))
         header = (_REQUEST_ID, request_id.encode())
         status = 500  # no response started: the client saw nothing, or an error page
+        started_response = gone = False
+
+        async def receive_watching() -> Message:
+            nonlocal gone
+            message = await receive()
+            gone = gone or message["type"] == "http.disconnect"
+            return message
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started_response = message["status"], True
                 message = {**message, "headers": [*message.get("headers", ()), header]}
             await send(message)
 
@@ -54,10 +64,12 @@ class ObserveRequests:
         started = perf_counter()
         failed = True
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive_watching, send_with_id)
             failed = False
         finally:
             seconds = perf_counter() - started
+            if gone and not started_response and not failed:  # cancelled, nobody to answer
+                status = CLIENT_GONE
             if self.metrics or self.access_log:
                 self._record(scope, status, seconds, failed)
             # On an unhandled exception the context stays: Starlette's outer error handler
