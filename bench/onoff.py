@@ -52,7 +52,16 @@ from bench.loadtest import (
     tool_versions,
 )
 from bench.machine import machine_info, package_versions
-from bench.targets import DEFAULT_STACK_DIR, NOCACHE, NOOBS, STACK, Stack, Target, running
+from bench.targets import (
+    DEFAULT_STACK_DIR,
+    NOCACHE,
+    NOOBS,
+    STACK,
+    Stack,
+    Target,
+    api_port,
+    running,
+)
 from bench.wrk import ensure_wrk, mixed_script, rotate_script, run_wrk, wrk_version
 
 Step = dict[str, Any]
@@ -191,7 +200,8 @@ def _ratio(hits: int, misses: int) -> float | None:
 
 
 def read_cache_counts(base_url: str) -> dict[tuple[str, str], float] | None:
-    """The cache counter of every worker behind `base_url`; None when /metrics is off."""
+    """The cache counter of every worker of the uvicorn at `base_url`; None when /metrics is
+    off."""
     try:
         response = httpx.get(f"{base_url}/metrics", timeout=10)
     except httpx.HTTPError:
@@ -341,7 +351,7 @@ class Bench:
             with running(self.stack, architecture) as target:
 
                 def counters(target: Target = target) -> Step:
-                    counts = read_cache_counts(target.base_url)
+                    counts = read_cache_counts(f"http://127.0.0.1:{api_port(target)}")
                     listed = [[*key, n] for key, n in (counts or {}).items()]
                     return {"pgbouncer": pgbouncer_totals(admin), "cache": listed}
 

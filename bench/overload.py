@@ -38,7 +38,17 @@ from bench import loadtest, seed, storm
 from bench.machine import machine_info, package_versions, processes, tree
 from bench.report import _table
 from bench.samplers import BACKENDS, INTERVAL_S
-from bench.targets import DEFAULT_STACK_DIR, NOSHED, STACK, Architecture, Stack, Target, running
+from bench.targets import (
+    DEFAULT_STACK_DIR,
+    NOSHED,
+    STACK,
+    Architecture,
+    Stack,
+    Target,
+    api_port,
+    cmdline,
+    running,
+)
 from bench.wrk import ensure_wrk, mixed_script, run_wrk, wrk_version
 
 RESULTS = loadtest.RESULTS
@@ -234,20 +244,9 @@ def summarise(wrk: Mapping[str, Any], duration_s: float) -> dict[str, Any]:
 # ---- the run ----
 
 
-def _cmdline(pid: int | None) -> list[str]:
-    if pid is None:
-        return []
-    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
-
-
-def api_port(target: Target) -> int:
-    args = _cmdline(target.roots["API"]())
-    return int(args[args.index("--port") + 1])
-
-
 def nginx_dir(target: Target) -> Path:
     # The master rewrites its title: "nginx: master process nginx -p DIR/ -c ..."
-    match = re.search(r" -p (\S+)", " ".join(_cmdline(target.roots["nginx"]())))
+    match = re.search(r" -p (\S+)", " ".join(cmdline(target.roots["nginx"]())))
     if not match:
         raise RuntimeError(f"no -p DIR in nginx's command line ({target.architecture.key})")
     return Path(match[1])

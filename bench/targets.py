@@ -140,6 +140,18 @@ class Target:
     roots: Mapping[str, Callable[[], int | None]]
 
 
+def cmdline(pid: int | None) -> list[str]:
+    if pid is None:
+        return []
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+
+
+def api_port(target: Target) -> int:
+    """The port uvicorn itself listens on (nginx does not pass /metrics on)."""
+    args = cmdline(target.roots["API"]())
+    return int(args[args.index("--port") + 1])
+
+
 def _free_ports(count: int) -> list[int]:
     sockets = [socket.socket() for _ in range(count)]
     try:

@@ -66,6 +66,12 @@ async def test_nginx_refuses_oversized_bodies_in_realworld_shape(http: httpx.Asy
     assert response.json() == {"errors": {"body": ["request body exceeds 1048576 bytes"]}}
 
 
+async def test_nginx_keeps_the_api_metrics_to_prometheus(http: httpx.AsyncClient) -> None:
+    response = await http.get("/metrics")
+    assert response.status_code == 404
+    assert "conduit_http_requests_total" not in response.text
+
+
 def test_tls_port_negotiates_http2(stack: Stack) -> None:
     url = urlsplit(stack.env["API_URL_HTTPS"])
     context = ssl.create_default_context()
