@@ -31,9 +31,6 @@ class Ledger:
     attempts: Counter[str] = field(default_factory=Counter)  # "read 200", "write 503", ...
     fast_503: int = 0
     bad_5xx: list[str] = field(default_factory=list)  # other 5xx, slow 503s, 503s w/o Retry-After
-    # 500s of keyed writes whose connection died under the idempotency middleware (app bug,
-    # see KNOWN_BUG in test_faults.py): kept apart so every other check still runs
-    keyed_500: list[str] = field(default_factory=list)
     # 504 from the app's own request deadline (REQUEST_DEADLINE_S): the issue's "clear 503/504"
     # once the budget is spent, e.g. while PgBouncer holds a query waiting for PostgreSQL to
     # come back; bounded by the test, not zero
@@ -48,6 +45,9 @@ class Ledger:
     comments_acked: set[str] = field(default_factory=set)
     favorites_acked: set[tuple[int, str]] = field(default_factory=set)  # (user id, slug)
     given_up: int = 0  # writes never acknowledged within WRITE_PATIENCE_S
+    # The longest this client's own event loop was late: on a busy machine, a latency measured
+    # here includes it (a 504 sent at the server's 5 s deadline can arrive "in 8 s").
+    loop_lag_max_s: float = 0.0
 
     def summary(self) -> dict[str, object]:
         return {
@@ -55,8 +55,6 @@ class Ledger:
             "fast_503": self.fast_503,
             "bad_5xx": self.bad_5xx[:20],
             "deadline_504": self.deadline_504[:5],
-            "keyed_500": len(self.keyed_500),
-            "keyed_500_examples": self.keyed_500[:3],
             "bad_4xx": self.bad_4xx[:20],
             "hangs": self.hangs[:20],
             "reads_ok": self.reads_ok,
@@ -65,6 +63,7 @@ class Ledger:
             "comments_acked": len(self.comments_acked),
             "favorites_acked": len(self.favorites_acked),
             "writes_given_up": self.given_up,
+            "client_loop_lag_max_s": round(self.loop_lag_max_s, 2),
         }
 
 
@@ -86,7 +85,14 @@ class Load:
 
     async def run(self) -> None:
         """Until stop is set; each client finishes (or gives up) its current write first."""
-        await asyncio.gather(*(self._client(n) for n in range(CLIENTS)))
+        await asyncio.gather(self._watch_lag(), *(self._client(n) for n in range(CLIENTS)))
+
+    async def _watch_lag(self, tick_s: float = 0.05) -> None:
+        while not self.stop.is_set():
+            started = time.monotonic()
+            await asyncio.sleep(tick_s)
+            lag = time.monotonic() - started - tick_s
+            self.ledger.loop_lag_max_s = max(self.ledger.loop_lag_max_s, lag)
 
     async def _client(self, n: int) -> None:
         rng = random.Random(n)
@@ -162,21 +168,18 @@ class Load:
         else:
             outcome = str(response.status_code)
             took = time.monotonic() - started
-            what = f"{method} {url} -> {outcome} in {took:.2f}s: {response.text[:160]}"
+            request_id = response.headers.get("x-request-id", "-")  # to find it in api.log
+            what = (
+                f"{method} {url} -> {outcome} in {took:.2f}s [{request_id}]: {response.text[:160]}"
+            )
             if response.status_code == 503 and "retry-after" in response.headers and took < FAST_S:
                 self.ledger.fast_503 += 1
-            elif (
-                response.status_code == 504
-                and "request took longer than" in response.text
-                and took < FAST_S
-            ):
+            elif response.status_code == 504 and "request took longer than" in response.text:
+                # The app's deadline answer, sent at the deadline (tests/test_lifetime.py); a
+                # late arrival here is this client's own queueing (nginx logged rt=5.000 s for
+                # a 504 seen here at 8.6 s while other jobs shared the CPUs); past the client's
+                # timeout it is a hang.
                 self.ledger.deadline_504.append(what)
-            elif (
-                response.status_code == 500
-                and "Idempotency-Key" in headers
-                and "internal server error" in response.text
-            ):
-                self.ledger.keyed_500.append(what)
             elif response.status_code >= 500:
                 self.ledger.bad_5xx.append(what)
             elif response.status_code >= 400 and response.status_code != 409:
