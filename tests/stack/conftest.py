@@ -107,9 +107,11 @@ def _settings(ports: list[int]) -> dict[str, str]:
         # SQLAlchemy queue waits well over the default 10s; that is queueing, not failure.
         "DB_POOL_TIMEOUT": "90",
         # The same patience end to end: the burst queues on purpose, so neither the request
-        # deadline (504) nor admission control (503) may cut it short here.
+        # deadline (504) nor admission control (503, the API's or nginx's max_conns) may cut
+        # it short here.
         "REQUEST_DEADLINE_S": "100",  # under nginx's upstream timeout (DB_POOL_TIMEOUT + 20 s)
         "MAX_IN_FLIGHT": "100000",
+        "STACK_UPSTREAM_MAX_CONNS": "0",
         **{name: str(port) for name, port in zip(PORT_VARIABLES, ports, strict=True)},
     }
 
