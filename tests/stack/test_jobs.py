@@ -5,6 +5,7 @@ import asyncio
 import os
 import signal
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -41,7 +42,8 @@ async def _import(http: httpx.AsyncClient, headers: dict[str, str], tag: str) ->
 
 
 async def test_imports_run_and_a_killed_worker_comes_back(http: httpx.AsyncClient) -> None:
-    user = {"username": "importer", "email": "importer@x.io", "password": "password123"}
+    name = f"importer{uuid.uuid4().hex[:8]}"  # the test stack's data outlives a run
+    user = {"username": name, "email": f"{name}@x.io", "password": "password123"}
     registered = await http.post("/api/users", json={"user": user})
     assert registered.status_code == 201, registered.text
     headers = {"Authorization": f"Token {registered.json()['user']['token']}"}
