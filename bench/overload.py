@@ -82,6 +82,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=loadtest._ints, help="connections (500,2000,5000,10000)")
     parser.add_argument("--duration", type=int, help="seconds per step (20; quick 5)")
     parser.add_argument("--targets", default="on,off", help="shedding on, off, or both")
+    parser.add_argument(
+        "--retry-after",
+        action="store_true",
+        help="polite clients: a connection answered 503 waits its Retry-After (1 s)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--wrk-timeout", type=float, default=10, help="wrk's per-request timeout")
     parser.add_argument("--idle-window", type=float, default=60, help="most seconds to watch")
@@ -316,7 +321,11 @@ class Overload:
             with running(self.stack, architecture) as target:
                 script = self.out / f"mixed-{key}.lua"
                 picks = {k: data[k] for k in ("slugs", "users", "tags", "tokens")}
-                script.write_text(mixed_script(**picks, mix=MIX, logged_in=LOGGED_IN))
+                script.write_text(
+                    mixed_script(
+                        **picks, mix=MIX, logged_in=LOGGED_IN, retry_after=self.args.retry_after
+                    )
+                )
                 run_wrk(self.wrk, target.base_url, script, connections=64, threads=2, duration_s=3)
                 for connections in self.args.steps:
                     time.sleep(self.args.pause)
@@ -440,7 +449,13 @@ def render(meta: Mapping[str, Any], steps: Sequence[Mapping[str, Any]]) -> str:
         f"# Overload, {meta.get('started', '?')}",
         "",
         f"wrk, mixed reads ({', '.join(f'{k} {v:.0%}' for k, v in MIX.items() if v)}; "
-        f"{LOGGED_IN:.0%} logged in), closed loop, {args.get('duration')} s per step, "
+        f"{LOGGED_IN:.0%} logged in), closed loop"
+        + (
+            ", a connection answered 503 waits its Retry-After (1 s)"
+            if args.get("retry_after")
+            else ", a 503 retried at once"
+        )
+        + f", {args.get('duration')} s per step, "
         f"{args.get('threads')} wrk threads, {args.get('wrk_timeout')} s wrk timeout, "
         "all through nginx. Shedding on: the running stack; off: "
         f"{NOSHED.description}.",

@@ -56,6 +56,7 @@ end
 init = function(args)
   math.randomseed(SEED + (id or 0) * 7919)
   statuses = {}
+  backoffs = 0
 end
 local function pick(list)
   return list[math.random(#list)]
@@ -90,11 +91,24 @@ response = function(status, headers, body)
       end
     end
     statuses[key] = (statuses[key] or 0) + 1
+    if RETRY_AFTER and status == 503 then
+      backoffs = backoffs + 1
+    end
   end
 end
-if THINK_MS[2] > 0 then
+if THINK_MS[2] > 0 or RETRY_AFTER then
+  -- wrk asks delay() once per response, though not always right after that response's
+  -- response(): each 503 makes one connection wait its Retry-After (1 s, as the stack says).
   delay = function()
-    return math.random(THINK_MS[1], THINK_MS[2])
+    local wait = 0
+    if THINK_MS[2] > 0 then
+      wait = math.random(THINK_MS[1], THINK_MS[2])
+    end
+    if backoffs > 0 then
+      backoffs = backoffs - 1
+      wait = wait + 1000
+    end
+    return wait
   end
 end
 """
@@ -146,9 +160,11 @@ def mixed_script(
     mix: Mapping[str, float],
     logged_in: float,
     think_ms: tuple[int, int] = (0, 0),
+    retry_after: bool = False,
     seed: int = 1,
 ) -> str:
-    """Mixed reads: article list pages, tag pages, single articles, comments, profiles."""
+    """Mixed reads: article list pages, tag pages, single articles, comments, profiles.
+    `retry_after`: a connection answered 503 waits the second the stack asks for."""
     shares = ", ".join(f"{kind} = {share:g}" for kind, share in mix.items())
     head = [
         f"slugs = {_lua_strings(slugs)}",
@@ -158,6 +174,7 @@ def mixed_script(
         f"MIX = {{{shares}}}",
         f"LOGGED_IN = {logged_in:g}",
         f"THINK_MS = {{{think_ms[0]}, {think_ms[1]}}}",
+        f"RETRY_AFTER = {'true' if retry_after else 'false'}",
         f"SEED = {seed}",
         "KINDS = {"
         + ", ".join(f"[{json.dumps(t)}] = {json.dumps(k)}" for t, k in KINDS.items())
