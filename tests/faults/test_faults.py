@@ -27,7 +27,7 @@ import psycopg
 import pytest
 
 from tests.faults.conftest import STATE, FaultStack
-from tests.faults.load import CLIENTS, WRITE_PATIENCE_S, Load
+from tests.faults.load import CLIENTS, WRITE_PATIENCE_S, Load, slow_at_the_edge
 
 CLIENT_TIMEOUT_S = 10.0  # twice the request deadline: an answer later than this is a hang
 WARMUP_S = 2.0
@@ -293,6 +293,8 @@ async def test_fault_under_load(
     assert shown == rows, "favoritesCount differs from the favorite rows"
     # failures are fast and clear: 503 + Retry-After only, no hangs, no odd client errors
     assert ledger.bad_5xx == [], report
+    access_log = (STATE / "nginx" / "access.log").read_text(errors="replace")
+    assert slow_at_the_edge(ledger.slow_503, access_log) == [], report
     assert len(ledger.deadline_504) <= MAX_DEADLINE_504, report
     assert ledger.hangs == [], report
     assert ledger.bad_4xx == [], report
