@@ -46,12 +46,10 @@ class RequestLifetime:
             return
         budget_s = self.deadline_s - queued_s(scope["headers"], time.time())
         if budget_s <= 0:  # nobody may be waiting any more: no work for a stale request
-            metrics.HTTP_SHED.labels("queued").inc()
-            await _error(send, 503, "server busy, retry shortly", retry_after=1)
+            await _shed(send, "queued")
             return
         if self.in_flight >= self.max_in_flight:
-            metrics.HTTP_SHED.labels("overload").inc()
-            await _error(send, 503, "server busy, retry shortly", retry_after=1)
+            await _shed(send, "overload")
             return
         self.in_flight += 1
         try:
@@ -136,6 +134,12 @@ def queued_s(headers: Iterable[tuple[bytes, bytes]], now: float) -> float:
             waited = now - started
             return waited if math.isfinite(waited) and 0 < waited < MAX_PLAUSIBLE_WAIT_S else 0.0
     return 0.0
+
+
+async def _shed(send: Send, reason: str) -> None:
+    """503 + Retry-After at once, counted by reason."""
+    metrics.HTTP_SHED.labels(reason).inc()
+    await _error(send, 503, "server busy, retry shortly", retry_after=1)
 
 
 async def _error(send: Send, status: int, message: str, *, retry_after: int | None = None) -> None:
