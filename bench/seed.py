@@ -20,8 +20,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from argon2 import PasswordHasher
 from psycopg import sql
+
+from app.security import HASHER
 
 PASSWORD = "password"  # noqa: S105 - every seeded user's password, for bench logins
 YEAR_S = 365 * 24 * 3600
@@ -123,7 +124,7 @@ class Seeder:
         self.rng = random.Random(seed)
         self.clock = Clock(self.rng)
         self.corpus = Corpus(self.rng)
-        self.password_hash = PasswordHasher().hash(PASSWORD)
+        self.password_hash = HASHER.hash(PASSWORD)  # the app's own parameters
         self.article_created: list[datetime] = []
         self.used_tags: set[str] = set()
         favorites = unique_pairs(self.rng, sizes.users, sizes.articles, sizes.favorites)

@@ -5,7 +5,6 @@ import time
 
 import httpx
 import pytest
-from argon2 import PasswordHasher
 from pydantic import ValidationError
 from sqlalchemy import text
 
@@ -65,10 +64,10 @@ async def test_openapi_documents_realworld_error_shape(client):
 
 
 async def test_healthz_stays_responsive_during_50_logins(settings, committing_state):
-    """Password hashing runs off the event loop: real argon2 cost, 50 logins at once (with a
-    deadline long enough for 50 real hashes on a busy 2-core machine)."""
+    """Password hashing runs off the event loop: the app's real argon2 parameters, 50 logins
+    at once (with a deadline long enough for 50 real hashes on a busy 2-core machine)."""
     app = create_app(settings.model_copy(update={"request_deadline_s": 120}))
-    state = committing_state | {"hashing": PasswordHashing(4, PasswordHasher())}
+    state = committing_state | {"hashing": PasswordHashing(4)}
     transport = httpx.ASGITransport(app=serve_with_state(app, state))
     async with httpx.AsyncClient(transport=transport, base_url=ROOT + "/api") as client:
         await _logins_while_probing(client)

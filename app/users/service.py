@@ -1,6 +1,7 @@
 from typing import Any
 
 from sqlalchemy import or_, select
+from sqlalchemy import update as update_rows
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -50,7 +51,25 @@ async def login(
     stored = user.password_hash if user is not None else await hashing.dummy_hash()
     if not await hashing.verify(stored, password) or user is None:
         raise Unauthorized("email or password is invalid")
+    if hashing.needs_rehash(stored):
+        await _upgrade_hash(sessions, hashing, user, password)
     return user
+
+
+async def _upgrade_hash(
+    sessions: async_sessionmaker[AsyncSession], hashing: PasswordHashing, user: User, password: str
+) -> None:
+    """Store the password again with today's argon2 parameters (the password is only known
+    at login). Only if the hash is still the one verified: a password changed meanwhile wins."""
+    upgraded = await hashing.hash(password)
+    async with sessions() as session:
+        await session.execute(
+            update_rows(User)
+            .where(User.id == user.id, User.password_hash == user.password_hash)
+            .values(password_hash=upgraded)
+        )
+        await session.commit()
+    user.password_hash = upgraded
 
 
 async def get_by_id(session: AsyncSession, user_id: int) -> User:

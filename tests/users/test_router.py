@@ -1,6 +1,9 @@
 import pytest
+from argon2 import PasswordHasher
+from sqlalchemy import select, update
 
-from tests.conftest import auth, token_for
+from app.models import User
+from tests.conftest import FAST_HASHING, auth, token_for
 from tests.factories import make_user
 
 
@@ -88,6 +91,32 @@ async def test_login_with_right_and_wrong_password(client):
         )
         assert bad.status_code == 401
         assert bad.json() == {"errors": {"body": ["email or password is invalid"]}}
+
+
+async def test_login_upgrades_a_hash_made_with_older_parameters(client, session):
+    """Hashes record their argon2 parameters: one made with others than today's still
+    verifies, and the login stores the password again with today's (FAST_HASHING here)."""
+    await register(client)
+    older = PasswordHasher(time_cost=1, memory_cost=2048, parallelism=1).hash("jakejake1")
+    await session.execute(update(User).where(User.username == "jake").values(password_hash=older))
+    await session.commit()
+    login = {"user": {"email": "jake@jake.jake", "password": "jakejake1"}}
+
+    wrong = await client.post("/users/login", json={"user": login["user"] | {"password": "x" * 9}})
+    assert wrong.status_code == 401
+    assert await _stored_hash(session) == older  # a wrong password changes nothing
+
+    assert (await client.post("/users/login", json=login)).status_code == 200
+    upgraded = await _stored_hash(session)
+    assert upgraded != older
+    assert not FAST_HASHING.needs_rehash(upgraded)
+    assert (await client.post("/users/login", json=login)).status_code == 200
+    assert await _stored_hash(session) == upgraded  # once
+
+
+async def _stored_hash(session) -> str:
+    session.expire_all()
+    return await session.scalar(select(User.password_hash).where(User.username == "jake"))
 
 
 async def test_current_user_requires_valid_token(client, session, settings):
