@@ -1,6 +1,7 @@
 import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import User
 from tests.conftest import FAST_HASHING, auth, token_for
@@ -114,7 +115,7 @@ async def test_login_upgrades_a_hash_made_with_older_parameters(client, session)
     assert await _stored_hash(session) == upgraded  # once
 
 
-async def _stored_hash(session) -> str:
+async def _stored_hash(session: AsyncSession) -> str | None:
     session.expire_all()
     return await session.scalar(select(User.password_hash).where(User.username == "jake"))
 
