@@ -109,6 +109,7 @@ async def test_login_upgrades_a_hash_made_with_older_parameters(client, session)
 
     assert (await client.post("/users/login", json=login)).status_code == 200
     upgraded = await _stored_hash(session)
+    assert upgraded is not None
     assert upgraded != older
     assert not FAST_HASHING.needs_rehash(upgraded)
     assert (await client.post("/users/login", json=login)).status_code == 200
