@@ -39,10 +39,16 @@ async def register(
 
 @router.post("/users/login", responses=error_responses(401))
 async def login(
-    body: LoginUserRequest, sessions: SessionMakerDep, hashing: HashingDep, settings: SettingsDep
+    body: LoginUserRequest,
+    sessions: SessionMakerDep,
+    session: SessionDep,
+    hashing: HashingDep,
+    settings: SettingsDep,
 ) -> UserResponse:
     """Log in with email and password."""
-    user = await users.login(sessions, hashing, email=body.user.email, password=body.user.password)
+    user = await users.login(
+        sessions, session, hashing, email=body.user.email, password=body.user.password
+    )
     return _response(user, settings)
 
 

@@ -35,6 +35,7 @@ async def register(
 
 async def login(
     sessions: async_sessionmaker[AsyncSession],
+    session: AsyncSession,
     hashing: PasswordHashing,
     *,
     email: str,
@@ -43,7 +44,8 @@ async def login(
     """The user with these credentials; wrong email and wrong password look the same.
 
     It reads in its own short session instead of the request's: the connection goes back to
-    the pool before argon2 runs (tens of ms), so a login burst cannot drain the pool.
+    the pool before argon2 runs (tens of ms), so a login burst cannot drain the pool. The
+    request's `session` (lazy: no connection until used) only stores an upgraded hash.
     """
     async with sessions() as session:
         user = await session.scalar(select(User).where(User.email == email))
@@ -52,23 +54,21 @@ async def login(
     if not await hashing.verify(stored, password) or user is None:
         raise Unauthorized("email or password is invalid")
     if hashing.needs_rehash(stored):
-        await _upgrade_hash(sessions, hashing, user, password)
+        await _upgrade_hash(session, hashing, user, password)
     return user
 
 
 async def _upgrade_hash(
-    sessions: async_sessionmaker[AsyncSession], hashing: PasswordHashing, user: User, password: str
+    session: AsyncSession, hashing: PasswordHashing, user: User, password: str
 ) -> None:
     """Store the password again with today's argon2 parameters (the password is only known
     at login). Only if the hash is still the one verified: a password changed meanwhile wins."""
     upgraded = await hashing.hash(password)
-    async with sessions() as session:
-        await session.execute(
-            update_rows(User)
-            .where(User.id == user.id, User.password_hash == user.password_hash)
-            .values(password_hash=upgraded)
-        )
-        await session.commit()
+    await session.execute(
+        update_rows(User)
+        .where(User.id == user.id, User.password_hash == user.password_hash)
+        .values(password_hash=upgraded)
+    )
     user.password_hash = upgraded
 
 
