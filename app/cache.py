@@ -8,6 +8,14 @@ the entry as stale and rebuilds it: a writer always reads its own write. Reading
 its versions is one MGET; a reader that built an entry from data older than a concurrent
 write stores it under the old versions, where nobody will ever read it.
 
+A document that shows many items (a page of articles) also depends on each item's own
+version (`article:<slug>`), checked by a second MGET, so a favorite bumps one article's version
+and the pages that show it, not every page of every list. Which items a page shows is known
+only after loading it, too late to read their versions before the load as above; so item
+writes also bump one epoch (`item_changed`), read before the load and again with the items'
+versions after it: if it moved, a write may have landed in between and the entry is stored
+untrusted (the next reader rebuilds it).
+
 Misses are collapsed: within a process by a shared future per key, across processes by a
 short Redis lease (SET NX PX); the other readers wait briefly for the leaseholder's entry.
 Hot entries are refreshed early (probabilistically, before the TTL) by one reader.
@@ -43,14 +51,22 @@ LEASE_MS = 2000
 WAIT_FOR_LEASE_S = 0.5
 CIRCUIT_S = 1.0
 _CHANGES = "conduit.cache.changes"  # session.info key: versions a transaction bumps
+ITEMS_EPOCH = "items"  # bumped with every item version (`item_changed`)
 
 Loader = Callable[[], Awaitable[str | None]]
+# The version names of the items a document shows, e.g. ["article:a-slug", ...].
+Items = Callable[[str], list[str]]
 
 
 def changed(session: AsyncSession, *versions: str) -> None:
     """Record, inside the write's transaction, which versions it changes; they are bumped
     after commit by `publish_changes` (called by the transaction's owner)."""
     session.info.setdefault(_CHANGES, set()).update(versions)
+
+
+def item_changed(session: AsyncSession, *versions: str) -> None:
+    """As `changed`, for versions that documents of many items depend on (see the module)."""
+    changed(session, ITEMS_EPOCH, *versions)
 
 
 def take_changes(session: AsyncSession) -> set[str]:
@@ -73,10 +89,16 @@ class Cache:
         return self.redis is not None and time.monotonic() >= self._closed_until
 
     async def get_or_load(
-        self, family: str, key: str, versions: Iterable[str], load: Loader
+        self,
+        family: str,
+        key: str,
+        versions: Iterable[str],
+        load: Loader,
+        items: Items | None = None,
     ) -> str | None:
         """The document for `key`; `load()` builds it from PostgreSQL on a miss (None: the
-        thing does not exist, which is not cached)."""
+        thing does not exist, which is not cached). `items` names the item versions a built
+        document depends on besides `versions`."""
         if not self.available or not await self._publish_pending():
             return await load()
         versions = sorted(versions)
@@ -90,11 +112,11 @@ class Cache:
                     raise  # this request itself is cancelled
                 # The leader's request was cancelled (its deadline, its client gone), not this
                 # one: take over (the first to get here leads, the others follow it).
-                return await self.get_or_load(family, key, versions, load)
+                return await self.get_or_load(family, key, versions, load, items)
         future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            document = await self._fetch(family, key, versions, load)
+            document = await self._fetch(family, key, versions, load, items)
             future.set_result(document)
             return document
         except asyncio.CancelledError:
@@ -135,25 +157,30 @@ class Cache:
         self._unpublished.difference_update(names)
         return True
 
-    async def _fetch(self, family: str, key: str, versions: list[str], load: Loader) -> str | None:
+    async def _fetch(
+        self, family: str, key: str, versions: list[str], load: Loader, items: Items | None
+    ) -> str | None:
         redis = self.redis
         assert redis is not None  # noqa: S101 - checked by `available`
+        names = [*versions, ITEMS_EPOCH] if items else versions
         try:
-            entry, *current = await redis.mget([f"c:{key}", *(f"v:{name}" for name in versions)])
+            entry, *current = await redis.mget([f"c:{key}", *(f"v:{name}" for name in names)])
+            stored = orjson.loads(entry) if entry is not None else None
+            stamp = [int(value or 0) for value in current[: len(versions)]]
+            valid = (
+                stored is not None and stored["v"] == stamp and await self._items_current(stored)
+            )
         except (RedisError, OSError, TimeoutError):
             self._count(family, "error")
             self._open_circuit()
             return await load()
-        stamp = [int(value or 0) for value in current]
         current_document: str | None = None  # still valid, chosen for an early refresh
-        if entry is not None:
-            stored = orjson.loads(entry)
-            if stored["v"] == stamp:
-                if not self._refresh_early(stored["t"]):
-                    self._count(family, "hit")
-                    document: str = stored["d"]
-                    return document
-                current_document = stored["d"]
+        if valid and stored is not None:
+            if not self._refresh_early(stored["t"]):
+                self._count(family, "hit")
+                document: str = stored["d"]
+                return document
+            current_document = stored["d"]
         self._count(family, "miss")
         if not await self._lease(key):
             waited = await self._wait_for(key, stamp)
@@ -170,8 +197,40 @@ class Cache:
             log.warning("early refresh of %s failed: serving the current entry", key)
             return current_document
         if document_or_none is not None:
-            await self._store(key, stamp, document_or_none)
+            entry_items = None
+            if items:
+                epoch = int(current[-1] or 0)
+                entry_items = await self._item_stamp(items(document_or_none), epoch)
+            await self._store(key, stamp, document_or_none, entry_items)
         return document_or_none
+
+    async def _items_current(self, stored: dict[str, Any]) -> bool:
+        """The entry's items still have the versions it was built with (no items: true)."""
+        if "x" not in stored:
+            return True
+        if stored["xv"] is None:  # stored untrusted: an item write raced its load
+            return False
+        if not stored["x"]:
+            return True
+        assert self.redis is not None  # noqa: S101
+        built_with: list[int] = stored["xv"]
+        current = await self.redis.mget([f"v:{name}" for name in stored["x"]])
+        return [int(value or 0) for value in current] == built_with
+
+    async def _item_stamp(self, names: list[str], epoch: int) -> tuple[list[str], list[int] | None]:
+        """The items' versions after the load, trusted only if no item write was published
+        since the epoch was read before it (else None: the entry will not be served)."""
+        assert self.redis is not None  # noqa: S101
+        try:
+            now, *current = await self.redis.mget(
+                [f"v:{ITEMS_EPOCH}", *(f"v:{name}" for name in names)]
+            )
+        except (RedisError, OSError, TimeoutError):
+            self._open_circuit()
+            return names, None
+        if int(now or 0) != epoch:
+            return names, None
+        return names, [int(value or 0) for value in current]
 
     def _refresh_early(self, stored_at: float) -> bool:
         # Probabilistic early expiration: the closer to the end of its life, the likelier
@@ -203,9 +262,20 @@ class Cache:
                 return document
         return None
 
-    async def _store(self, key: str, stamp: list[int], document: str) -> None:
+    async def _store(
+        self,
+        key: str,
+        stamp: list[int],
+        document: str,
+        items: tuple[list[str], list[int] | None] | None = None,
+    ) -> None:
+        """Stored even when untrusted: readers already waiting for this load take it
+        (`_wait_for`), later ones rebuild it."""
         assert self.redis is not None  # noqa: S101
-        entry = orjson.dumps({"v": stamp, "t": time.time(), "d": document})
+        fields: dict[str, Any] = {"v": stamp, "t": time.time(), "d": document}
+        if items is not None:
+            fields["x"], fields["xv"] = items
+        entry = orjson.dumps(fields)
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.set(f"c:{key}", entry, ex=TTL_S)

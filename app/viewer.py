@@ -18,7 +18,7 @@ from sqlalchemy import BigInteger, Select, Text, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.cache import Cache, changed, dumps
+from app.cache import Cache, Items, changed, dumps
 from app.db import Connect
 from app.models import Article, Favorite, Follow, User
 
@@ -34,13 +34,14 @@ async def read_through(
     versions: list[str],
     viewer_id: int | None,
     load: Load,
+    items: Items | None = None,
 ) -> str | None:
     """The document for `viewer_id`: the anonymous one from the cache with the viewer's flags
     set, or, with the cache off, the viewer's own straight from PostgreSQL (`load(viewer)`
     renders it in one statement). None: not found."""
     if not cache.available:
         return await load(viewer_id)
-    document = await cache.get_or_load(family, key, versions, lambda: load(None))
+    document = await cache.get_or_load(family, key, versions, lambda: load(None), items)
     if document is None or viewer_id is None:
         return document
     return await _personalize(cache, connect, key, versions, document, viewer_id)

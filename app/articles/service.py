@@ -5,6 +5,7 @@ import secrets
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 from slugify import slugify
 from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -12,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.articles import queries
 from app.articles.schemas import NewArticle
-from app.cache import Cache, changed, dumps
+from app.cache import Cache, changed, dumps, item_changed
 from app.db import Connect
 from app.errors import Forbidden, Invalid, NotFound
 from app.events import service as events
@@ -50,17 +51,28 @@ async def list_articles(
         async with connect() as db:
             return await _document(db, *queries.page(filters, viewer, limit=limit, offset=offset))
 
+    # A page depends on which articles it lists ("articles": publish, delete; a favoriter's
+    # page: their favorites) and on what each of them shows (`article:<slug>`, as an item).
+    versions = ["articles", "authors"]
+    if favorited_by is not None:
+        versions.append(f"favorites:{favorited_by}")
     document = await read_through(
         cache,
         connect,
         family="articles",
         key=f"articles:{dumps([tag, author, favorited_by, limit, offset])}",
-        versions=["articles", "authors"],
+        versions=versions,
         viewer_id=viewer_id,
         load=load,
+        items=_listed,
     )
     assert document is not None  # noqa: S101 - a page always exists
     return document
+
+
+def _listed(page: str) -> list[str]:
+    """The item versions of a page: one per article it shows."""
+    return [f"article:{article['slug']}" for article in orjson.loads(page)["articles"]]
 
 
 async def feed(connect: Connect, *, viewer_id: int, limit: int, offset: int) -> str:
@@ -155,7 +167,7 @@ async def update_article(
         .where(ArticleRow.id == article.id)
         .values(**changes, updated_at=func.now())
     )
-    changed(session, "articles", f"article:{slug}")
+    item_changed(session, f"article:{slug}")  # what it shows, not which lists show it
     return await get(session, slug=slug, viewer_id=user.id)
 
 
@@ -163,7 +175,8 @@ async def delete_article(session: AsyncSession, *, slug: str, user: User) -> Non
     """Delete one's own article with its comments and favorites."""
     article = await _own(session, slug=slug, user=user)
     await session.execute(delete(ArticleRow).where(ArticleRow.id == article.id))
-    changed(session, "articles", f"article:{slug}", f"comments:{slug}")
+    changed(session, "articles", f"comments:{slug}")
+    item_changed(session, f"article:{slug}")
 
 
 async def favorite(session: AsyncSession, *, slug: str, user: User) -> str:
@@ -179,8 +192,7 @@ async def favorite(session: AsyncSession, *, slug: str, user: User) -> str:
         )
         if added is not None:
             await _count(session, article.id, 1)
-            changed(session, "articles", f"article:{slug}")
-            viewer_changed(session, user.id)
+            _favorites_changed(session, slug, user)
 
     await in_savepoint(session, add)
     return await get(session, slug=slug, viewer_id=user.id)
@@ -198,11 +210,18 @@ async def unfavorite(session: AsyncSession, *, slug: str, user: User) -> str:
         )
         if removed is not None:
             await _count(session, article.id, -1)
-            changed(session, "articles", f"article:{slug}")
-            viewer_changed(session, user.id)
+            _favorites_changed(session, slug, user)
 
     await in_savepoint(session, remove)
     return await get(session, slug=slug, viewer_id=user.id)
+
+
+def _favorites_changed(session: AsyncSession, slug: str, user: User) -> None:
+    """The article's favoritesCount (wherever it is shown), the user's favorites page, and
+    their own `favorited` flags."""
+    item_changed(session, f"article:{slug}")
+    changed(session, f"favorites:{user.username}")
+    viewer_changed(session, user.id)
 
 
 async def _count(session: AsyncSession, article_id: int, delta: int) -> None:

@@ -7,6 +7,7 @@ import uuid
 import pytest
 from sqlalchemy import event
 
+from app.cache import ITEMS_EPOCH
 from tests.concurrency.conftest import make_users, publish
 
 PATHS = [
@@ -243,3 +244,78 @@ async def test_the_viewers_own_follow_and_favorite_show_on_their_next_cached_rea
     await cached_client.delete("/profiles/crowd2/follow", headers=reader)
     await cached_client.delete(f"/articles/{slug}/favorite", headers=reader)
     assert await seen() == (False, False, False)
+
+
+async def test_a_favorite_rebuilds_only_the_pages_that_show_the_article(
+    cached_client, engine, settings
+):
+    """A favorite changes one article's favoritesCount and its fan's favorites page: a page
+    that does not show the article stays cached (no SQL), every page that does shows the
+    new count on its next read."""
+    author, fan = await make_users(engine, settings, 2)
+    tagged = {}
+    for tag in ("older", "newer"):
+        body = {"article": {"title": tag, "description": "d", "body": "b", "tagList": [tag]}}
+        response = await cached_client.post("/articles", json=body, headers=author)
+        tagged[tag] = response.json()["article"]["slug"]
+    pages = [
+        "/articles?tag=older",
+        "/articles?tag=newer",
+        "/articles",
+        "/articles?favorited=crowd2",
+    ]
+    for path in pages:
+        await cached_client.get(path)  # warm
+    await cached_client.post(f"/articles/{tagged['older']}/favorite", headers=fan)
+
+    statements: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        other_tag = (await cached_client.get("/articles?tag=newer")).json()
+        assert statements == []  # still a hit: the favorite is not on this page
+        shown = [pages[0], pages[2], pages[3]]
+        older, front, favorites = [(await cached_client.get(path)).json() for path in shown]
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+    assert other_tag["articles"][0]["favoritesCount"] == 0
+    assert older["articles"][0]["favoritesCount"] == 1
+    assert {a["slug"]: a["favoritesCount"] for a in front["articles"]} == {
+        tagged["older"]: 1,
+        tagged["newer"]: 0,
+    }
+    assert [a["slug"] for a in favorites["articles"]] == [tagged["older"]]
+    assert len(statements) == 3  # the three pages that show the favorite, rebuilt
+
+
+async def test_an_item_write_during_a_page_load_leaves_no_stale_entry(cache):
+    """A page learns which items it shows only from its load: a write to one of them that is
+    published while the load runs (after the load's snapshot) must not leave the old page
+    cached under the new item version."""
+    key = f"page-race-{uuid.uuid4().hex}"
+    item = f"article:{key}"
+
+    def items(_document: str) -> list[str]:
+        return [item]
+
+    async def load_while_a_write_lands() -> str:
+        await cache.publish([ITEMS_EPOCH, item])  # committed and published mid-load
+        return "before the write"
+
+    async def load_after() -> str:
+        return "after the write"
+
+    async def never() -> str:
+        raise AssertionError("a hit loads nothing")
+
+    first = await cache.get_or_load("articles", key, ["articles"], load_while_a_write_lands, items)
+    assert first == "before the write"  # right for a request that began before the write
+    assert await cache.get_or_load("articles", key, ["articles"], load_after, items) == (
+        "after the write"
+    )
+    assert await cache.get_or_load("articles", key, ["articles"], never, items) == (
+        "after the write"
+    )  # an undisturbed load is trusted: a hit
