@@ -12,17 +12,20 @@ Scenarios (BENCH_SCENARIO):
   burst   everyone arrives at once: half sign up, half log in, then read the front page
 BENCH_DATA: JSON with slugs, users, tags, tokens (seeded users' JWTs, bench.loadtest logs
 them in once), viral (a slug), run (a unique id for sign-ups). BENCH_THINK: "min:max"
-seconds between page views. BENCH_MEMBER_SHARE, BENCH_LOGIN_SHARE: fractions.
+seconds between page views. BENCH_MEMBER_SHARE, BENCH_LOGIN_SHARE: fractions. BENCH_SETTLE:
+seconds between the last user's start and the statistics' reset.
 """
 
 import itertools
 import json
 import os
 import random
+import threading
 from typing import Any
 
-from locust import between, constant, task
+from locust import between, constant, events, task
 from locust.contrib.fasthttp import FastHttpUser
+from locust.env import Environment
 
 from bench.wrk import error_kind
 
@@ -31,6 +34,7 @@ SCENARIO = os.environ.get("BENCH_SCENARIO", "mixed")
 THINK_MIN, THINK_MAX = (float(x) for x in os.environ.get("BENCH_THINK", "5:15").split(":"))
 MEMBER_SHARE = float(os.environ.get("BENCH_MEMBER_SHARE", "0.2"))
 LOGIN_SHARE = float(os.environ.get("BENCH_LOGIN_SHARE", "0.05"))
+SETTLE_S = float(os.environ.get("BENCH_SETTLE", "0"))
 PASSWORD = "password"  # noqa: S105 - bench.seed's password for every user
 SLUGS: list[str] = DATA["slugs"]
 USERS: list[str] = DATA["users"]
@@ -39,6 +43,22 @@ TOKENS: list[tuple[str, str]] = [tuple(t) for t in DATA["tokens"]]  # (email, to
 VIRAL: str = DATA.get("viral") or SLUGS[0]
 _arrivals = itertools.count()
 WEIGHT_SCALE = 100  # Locust weights are integers
+
+
+def _measure_after_settling(environment: Environment, **_: Any) -> None:
+    """--reset-stats resets the statistics when the last user has started; this resets them
+    again SETTLE_S later, so the arrival's transient is not counted as the steady state."""
+
+    def settle_then_reset(**_: Any) -> None:
+        reset = threading.Timer(SETTLE_S, environment.stats.reset_all)  # a greenlet (gevent)
+        reset.daemon = True
+        reset.start()
+
+    if SETTLE_S > 0:
+        environment.events.spawning_complete.add_listener(settle_then_reset)  # type: ignore[no-untyped-call]
+
+
+events.init.add_listener(_measure_after_settling)  # type: ignore[no-untyped-call]
 
 
 def _slug() -> str:

@@ -323,8 +323,9 @@ def _phase_note(phase: str, args: Mapping[str, Any]) -> str:
         "mixed": f"Each user: front page (+ tags), open article (+ comments), tag page, profile "
         f"(+ their articles); 20 % are members (5 % of them log in, the rest resume a session) who "
         f"also read their feed, favorite, follow, comment, publish. Think time {think} s between "
-        f"page views. Users start evenly over {args['ramp']:g} s, then {args['journey_time']} s are "
-        "measured (statistics reset once all run; req/s = requests in that window / its length).",
+        f"page views. Users start evenly over {args['ramp']:g} s; {args.get('settle', 0):g} s after "
+        f"the last has started the statistics are reset and {args['journey_time']} s are measured "
+        "(the steady state; req/s = requests in that window / its length).",
         "storm": "Every user holds an open connection, then all favorite one fresh article at once; "
         "20 % favorite it again (a no-op), 10 % take it back. `confirmed on / off`: users all of "
         "whose requests were answered 2xx, told they do / do not favorite the article; `lost`: "

@@ -69,6 +69,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--ramp", type=float, help="seconds to start a step's users (default: mean think time)"
     )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        help="seconds after a step's users all run before its measured window (default: mean "
+        "think time; quick: 2); the arrival transient is the burst scenario's business",
+    )
     parser.add_argument("--storm", type=int, help="favorite storm users (1000)")
     parser.add_argument("--burst", type=int, help="sign-up/login burst users (300)")
     parser.add_argument("--viral-users", type=int, help="viral article users (1000)")
@@ -113,6 +119,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     # Users arrive spread over one think time, so the first page views do not all land at once.
     if args.ramp is None:
         args.ramp = (low + high) / (8 if quick else 2)
+    # Then every user has viewed about one more page: what is measured is the steady state.
+    if args.settle is None:
+        args.settle = 2.0 if quick else (low + high) / 2
     return args
 
 
@@ -259,10 +268,11 @@ class Runner:
             def measure(
                 users: int = users, ramp: float = ramp, prefix: Path = prefix
             ) -> dict[str, Any]:
+                settle = 0.0 if scenario == "burst" else self.args.settle  # arrival measured
                 r = run_locust(
                     target.base_url, users=users, spawn_rate=users / max(ramp, 0.1),
-                    run_time_s=int(ramp + 1) + self.args.journey_time, out_prefix=prefix,
-                    env=self.locust_env(scenario),
+                    run_time_s=int(ramp + 1 + settle) + self.args.journey_time, out_prefix=prefix,
+                    env=self.locust_env(scenario) | {"BENCH_SETTLE": f"{settle:g}"},
                 )  # fmt: skip
                 result = asdict(r)
                 # Locust's own rate spans first to last request; ours spans the window.
