@@ -189,13 +189,19 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 def _allowed_methods(request: Request) -> str:
-    """The methods of the path template that serves this path (the first that matches, as in
-    routing); Starlette's own Allow names only one route's methods."""
+    """The methods of the path template that describes this path: of those that match, the
+    one with the fewest parameters (`/webhooks/deliveries` is not the webhook "deliveries" of
+    `/webhooks/{webhook_id}`); Starlette's own Allow names the first route's methods only."""
     path = request.scope["path"]
-    for template, operations in request.app.openapi()["paths"].items():
-        if compile_path(template)[0].match(path):
-            return ", ".join(method.upper() for method in operations)
-    return ""
+    matching = [
+        (template.count("{"), operations)
+        for template, operations in request.app.openapi()["paths"].items()
+        if compile_path(template)[0].match(path)
+    ]
+    if not matching:
+        return ""
+    _, operations = min(matching, key=lambda match: match[0])
+    return ", ".join(method.upper() for method in operations)
 
 
 def _add_docs(app: FastAPI) -> None:

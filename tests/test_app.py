@@ -115,6 +115,15 @@ async def test_405_on_feed_does_not_offer_article_methods(client):
     assert response.headers["Allow"] == "GET"
 
 
+async def test_405_names_the_literal_path_not_a_template_it_also_matches(client):
+    """`/webhooks/deliveries` also matches `/webhooks/{webhook_id}` (DELETE, declared first);
+    its own methods are GET."""
+    response = await client.options("/webhooks/deliveries")
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "GET"
+    assert (await client.patch("/webhooks/7")).headers["Allow"] == "DELETE"
+
+
 async def test_readyz_stays_ready_while_the_pool_is_busy(app, client, settings):
     """A saturated pool means the instance is working, not broken."""
     from app.db import make_engine
