@@ -122,6 +122,8 @@ async def test_405_names_the_literal_path_not_a_template_it_also_matches(client)
     assert response.status_code == 405
     assert response.headers["Allow"] == "GET"
     assert (await client.patch("/webhooks/7")).headers["Allow"] == "DELETE"
+    response = await client.delete("/webhooks/deliveries")  # not the webhook "deliveries"
+    assert (response.status_code, response.headers["Allow"]) == (405, "GET")
 
 
 async def test_readyz_stays_ready_while_the_pool_is_busy(app, client, settings):

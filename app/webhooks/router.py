@@ -41,7 +41,9 @@ async def list_webhooks(viewer_id: ViewerId, session: SessionDep) -> MultipleWeb
     )
 
 
-@router.delete("/{webhook_id}", status_code=204, responses=error_responses(401, 404))
+# `:int`: "/webhooks/deliveries" must not route here as the webhook "deliveries" (DELETE on it
+# is a 405 naming GET, not a 422 about an id).
+@router.delete("/{webhook_id:int}", status_code=204, responses=error_responses(401, 404))
 async def delete_webhook(webhook_id: Id, viewer_id: ViewerId, session: SessionDep) -> Response:
     """Delete a webhook and its deliveries."""
     await webhooks.remove(session, user_id=viewer_id, webhook_id=webhook_id)
