@@ -115,7 +115,9 @@ async def test_admission_sheds_load_but_never_probes(client_for, engine):
     refused = await client.get("/api/articles")
     assert refused.status_code == 503
     assert refused.headers["Retry-After"] == "1"
-    assert time.monotonic() - started < 0.5
+    # At once, not after a slot frees (the busy ones hold theirs ~2.7 s more, to the deadline);
+    # a busy 2-core CI machine took 0.67 s for it once.
+    assert time.monotonic() - started < 1.5
     assert (await client.get("/healthz")).status_code == 200
     assert (await client.get("/livez")).status_code == 200
     assert {r.status_code for r in await asyncio.gather(*busy)} == {504}

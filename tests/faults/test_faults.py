@@ -38,6 +38,9 @@ REDIS_OUTAGE_S = 30.0  # as the issue asks
 # reads of cached documents are checked.
 POSTGRES_OUTAGE_S = 5.0
 CACHED_READ_INTERVAL_S = 0.1
+# The load goes on after recovery until it has done at least this much (`_enough`).
+MIN_READS = 200
+MIN_ARTICLES = 5
 IN_A_ROW = 3  # nginx spreads requests over both workers: readiness counts when 3 agree
 REQUEST_DEADLINE_S = 5.0  # the API's default REQUEST_DEADLINE_S
 # A query PgBouncer queued in the instant PostgreSQL went away waits there (PgBouncer fails a
@@ -186,6 +189,12 @@ async def _recover(load: Load, auth: dict[str, str], slug: str) -> float:
     return await _until("recovery (readyz, a read and a write)", RECOVERY_S, served)
 
 
+async def _enough(load: Load) -> bool:
+    """The load has done what the test counts on (MIN_READS reads, MIN_ARTICLES articles):
+    on a slow CI machine a short fault can be over before that."""
+    return load.ledger.reads_ok >= MIN_READS and len(load.ledger.articles_acked) >= MIN_ARTICLES
+
+
 async def _import_runs(client: httpx.AsyncClient, auth: dict[str, str], tag: str) -> None:
     """The restarted job worker takes new jobs: a small import is done within 30 s."""
     lines = 20
@@ -258,6 +267,7 @@ async def test_fault_under_load(
             fault_s = time.monotonic() - started
             recovery_s = await _recover(load, users[1][1], targets[0])
             await asyncio.sleep(1)  # the load goes on against the recovered service
+            await _until("the load's minimum of reads and articles", 30, lambda: _enough(load))
         finally:
             load.stop.set()
             await asyncio.wait_for(running, WRITE_PATIENCE_S + CLIENT_TIMEOUT_S + 5)
@@ -293,8 +303,8 @@ async def test_fault_under_load(
     print(json.dumps(report))  # noqa: T201 - shown with -s and on failure
 
     # the load really ran, and kept running through the fault
-    assert ledger.reads_ok >= 200, report
-    assert len(ledger.articles_acked) >= 5, report
+    assert ledger.reads_ok >= MIN_READS, report
+    assert len(ledger.articles_acked) >= MIN_ARTICLES, report
     # the ledger: nothing acknowledged is lost, nothing is applied twice, counts are exact
     assert ledger.articles_acked - articles.keys() == set(), "acknowledged articles lost"
     assert {t: n for t, n in articles.items() if n != 1} == {}, "an article applied twice"
