@@ -47,8 +47,8 @@ async def login(
     the pool before argon2 runs (tens of ms), so a login burst cannot drain the pool. The
     request's `session` (lazy: no connection until used) only stores an upgraded hash.
     """
-    async with sessions() as session:
-        user = await session.scalar(select(User).where(User.email == email))
+    async with sessions() as reader:
+        user = await reader.scalar(select(User).where(User.email == email))
     # An unknown email costs a verification too, so timing does not reveal which emails exist.
     stored = user.password_hash if user is not None else await hashing.dummy_hash()
     if not await hashing.verify(stored, password) or user is None:

@@ -116,6 +116,22 @@ async def test_login_upgrades_a_hash_made_with_older_parameters(client, session)
     assert await _stored_hash(session) == upgraded  # once
 
 
+async def test_the_upgraded_hash_is_committed(committing_client, engine):
+    """As above, through the real pool: the upgrade is committed with the login's own
+    transaction, not left in a connection nobody commits."""
+    await register(committing_client)
+    older = PasswordHasher(time_cost=1, memory_cost=2048, parallelism=1).hash("jakejake1")
+    async with engine.begin() as conn:
+        await conn.execute(update(User).where(User.username == "jake").values(password_hash=older))
+    login = {"user": {"email": "jake@jake.jake", "password": "jakejake1"}}
+    assert (await committing_client.post("/users/login", json=login)).status_code == 200
+    async with engine.connect() as conn:
+        stored = await conn.scalar(select(User.password_hash).where(User.username == "jake"))
+    assert stored is not None
+    assert stored != older
+    assert not FAST_HASHING.needs_rehash(stored)
+
+
 async def _stored_hash(session: AsyncSession) -> str | None:
     session.expire_all()
     return await session.scalar(select(User.password_hash).where(User.username == "jake"))
