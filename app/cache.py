@@ -165,17 +165,18 @@ class Cache:
         names = [*versions, ITEMS_EPOCH] if items else versions
         try:
             entry, *current = await redis.mget([f"c:{key}", *(f"v:{name}" for name in names)])
-            stored = orjson.loads(entry) if entry is not None else None
             stamp = [int(value or 0) for value in current[: len(versions)]]
-            valid = (
-                stored is not None and stored["v"] == stamp and await self._items_current(stored)
-            )
+            stored = orjson.loads(entry) if entry is not None else None
+            if stored is not None and not (
+                stored["v"] == stamp and await self._items_current(stored)
+            ):
+                stored = None  # stale
         except (RedisError, OSError, TimeoutError):
             self._count(family, "error")
             self._open_circuit()
             return await load()
         current_document: str | None = None  # still valid, chosen for an early refresh
-        if valid and stored is not None:
+        if stored is not None:
             if not self._refresh_early(stored["t"]):
                 self._count(family, "hit")
                 document: str = stored["d"]
@@ -197,27 +198,26 @@ class Cache:
             log.warning("early refresh of %s failed: serving the current entry", key)
             return current_document
         if document_or_none is not None:
-            entry_items = None
+            built_from = None
             if items:
-                epoch = int(current[-1] or 0)
-                entry_items = await self._item_stamp(items(document_or_none), epoch)
-            await self._store(key, stamp, document_or_none, entry_items)
+                names = items(document_or_none)
+                built_from = names, await self._item_stamp(names, epoch=int(current[-1] or 0))
+            await self._store(key, stamp, document_or_none, built_from)
         return document_or_none
 
     async def _items_current(self, stored: dict[str, Any]) -> bool:
         """The entry's items still have the versions it was built with (no items: true)."""
-        if "x" not in stored:
-            return True
-        if stored["xv"] is None:  # stored untrusted: an item write raced its load
+        names: list[str] = stored.get("x", [])
+        built_with: list[int] | None = stored.get("xv", [])
+        if built_with is None:  # stored untrusted: an item write raced its load
             return False
-        if not stored["x"]:
+        if not names:
             return True
         assert self.redis is not None  # noqa: S101
-        built_with: list[int] = stored["xv"]
-        current = await self.redis.mget([f"v:{name}" for name in stored["x"]])
+        current = await self.redis.mget([f"v:{name}" for name in names])
         return [int(value or 0) for value in current] == built_with
 
-    async def _item_stamp(self, names: list[str], epoch: int) -> tuple[list[str], list[int] | None]:
+    async def _item_stamp(self, names: list[str], epoch: int) -> list[int] | None:
         """The items' versions after the load, trusted only if no item write was published
         since the epoch was read before it (else None: the entry will not be served)."""
         assert self.redis is not None  # noqa: S101
@@ -227,10 +227,10 @@ class Cache:
             )
         except (RedisError, OSError, TimeoutError):
             self._open_circuit()
-            return names, None
+            return None
         if int(now or 0) != epoch:
-            return names, None
-        return names, [int(value or 0) for value in current]
+            return None
+        return [int(value or 0) for value in current]
 
     def _refresh_early(self, stored_at: float) -> bool:
         # Probabilistic early expiration: the closer to the end of its life, the likelier
