@@ -27,6 +27,7 @@ import orjson
 import psycopg
 import pytest
 
+from app.config import Settings
 from tests.faults.conftest import STATE, FaultStack
 from tests.faults.load import CLIENTS, WRITE_PATIENCE_S, Load, slow_at_the_edge
 
@@ -42,7 +43,7 @@ CACHED_READ_INTERVAL_S = 0.1
 MIN_READS = 200
 MIN_ARTICLES = 5
 IN_A_ROW = 3  # nginx spreads requests over both workers: readiness counts when 3 agree
-REQUEST_DEADLINE_S = 5.0  # the API's default REQUEST_DEADLINE_S
+REQUEST_DEADLINE_S: float = Settings.model_fields["request_deadline_s"].default  # the stack's
 # A query PgBouncer queued in the instant PostgreSQL went away waits there (PgBouncer fails a
 # queued query only at query_wait_timeout), so its request gets the app's deadline 504. Once
 # the fault is in place PgBouncer refuses at once ("server login has been failing"): a 504 for
