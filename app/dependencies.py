@@ -38,11 +38,6 @@ async def get_engine(request: Request) -> AsyncEngine:
     return engine
 
 
-async def get_reader_engine(request: Request) -> AsyncEngine:
-    reader: AsyncEngine = request.state.reader
-    return reader
-
-
 async def get_redis(request: Request) -> Redis | None:
     redis: Redis | None = request.state.redis
     return redis
@@ -99,12 +94,11 @@ async def get_session(
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
-async def get_connect(
-    engine: Annotated[AsyncEngine, Depends(get_reader_engine)],
-) -> Connect:
-    """Opens a pooled autocommit connection for single-statement reads, only when needed:
-    a read answered from the cache never takes a connection."""
-    return engine.connect
+async def get_connect(request: Request) -> Connect:
+    """Opens a pooled autocommit connection (app/db.py `make_engine`) for single-statement
+    reads, only when needed: a read answered from the cache never takes a connection."""
+    connect: Connect = request.state.connect
+    return connect
 
 
 ConnectDep = Annotated[Connect, Depends(get_connect)]
@@ -119,13 +113,14 @@ _authorization = APIKeyHeader(
 
 
 async def _maybe_viewer_id(
-    header: Annotated[str | None, Depends(_authorization)], settings: SettingsDep
+    request: Request, header: Annotated[str | None, Depends(_authorization)]
 ) -> int | None:
     if header is None:
         return None
     scheme, _, token = header.partition(" ")
     if scheme != "Token" or not token:  # RealWorld sends "Authorization: Token <jwt>"
         raise Unauthorized("expected 'Authorization: Token <jwt>'")
+    settings: Settings = request.app.state.settings
     viewer_id = read_user_id(token.strip(), secret=settings.jwt_secret)
     context.set_user_id(viewer_id)  # every log line of this request names its user
     return viewer_id
@@ -147,6 +142,25 @@ async def _current_user(viewer_id: ViewerId, session: SessionDep) -> User:
 
 
 CurrentUser = Annotated[User, Depends(_current_user)]
+
+
+@dataclass(frozen=True, slots=True)
+class Reads:
+    """What a public read needs, as one dependency (each dependency FastAPI solves costs
+    CPU on every request): who asks (None: anonymous, flags all false), how to open a pooled
+    connection (only on a cache miss), and the cache."""
+
+    viewer_id: int | None
+    connect: Connect
+    cache: Cache
+
+
+async def _reads(request: Request, viewer_id: MaybeViewerId) -> Reads:
+    state = request.state
+    return Reads(viewer_id=viewer_id, connect=state.connect, cache=state.cache)
+
+
+ReadsDep = Annotated[Reads, Depends(_reads)]
 
 
 MAX_PAGE_LIMIT = 100

@@ -21,7 +21,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.cache import Cache
 from app.config import Settings
 from app.db import Base, make_engine, make_sessionmaker
-from app.dependencies import get_connect
 from app.main import create_app
 from app.redis import make_redis
 from app.security import PasswordHashing, make_token
@@ -51,6 +50,14 @@ def settings(database_url: str) -> Settings:
 @pytest.fixture(scope="session")
 async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
     engine = make_engine(settings)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+async def api_engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    """The engine as the app's lifespan makes it: autocommit, sessions switch to transactions."""
+    engine = make_engine(settings, autocommit=True)
     yield engine
     await engine.dispose()
 
@@ -95,20 +102,21 @@ async def _borrowed(connection: AsyncConnection) -> AsyncIterator[AsyncConnectio
 
 
 @pytest.fixture
-def app(settings: Settings, connection: AsyncConnection) -> FastAPI:
-    app = create_app(settings)
-    # Reads use the test's own connection, so they see its uncommitted rows.
-    app.dependency_overrides[get_connect] = lambda: lambda: _borrowed(connection)
-    return app
+def app(settings: Settings) -> FastAPI:
+    return create_app(settings)
 
 
 @pytest.fixture
 async def client(
-    app: FastAPI, sessions: async_sessionmaker[AsyncSession], engine: AsyncEngine
+    app: FastAPI,
+    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    connection: AsyncConnection,
 ) -> AsyncIterator[httpx.AsyncClient]:
     state = {
         "engine": engine,
-        "reader": engine,
+        # Reads use the test's own connection, so they see its uncommitted rows.
+        "connect": lambda: _borrowed(connection),
         "sessionmaker": sessions,  # every request's transaction is a savepoint of the test's
         "hashing": FAST_HASHING,
         "redis": None,
@@ -125,14 +133,16 @@ def committing_app(settings: Settings) -> FastAPI:
 
 
 @pytest.fixture
-async def committing_state(engine: AsyncEngine) -> AsyncIterator[dict[str, Any]]:
-    """Lifespan state over the real pool: requests commit for real. Tables are emptied
-    afterwards."""
+async def committing_state(
+    engine: AsyncEngine, api_engine: AsyncEngine
+) -> AsyncIterator[dict[str, Any]]:
+    """Lifespan state over a real pool, as the app has it: requests commit for real. Tables
+    are emptied afterwards."""
     try:
         yield {
-            "engine": engine,
-            "reader": engine.execution_options(isolation_level="AUTOCOMMIT"),
-            "sessionmaker": make_sessionmaker(engine),
+            "engine": api_engine,
+            "connect": api_engine.connect,
+            "sessionmaker": make_sessionmaker(api_engine),
             "hashing": FAST_HASHING,
             "redis": None,
             "cache": Cache(None),

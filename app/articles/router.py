@@ -12,12 +12,11 @@ from app.articles.schemas import (
 )
 from app.dependencies import (
     OPTIONAL_AUTH,
-    CacheDep,
     ConnectDep,
     CurrentUser,
     Filter,
-    MaybeViewerId,
     PageDep,
+    ReadsDep,
     SessionDep,
     Slug,
     ViewerId,
@@ -32,9 +31,7 @@ _ONE = SingleArticleResponse
 
 @router.get("", response_model=_LIST, responses=error_responses(401), openapi_extra=OPTIONAL_AUTH)
 async def list_articles(
-    viewer_id: MaybeViewerId,
-    connect: ConnectDep,
-    cache: CacheDep,
+    reads: ReadsDep,
     page: PageDep,
     tag: Filter = None,
     author: Filter = None,
@@ -42,9 +39,9 @@ async def list_articles(
 ) -> RawJSON:
     """Most recent articles, optionally by tag, author or the user who favorited them."""
     document = await articles.list_articles(
-        connect,
-        cache,
-        viewer_id=viewer_id,
+        reads.connect,
+        reads.cache,
+        viewer_id=reads.viewer_id,
         tag=tag,
         author=author,
         favorited_by=favorited,
@@ -74,11 +71,12 @@ async def create_article(
 @router.get(
     "/{slug}", response_model=_ONE, responses=error_responses(401, 404), openapi_extra=OPTIONAL_AUTH
 )
-async def get_article(
-    slug: Slug, viewer_id: MaybeViewerId, connect: ConnectDep, cache: CacheDep
-) -> RawJSON:
+async def get_article(slug: Slug, reads: ReadsDep) -> RawJSON:
     """One article, with its body."""
-    return RawJSON(await articles.get_cached(connect, cache, slug=slug, viewer_id=viewer_id))
+    document = await articles.get_cached(
+        reads.connect, reads.cache, slug=slug, viewer_id=reads.viewer_id
+    )
+    return RawJSON(document)
 
 
 @router.put("/{slug}", response_model=_ONE, responses=error_responses(401, 403, 404))

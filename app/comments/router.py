@@ -6,10 +6,8 @@ from app.comments import service as comments
 from app.comments.schemas import MultipleCommentsResponse, NewCommentRequest, SingleCommentResponse
 from app.dependencies import (
     OPTIONAL_AUTH,
-    CacheDep,
-    ConnectDep,
     CurrentUser,
-    MaybeViewerId,
+    ReadsDep,
     SessionDep,
     Slug,
 )
@@ -26,11 +24,12 @@ CommentId = Annotated[int, Path(ge=1, le=2**63 - 1)]
     responses=error_responses(401, 404),
     openapi_extra=OPTIONAL_AUTH,
 )
-async def list_comments(
-    slug: Slug, viewer_id: MaybeViewerId, connect: ConnectDep, cache: CacheDep
-) -> RawJSON:
+async def list_comments(slug: Slug, reads: ReadsDep) -> RawJSON:
     """All comments on an article."""
-    return RawJSON(await comments.list_comments(connect, cache, slug=slug, viewer_id=viewer_id))
+    document = await comments.list_comments(
+        reads.connect, reads.cache, slug=slug, viewer_id=reads.viewer_id
+    )
+    return RawJSON(document)
 
 
 @router.post("", responses=error_responses(401, 404))

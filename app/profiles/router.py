@@ -2,10 +2,8 @@ from fastapi import APIRouter
 
 from app.dependencies import (
     OPTIONAL_AUTH,
-    CacheDep,
-    ConnectDep,
     CurrentUser,
-    MaybeViewerId,
+    ReadsDep,
     SessionDep,
     Username,
 )
@@ -23,11 +21,12 @@ router = APIRouter(prefix="/profiles/{username}", tags=["Profile"])
     responses=error_responses(401, 404),
     openapi_extra=OPTIONAL_AUTH,
 )
-async def get_profile(
-    username: Username, viewer_id: MaybeViewerId, connect: ConnectDep, cache: CacheDep
-) -> RawJSON:
+async def get_profile(username: Username, reads: ReadsDep) -> RawJSON:
     """A user's public profile."""
-    return RawJSON(await profiles.get(connect, cache, username=username, viewer_id=viewer_id))
+    document = await profiles.get(
+        reads.connect, reads.cache, username=username, viewer_id=reads.viewer_id
+    )
+    return RawJSON(document)
 
 
 @router.post("/follow", responses=error_responses(401, 403, 404))

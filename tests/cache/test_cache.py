@@ -86,7 +86,9 @@ async def test_writes_are_visible_to_the_writer_and_to_others_at_once(
     assert (await client.get("/articles")).json()["articlesCount"] == 0
 
 
-async def test_five_hundred_concurrent_misses_run_one_query(cached_client, engine, settings, cache):
+async def test_five_hundred_concurrent_misses_run_one_query(
+    api_engine, cached_client, engine, settings, cache
+):
     (author,) = await make_users(engine, settings, 1)
     slug = await publish(cached_client, author, "Viral")
     loads: list[str] = []
@@ -95,13 +97,13 @@ async def test_five_hundred_concurrent_misses_run_one_query(cached_client, engin
         if "json_build_object('article'" in statement:
             loads.append(statement)
 
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    event.listen(api_engine.sync_engine, "before_cursor_execute", record)
     try:
         responses = await asyncio.gather(
             *(cached_client.get(f"/articles/{slug}") for _ in range(500))
         )
     finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
+        event.remove(api_engine.sync_engine, "before_cursor_execute", record)
     assert {r.status_code for r in responses} == {200}
     assert len(loads) == 1
     assert cache.stats["article", "collapsed"] >= 499 - cache.stats["article", "hit"]
@@ -199,7 +201,9 @@ async def test_a_cancelled_leader_does_not_cancel_the_readers_waiting_for_it(cac
         await leader
 
 
-async def test_a_logged_in_reader_of_a_warm_page_costs_no_sql(cached_client, engine, settings):
+async def test_a_logged_in_reader_of_a_warm_page_costs_no_sql(
+    api_engine, cached_client, engine, settings
+):
     reader, author, fan = await make_users(engine, settings, 3)
     slug = await publish(cached_client, author, "Hot")
     await cached_client.post(f"/articles/{slug}/favorite", headers=reader)
@@ -211,12 +215,12 @@ async def test_a_logged_in_reader_of_a_warm_page_costs_no_sql(cached_client, eng
     def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
         statements.append(statement)
 
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    event.listen(api_engine.sync_engine, "before_cursor_execute", record)
     try:
         pages = [(await cached_client.get(path, headers=reader)).json() for path in paths]
         other = (await cached_client.get(f"/articles/{slug}", headers=fan)).json()
     finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
+        event.remove(api_engine.sync_engine, "before_cursor_execute", record)
     assert (pages[0]["articles"][0]["favorited"], pages[1]["article"]["favorited"]) == (True, True)
     assert other["article"]["favorited"] is False  # another viewer: their own flags
     assert len(statements) == 1  # the other viewer's first read only
@@ -247,7 +251,7 @@ async def test_the_viewers_own_follow_and_favorite_show_on_their_next_cached_rea
 
 
 async def test_a_favorite_rebuilds_only_the_pages_that_show_the_article(
-    cached_client, engine, settings
+    api_engine, cached_client, engine, settings
 ):
     """A favorite changes one article's favoritesCount and its fan's favorites page: a page
     that does not show the article stays cached (no SQL), every page that does shows the
@@ -273,14 +277,14 @@ async def test_a_favorite_rebuilds_only_the_pages_that_show_the_article(
     def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
         statements.append(statement)
 
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    event.listen(api_engine.sync_engine, "before_cursor_execute", record)
     try:
         other_tag = (await cached_client.get("/articles?tag=newer")).json()
         assert statements == []  # still a hit: the favorite is not on this page
         shown = [pages[0], pages[2], pages[3]]
         older, front, favorites = [(await cached_client.get(path)).json() for path in shown]
     finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
+        event.remove(api_engine.sync_engine, "before_cursor_execute", record)
     assert other_tag["articles"][0]["favoritesCount"] == 0
     assert older["articles"][0]["favoritesCount"] == 1
     assert {a["slug"]: a["favoritesCount"] for a in front["articles"]} == {

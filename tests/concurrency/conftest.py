@@ -39,6 +39,14 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
+@pytest.fixture(scope="session")
+async def api_engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    """The app's engine (autocommit) over this folder's pool settings."""
+    engine = make_engine(settings, autocommit=True)
+    yield engine
+    await engine.dispose()
+
+
 async def gather(requests: Iterable[Awaitable[T]]) -> list[T]:
     """Start every request at once and wait for all of them."""
     return list(await asyncio.gather(*requests))
