@@ -31,9 +31,21 @@ class Component:
         return self.dir / f"{self.name}.log"
 
     @property
+    def logs(self) -> tuple[Path, ...]:
+        """The files this component appends to for as long as it runs."""
+        return (self.log_file,)
+
+    @property
     def port(self) -> int:
         port: int = getattr(self.config.ports, self.name)
         return port
+
+    def rotate_logs(self) -> None:
+        """Keep the previous run's logs as `<name>.1`, drop older ones: disk use stays bounded
+        by two runs (one `make bench` leaves ~1-2 GB of nginx logs while it sheds load)."""
+        for path in self.logs:
+            if path.exists() and path.stat().st_size > 0:
+                path.replace(path.with_name(path.name + ".1"))
 
     def pid(self) -> int | None:
         """The pid of this stack's process, if it runs."""
@@ -60,6 +72,7 @@ class Component:
             log(f"{self.name} already running (pid {pid})")
         else:
             system.check_port_free(self.config.host, self.port, self.name, self.port_variable)
+            self.rotate_logs()
             self.start()
         system.require(self.ready, self.start_timeout_s, self.name, self.log_file)
         self.after_ready()

@@ -104,6 +104,10 @@ class Nginx(Component):
         return self.dir / "error.log"
 
     @property
+    def logs(self) -> tuple[Path, ...]:
+        return (self.log_file, self.dir / "access.log")
+
+    @property
     def port(self) -> int:
         return self.config.ports.http
 
