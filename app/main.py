@@ -2,7 +2,8 @@
 
 Middleware, outermost first:
 
-1. CORS: answers preflights, decorates every response, errors included.
+1. CORS (Starlette's, with a fast path when there is no Origin): answers preflights,
+   decorates every response, errors included.
 2. ObserveRequests (app/observability): request id in and out, metrics, the access log line;
    answers /metrics itself, so scrapes pass no limiter below it and are not counted.
 3. RequestLifetime: admission (503 when too much is in flight), the deadline (504), and
@@ -24,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 import swagger_ui_bundle
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -43,7 +43,7 @@ from app.health import router as health_router
 from app.idempotency import Idempotency
 from app.imports.router import router as imports_router
 from app.lifetime import RequestLifetime
-from app.middleware import BodyLimit
+from app.middleware import BodyLimit, Cors
 from app.observability import context, logs, metrics, recorder, tracing
 from app.observability.middleware import ObserveRequests
 from app.openapi import error_responses
@@ -154,7 +154,7 @@ def create_app(
         access_log=settings.access_log,
     )
     app.add_middleware(
-        CORSMiddleware,
+        Cors,
         allow_origins=settings.cors_origins,
         allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type", "X-Request-ID", "Idempotency-Key"],

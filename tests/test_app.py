@@ -38,6 +38,15 @@ async def test_cors_preflight_is_answered(client):
     assert "POST" in response.headers["access-control-allow-methods"]
 
 
+async def test_cors_decorates_browser_requests_and_varies_on_origin(client):
+    browser = await client.get("/tags", headers={"Origin": "https://app.example.com"})
+    assert browser.headers["access-control-allow-origin"] == "*"
+    assert "Origin" in browser.headers["vary"]
+    plain = await client.get("/tags")  # no Origin: the fast path
+    assert "access-control-allow-origin" not in plain.headers
+    assert plain.headers["vary"] == "Origin"  # a shared cache keeps the two apart
+
+
 async def test_probes(client):
     for probe in ("/healthz", "/livez", "/readyz"):
         response = await client.get(ROOT + probe)

@@ -117,4 +117,4 @@ def test_observation_sits_just_inside_cors(app: FastAPI) -> None:
     """Outside every limiter (RequestLifetime sheds, RateLimit refuses): /metrics is answered
     before them, and what they refuse is still counted and logged."""
     order = [getattr(middleware.cls, "__name__", "") for middleware in app.user_middleware]
-    assert order[:2] == ["CORSMiddleware", "ObserveRequests"]
+    assert order[:2] == ["Cors", "ObserveRequests"]
