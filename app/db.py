@@ -56,8 +56,8 @@ def make_engine(
     `autocommit` (the API's engine): pooled connections stay in autocommit, so a
     single-statement read takes one as it is, with no BEGIN/COMMIT round trips and no switch
     of mode on every checkout and checkin (measured alone, that switch cost a read 0.3-0.5 ms
-    of CPU, a third of its time in SQLAlchemy). Transactions are opened only by sessions (`make_sessionmaker`),
-    which switch their connection to READ COMMITTED for the transaction's length.
+    of CPU, a third of its time in SQLAlchemy). Transactions are opened only by sessions
+    (`make_sessionmaker`), which switch their connection to READ COMMITTED for their length.
     """
     options: dict[str, Any] = {
         "connect_args": {

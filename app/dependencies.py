@@ -120,7 +120,7 @@ async def _maybe_viewer_id(
     scheme, _, token = header.partition(" ")
     if scheme != "Token" or not token:  # RealWorld sends "Authorization: Token <jwt>"
         raise Unauthorized("expected 'Authorization: Token <jwt>'")
-    settings: Settings = request.app.state.settings
+    settings = await get_settings(request)  # not a dependency: one node less per request
     viewer_id = read_user_id(token.strip(), secret=settings.jwt_secret)
     context.set_user_id(viewer_id)  # every log line of this request names its user
     return viewer_id

@@ -94,7 +94,9 @@ def create_app(
         try:
             yield {
                 "engine": engine,
-                "connect": engine.connect,  # reads (app/dependencies.py `get_connect`)
+                # Reads open connections through this, not the engine: tests hand in their
+                # own transaction's connection here (app/dependencies.py `get_connect`).
+                "connect": engine.connect,
                 "sessionmaker": make_sessionmaker(engine),
                 "redis": redis,
                 "queue": make_queue(settings, redis),  # SAQ, over the same client
