@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
 install: $(VENV)/.installed
 
 run: install  ## serve the API at http://127.0.0.1:8000/api (embedded PostgreSQL unless DATABASE_URL)
-	$(VENV)/bin/python -m app.run
+	$(VENV)/bin/python -m app.dev.run
 
 lint: install
 	$(VENV)/bin/ruff format --check .

@@ -1,5 +1,5 @@
-"""Every FastAPI dependency, as `Annotated` aliases. State comes from the lifespan
-(`request.state`), so tests can build an app from their own Settings and override these."""
+"""Every FastAPI dependency, as `Annotated` aliases. What they hand out comes from the
+lifespan's typed state (app/state.py), so tests build theirs and pass it in."""
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -8,100 +8,69 @@ from typing import Annotated, Any
 from fastapi import Depends, Path, Query, Request
 from fastapi.security import APIKeyHeader
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from app import queue
-from app.cache import Cache, take_changes
+from app import transaction
+from app.cache.store import Cache
 from app.config import Settings
 from app.db import Connect
 from app.errors import Unauthorized
-from app.idempotency import SESSION_SCOPE_KEY
+from app.middleware import edge
+from app.middleware.idempotency import SESSION_SCOPE_KEY
 from app.models import User
-from app.observability import context
 from app.schemas import Storable
-from app.security import PasswordHashing, read_user_id
+from app.security import PasswordHashing
+from app.state import AppState, app_state
 from app.users import service as users
 
 
-async def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+async def get_state(request: Request) -> AppState:
+    return app_state(request.scope)
 
 
-async def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
-    sessions: async_sessionmaker[AsyncSession] = request.state.sessionmaker
-    return sessions
+StateDep = Annotated[AppState, Depends(get_state)]
 
 
-async def get_engine(request: Request) -> AsyncEngine:
-    engine: AsyncEngine = request.state.engine
-    return engine
+async def get_settings(state: StateDep) -> Settings:
+    return state.settings
 
 
-async def get_redis(request: Request) -> Redis | None:
-    redis: Redis | None = request.state.redis
-    return redis
+async def get_engine(state: StateDep) -> AsyncEngine:
+    return state.engine
 
 
-async def get_hashing(request: Request) -> PasswordHashing:
-    hashing: PasswordHashing = request.state.hashing
-    return hashing
+async def get_redis(state: StateDep) -> Redis | None:
+    return state.redis
+
+
+async def get_hashing(state: StateDep) -> PasswordHashing:
+    return state.hashing
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-SessionMakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
-HashingDep = Annotated[PasswordHashing, Depends(get_hashing)]
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 RedisDep = Annotated[Redis | None, Depends(get_redis)]
+HashingDep = Annotated[PasswordHashing, Depends(get_hashing)]
 
 
-async def get_cache(request: Request) -> Cache:
-    cache: Cache = request.state.cache
-    return cache
-
-
-CacheDep = Annotated[Cache, Depends(get_cache)]
-
-
-async def get_session(
-    request: Request, sessions: SessionMakerDep, cache: CacheDep
-) -> AsyncIterator[AsyncSession]:
-    """The request's one transaction: committed before the response is sent, or rolled back.
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """The request's one transaction: committed (with its after-effects, app/transaction.py)
+    before the response is sent, or rolled back.
 
     A request with an Idempotency-Key arrives with its transaction already open: the
-    idempotency middleware commits it together with the stored response (app/idempotency.py).
+    idempotency middleware commits it together with the stored response.
     """
     opened: AsyncSession | None = request.scope.get(SESSION_SCOPE_KEY)
     if opened is not None:
         yield opened
         return
-    async with sessions() as session:
-        try:
-            yield session
-        except Exception:
-            queue.discard(session)
-            await session.rollback()
-            raise
-        await session.commit()
-        await cache.publish(take_changes(session))  # after commit, before the response
-        # Only after commit: a job never refers to rolled-back rows (app/queue.py).
-        await queue.flush(
-            session, getattr(request.state, "queue", None), request.app.state.settings
-        )
+    state = app_state(request.scope)
+    async with transaction.begin(state.sessions, state) as session:
+        yield session
 
 
 # scope="function": the commit runs before the response goes out, not after it.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
-
-
-async def get_connect(request: Request) -> Connect:
-    """Opens a pooled autocommit connection (app/db.py `make_engine`) for single-statement
-    reads, only when needed: a read answered from the cache never takes a connection."""
-    connect: Connect = request.state.connect
-    return connect
-
-
-ConnectDep = Annotated[Connect, Depends(get_connect)]
 
 
 _authorization = APIKeyHeader(
@@ -113,17 +82,10 @@ _authorization = APIKeyHeader(
 
 
 async def _maybe_viewer_id(
-    request: Request, header: Annotated[str | None, Depends(_authorization)]
+    request: Request, _: Annotated[str | None, Depends(_authorization)]
 ) -> int | None:
-    if header is None:
-        return None
-    scheme, _, token = header.partition(" ")
-    if scheme != "Token" or not token:  # RealWorld sends "Authorization: Token <jwt>"
-        raise Unauthorized("expected 'Authorization: Token <jwt>'")
-    settings = await get_settings(request)  # not a dependency: one node less per request
-    viewer_id = read_user_id(token.strip(), secret=settings.jwt_secret)
-    context.set_user_id(viewer_id)  # every log line of this request names its user
-    return viewer_id
+    # The header parameter only documents the scheme; the edge reads the token, once.
+    return edge.viewer_id(request.scope, app_state(request.scope).settings.jwt_secret)
 
 
 async def _viewer_id(viewer_id: Annotated[int | None, Depends(_maybe_viewer_id)]) -> int:
@@ -156,7 +118,7 @@ class Reads:
 
 
 async def _reads(request: Request, viewer_id: MaybeViewerId) -> Reads:
-    state = request.state
+    state = app_state(request.scope)
     return Reads(viewer_id=viewer_id, connect=state.connect, cache=state.cache)
 
 

@@ -20,13 +20,13 @@ and Starlette's ServerErrorMiddleware (the 500 handler below, which still sees t
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import swagger_ui_bundle
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -34,24 +34,27 @@ from starlette.exceptions import HTTPException
 from starlette.routing import compile_path
 
 from app.articles.router import router as articles_router
-from app.cache import Cache
+from app.cache.store import Cache
 from app.comments.router import router as comments_router
 from app.config import Settings
 from app.db import is_unavailable, make_engine, make_sessionmaker
 from app.errors import AppError
 from app.health import router as health_router
-from app.idempotency import Idempotency
 from app.imports.router import router as imports_router
-from app.lifetime import RequestLifetime
-from app.middleware import BodyLimit, Cors
+from app.middleware import edge
+from app.middleware.bodylimit import BodyLimit
+from app.middleware.cors import Cors
+from app.middleware.idempotency import Idempotency
+from app.middleware.lifetime import RequestLifetime
+from app.middleware.ratelimit import RateLimit
 from app.observability import context, logs, metrics, recorder, tracing
 from app.observability.middleware import ObserveRequests
 from app.openapi import error_responses
 from app.profiles.router import router as profiles_router
 from app.queue import make_queue
-from app.ratelimit import RateLimit
 from app.redis import make_redis
 from app.security import PasswordHashing
+from app.state import AppState, as_lifespan_state
 from app.tags.router import router as tags_router
 from app.users.router import router as users_router
 from app.webhooks.router import router as webhooks_router
@@ -86,23 +89,24 @@ def create_app(
     tracer_provider = tracer_provider or tracing.configure_tracing(settings)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, AppState]]:
         engine = make_engine(settings, autocommit=True)  # reads: a connection as it comes
         if tracer_provider is not None:
             tracing.instrument_engine(engine, tracer_provider)
         redis = make_redis(settings)
         try:
-            yield {
-                "engine": engine,
-                # Reads open connections through this, not the engine: tests hand in their
-                # own transaction's connection here (app/dependencies.py `get_connect`).
-                "connect": engine.connect,
-                "sessionmaker": make_sessionmaker(engine),
-                "redis": redis,
-                "queue": make_queue(settings, redis),  # SAQ, over the same client
-                "cache": Cache(redis if settings.cache_enabled else None),
-                "hashing": PasswordHashing(settings.password_hash_threads),
-            }
+            yield as_lifespan_state(
+                AppState(
+                    settings=settings,
+                    engine=engine,
+                    connect=engine.connect,
+                    sessions=make_sessionmaker(engine),
+                    redis=redis,
+                    jobs=make_queue(settings, redis),
+                    cache=Cache(redis if settings.cache_enabled else None),
+                    hashing=PasswordHashing(settings.password_hash_threads),
+                )
+            )
         finally:
             if redis is not None:
                 await redis.aclose()
@@ -121,7 +125,6 @@ def create_app(
         openapi_tags=[{"name": name} for name in DOCS_SECTIONS],  # the spec's order
         telemetry=tracing.fastapi_telemetry(tracer_provider),
     )
-    app.state.settings = settings
     # A request is matched against the routes in order: probes first, then by traffic.
     app.include_router(health_router)
     for router in (
@@ -167,18 +170,23 @@ def create_app(
 
 def _errors(
     status_code: int, messages: list[str], headers: Mapping[str, str] | None = None
-) -> JSONResponse:
-    return JSONResponse({"errors": {"body": messages}}, status_code=status_code, headers=headers)
+) -> Response:
+    return Response(
+        edge.error_body(*messages),
+        status_code=status_code,
+        headers=headers,
+        media_type="application/json",
+    )
 
 
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
-    async def app_error(_: Request, exc: AppError) -> JSONResponse:
+    async def app_error(_: Request, exc: AppError) -> Response:
         headers = {"WWW-Authenticate": "Token"} if exc.status_code == 401 else None
         return _errors(exc.status_code, [str(exc)], headers)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid_request(_: Request, exc: RequestValidationError) -> Response:
         messages = []
         for error in exc.errors():
             where = ".".join(str(part) for part in error["loc"][1:]) or str(error["loc"][0])
@@ -187,7 +195,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(PoolTimeout)
     @app.exception_handler(DBAPIError)
-    async def database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    async def database_unavailable(_: Request, exc: Exception) -> Response:
         if not is_unavailable(exc):
             raise exc  # a bug, not an outage: the 500 of `unexpected` below
         # Pool exhausted or database unreachable: degrade to a fast, retryable answer.
@@ -195,7 +203,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         return _errors(503, ["database busy or unavailable, retry shortly"], {"Retry-After": "1"})
 
     @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: HTTPException) -> Response:
         if exc.status_code == 400:
             # FastAPI's only 400 is a body it cannot decode: a validation failure to RealWorld.
             return _errors(422, ["body: not valid JSON"])
@@ -204,7 +212,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         return _errors(exc.status_code, [str(exc.detail)], exc.headers)
 
     @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return _errors(500, ["internal server error"], context.request_id_headers())
 

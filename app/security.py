@@ -12,6 +12,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from app.errors import Unauthorized
 
 _ALGORITHM = "HS256"
+MAX_USER_ID = 2**63  # exclusive: ids are PostgreSQL bigints
+MAX_USER_ID_DIGITS = len(str(MAX_USER_ID))
 
 # argon2id with OWASP's recommended minimum (Password Storage Cheat Sheet: 19 MiB, 2 passes,
 # 1 lane): about 35 ms of one core per hash here. argon2-cffi's default, RFC 9106's
@@ -69,6 +71,14 @@ def read_user_id(token: str, *, secret: str) -> int:
         claims = jwt.decode(
             token, secret, algorithms=[_ALGORITHM], options={"require": ["exp", "sub"]}
         )
-        return int(claims["sub"])
-    except (jwt.PyJWTError, ValueError) as exc:
+    except (jwt.PyJWTError, ValueError, TypeError, OverflowError) as exc:
+        # PyJWT lets some malformed claims through as plain errors (`"exp": Infinity`).
         raise Unauthorized("invalid or expired token") from exc
+    subject = claims["sub"]
+    # Only what make_token writes: ASCII digits naming a bigint id ("1_0", " 1" or 2**70
+    # would reach PostgreSQL and the logs as something no user is).
+    if not (isinstance(subject, str) and subject.isascii() and subject.isdigit()):
+        raise Unauthorized("invalid or expired token")
+    if len(subject) > MAX_USER_ID_DIGITS or not 0 < int(subject) < MAX_USER_ID:
+        raise Unauthorized("invalid or expired token")
+    return int(subject)

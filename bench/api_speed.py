@@ -83,7 +83,7 @@ def database(args: argparse.Namespace) -> tuple[str, bool]:
     """(plain libpq URL, whether we own it and may empty it)."""
     if args.database_url:
         return seed.plain_url(args.database_url), bool(args.truncate)
-    from app.embedded import start_postgres  # the `embedded` extra
+    from app.dev.embedded import start_postgres  # the `embedded` extra
 
     forget_dead_users()
     # Stopped when this process exits, unless another process still uses the same server.

@@ -6,6 +6,7 @@ outer transaction ("Joining a Session into an External Transaction", SQLAlchemy 
 
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.cache import Cache
+from app.cache.store import Cache
 from app.config import Settings
 from app.db import Base, make_engine, make_sessionmaker
 from app.main import create_app
 from app.redis import make_redis
 from app.security import PasswordHashing, make_token
+from app.state import AppState, as_lifespan_state
 from tests.database import fresh_database
 from tests.redis_server import RedisServer
 
@@ -86,14 +88,29 @@ async def session(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[A
         yield session
 
 
-def serve_with_state(app: FastAPI, state: dict[str, Any]) -> ASGIApp:
+def serve_with_state(app: FastAPI, state: AppState) -> ASGIApp:
     """The app as uvicorn runs it after the lifespan: each request's scope carries the state
     (httpx's ASGITransport runs no lifespan). Dependency overrides still apply on top."""
 
     async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
-        await app({**scope, "state": dict(state)}, receive, send)
+        await app({**scope, "state": as_lifespan_state(state)}, receive, send)
 
     return asgi
+
+
+def make_state(settings: Settings, engine: AsyncEngine, **fields: Any) -> AppState:
+    """The lifespan's state over `engine`, without Redis; `fields` replace any part."""
+    state = AppState(
+        settings=settings,
+        engine=engine,
+        connect=engine.connect,
+        sessions=make_sessionmaker(engine),
+        redis=None,
+        jobs=None,
+        cache=Cache(None),
+        hashing=FAST_HASHING,
+    )
+    return replace(state, **fields)
 
 
 @asynccontextmanager
@@ -109,19 +126,18 @@ def app(settings: Settings) -> FastAPI:
 @pytest.fixture
 async def client(
     app: FastAPI,
+    settings: Settings,
     sessions: async_sessionmaker[AsyncSession],
     engine: AsyncEngine,
     connection: AsyncConnection,
 ) -> AsyncIterator[httpx.AsyncClient]:
-    state = {
-        "engine": engine,
+    state = make_state(
+        settings,
+        engine,
         # Reads use the test's own connection, so they see its uncommitted rows.
-        "connect": lambda: _borrowed(connection),
-        "sessionmaker": sessions,  # every request's transaction is a savepoint of the test's
-        "hashing": FAST_HASHING,
-        "redis": None,
-        "cache": Cache(None),
-    }
+        connect=lambda: _borrowed(connection),
+        sessions=sessions,  # every request's transaction is a savepoint of the test's
+    )
     transport = httpx.ASGITransport(app=serve_with_state(app, state))
     async with httpx.AsyncClient(transport=transport, base_url=ROOT + "/api") as client:
         yield client
@@ -134,19 +150,12 @@ def committing_app(settings: Settings) -> FastAPI:
 
 @pytest.fixture
 async def committing_state(
-    engine: AsyncEngine, api_engine: AsyncEngine
-) -> AsyncIterator[dict[str, Any]]:
+    settings: Settings, engine: AsyncEngine, api_engine: AsyncEngine
+) -> AsyncIterator[AppState]:
     """Lifespan state over a real pool, as the app has it: requests commit for real. Tables
     are emptied afterwards."""
     try:
-        yield {
-            "engine": api_engine,
-            "connect": api_engine.connect,
-            "sessionmaker": make_sessionmaker(api_engine),
-            "hashing": FAST_HASHING,
-            "redis": None,
-            "cache": Cache(None),
-        }
+        yield make_state(settings, api_engine)
     finally:
         tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
         async with engine.begin() as conn:
@@ -155,7 +164,7 @@ async def committing_state(
 
 @pytest.fixture
 async def committing_client(
-    committing_app: FastAPI, committing_state: dict[str, Any]
+    committing_app: FastAPI, committing_state: AppState
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A client whose requests commit for real, through the pool, so they can run concurrently."""
     transport = httpx.ASGITransport(app=serve_with_state(committing_app, committing_state))

@@ -16,7 +16,7 @@ def server_url() -> str:
     """URL of a maintenance database on the test server (plain libpq form)."""
     if url := os.environ.get("TEST_DATABASE_URL"):
         return url
-    from app.embedded import start_postgres
+    from app.dev.embedded import start_postgres
 
     return start_postgres(ROOT / ".data" / "test-postgres", "postgres")
 

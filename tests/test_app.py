@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -76,7 +77,7 @@ async def test_healthz_stays_responsive_during_50_logins(settings, committing_st
     """Password hashing runs off the event loop: the app's real argon2 parameters, 50 logins
     at once (with a deadline long enough for 50 real hashes on a busy 2-core machine)."""
     app = create_app(settings.model_copy(update={"request_deadline_s": 120}))
-    state = committing_state | {"hashing": PasswordHashing(4)}
+    state = replace(committing_state, hashing=PasswordHashing(4))
     transport = httpx.ASGITransport(app=serve_with_state(app, state))
     async with httpx.AsyncClient(transport=transport, base_url=ROOT + "/api") as client:
         await _logins_while_probing(client)

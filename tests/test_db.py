@@ -6,12 +6,12 @@ import pytest
 from psycopg import errors
 from sqlalchemy.exc import DBAPIError, IntegrityError, InternalError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.cache import Cache
 from app.config import Settings
 from app.db import is_unavailable
 from app.main import create_app
-from tests.conftest import ROOT, serve_with_state
+from tests.conftest import ROOT, make_state, serve_with_state
 
 # psycopg's own error on a connection being torn down behind PgBouncer (no SQLSTATE)
 PROTOCOL_LOST = InternalError("COMMIT", None, psycopg.InternalError("received 2 results"))
@@ -40,7 +40,7 @@ def test_is_unavailable(exc: BaseException, unavailable: bool) -> None:
 
 @pytest.mark.parametrize(("exc", "status"), [(PROTOCOL_LOST, 503), (SERVER_BUG, 500)])
 async def test_an_outage_is_a_fast_503_a_bug_stays_a_500(
-    settings: Settings, exc: Exception, status: int
+    settings: Settings, engine: AsyncEngine, exc: Exception, status: int
 ) -> None:
     app = create_app(settings)
 
@@ -48,7 +48,7 @@ async def test_an_outage_is_a_fast_503_a_bug_stays_a_500(
         raise exc
 
     app.add_api_route("/api/test/failing", failing)
-    state = {"cache": Cache(None), "redis": None}
+    state = make_state(settings, engine)
     transport = httpx.ASGITransport(app=serve_with_state(app, state), raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url=ROOT) as client:
         response = await client.get("/api/test/failing")

@@ -101,16 +101,15 @@ async def test_expired_key_is_purged_and_the_request_runs_again(client, session,
 
 async def test_database_down_is_503_not_500(settings, session):
     """The middleware runs outside FastAPI's handlers: a dead database must still be a 503."""
-    from app.cache import Cache
-    from app.db import make_engine, make_sessionmaker
+    from app.db import make_engine
     from app.main import create_app
-    from tests.conftest import ROOT, serve_with_state
+    from tests.conftest import ROOT, make_state, serve_with_state
 
     user = await make_user(session)
     nowhere = make_engine(
         settings.model_copy(update={"database_url": "postgresql+psycopg://x@127.0.0.1:1/x"})
     )
-    state = {"sessionmaker": make_sessionmaker(nowhere), "cache": Cache(None), "redis": None}
+    state = make_state(settings, nowhere)
     transport = httpx.ASGITransport(app=serve_with_state(create_app(settings), state))
     try:
         async with httpx.AsyncClient(transport=transport, base_url=ROOT + "/api") as client:

@@ -14,8 +14,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
-from app.lifetime import RequestLifetime, queued_s
 from app.main import create_app
+from app.middleware.lifetime import RequestLifetime, queued_s
+from app.state import AppState, app_state
 from tests.conftest import ROOT, serve_with_state
 
 SLEEP = "SELECT pg_sleep(5) /* lifetime-test */"
@@ -25,7 +26,7 @@ def _app_with_slow_route(settings: Settings, **overrides: Any) -> FastAPI:
     app = create_app(settings.model_copy(update=overrides))
 
     async def slow(request: Request) -> dict[str, str]:
-        async with request.state.engine.connect() as conn:
+        async with app_state(request.scope).engine.connect() as conn:
             await conn.execute(text(SLEEP))
         return {"status": "done"}
 
@@ -53,7 +54,7 @@ async def _until_idle(engine: AsyncEngine, within_s: float) -> float:
 
 
 @pytest.fixture
-async def client_for(settings: Settings, committing_state: dict[str, Any]) -> AsyncIterator[Any]:
+async def client_for(settings: Settings, committing_state: AppState) -> AsyncIterator[Any]:
     clients: list[httpx.AsyncClient] = []
 
     def make(**overrides: Any) -> httpx.AsyncClient:

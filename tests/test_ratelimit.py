@@ -2,7 +2,7 @@
 and Redis trouble lets requests through."""
 
 from collections.abc import AsyncIterator
-from typing import Any
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -10,17 +10,20 @@ from redis.asyncio import Redis
 
 from app.config import Settings
 from app.main import create_app
+from app.state import AppState
 from tests.concurrency.conftest import make_users
 from tests.conftest import ROOT, serve_with_state
 
 
 @pytest.fixture
 async def limited(
-    settings: Settings, committing_state: dict[str, Any], redis: Redis
+    settings: Settings, committing_state: AppState, redis: Redis
 ) -> AsyncIterator[httpx.AsyncClient]:
     limits = {"rate_limit_auth_per_minute": 3, "rate_limit_writes_per_minute": 5}
-    app = create_app(settings.model_copy(update=limits))
-    transport = httpx.ASGITransport(app=serve_with_state(app, committing_state | {"redis": redis}))
+    limited_settings = settings.model_copy(update=limits)
+    app = create_app(limited_settings)
+    state = replace(committing_state, settings=limited_settings, redis=redis)
+    transport = httpx.ASGITransport(app=serve_with_state(app, state))
     async with httpx.AsyncClient(transport=transport, base_url=ROOT + "/api") as client:
         yield client
 

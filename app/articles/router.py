@@ -12,13 +12,13 @@ from app.articles.schemas import (
 )
 from app.dependencies import (
     OPTIONAL_AUTH,
-    ConnectDep,
     CurrentUser,
     Filter,
     PageDep,
     ReadsDep,
     SessionDep,
     Slug,
+    StateDep,
     ViewerId,
 )
 from app.openapi import error_responses
@@ -52,10 +52,10 @@ async def list_articles(
 
 
 @router.get("/feed", response_model=_LIST, responses=error_responses(401))
-async def feed(viewer_id: ViewerId, connect: ConnectDep, page: PageDep) -> RawJSON:
+async def feed(viewer_id: ViewerId, state: StateDep, page: PageDep) -> RawJSON:
     """Most recent articles by the authors the current user follows."""
     document = await articles.feed(
-        connect, viewer_id=viewer_id, limit=page.limit, offset=page.offset
+        state.connect, viewer_id=viewer_id, limit=page.limit, offset=page.offset
     )
     return RawJSON(document)
 

@@ -13,14 +13,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.articles import queries
 from app.articles.schemas import NewArticle
-from app.cache import Cache, changed, dumps, item_changed
+from app.cache import versions
+from app.cache.store import Cache, changed, dumps, item_changed
+from app.cache.viewer import read_through, viewer_changed
 from app.db import Connect
 from app.errors import Forbidden, Invalid, NotFound
 from app.events import service as events
 from app.models import Article as ArticleRow
 from app.models import Favorite, FavoriteCountShard, Tag, User
 from app.retry import in_savepoint
-from app.viewer import read_through, viewer_changed
 
 # Reads run on an autocommit connection (one statement is its own snapshot) or, after a
 # write, inside the request's transaction.
@@ -53,15 +54,15 @@ async def list_articles(
 
     # A page depends on which articles it lists ("articles": publish, delete; a favoriter's
     # page: their favorites) and on what each of them shows (`article:<slug>`, as an item).
-    versions = ["articles", "authors"]
+    stamp = [versions.ARTICLES, versions.AUTHORS]
     if favorited_by is not None:
-        versions.append(f"favorites:{favorited_by}")
+        stamp.append(versions.favorites(favorited_by))
     document = await read_through(
         cache,
         connect,
         family="articles",
         key=f"articles:{dumps([tag, author, favorited_by, limit, offset])}",
-        versions=versions,
+        versions=stamp,
         viewer_id=viewer_id,
         load=load,
         items=_listed,
@@ -72,7 +73,7 @@ async def list_articles(
 
 def _listed(page: str) -> list[str]:
     """The item versions of a page: one per article it shows."""
-    return [f"article:{article['slug']}" for article in orjson.loads(page)["articles"]]
+    return [versions.article(article["slug"]) for article in orjson.loads(page)["articles"]]
 
 
 async def feed(connect: Connect, *, viewer_id: int, limit: int, offset: int) -> str:
@@ -95,7 +96,7 @@ async def get_cached(connect: Connect, cache: Cache, *, slug: str, viewer_id: in
         connect,
         family="article",
         key=f"article:{slug}",
-        versions=[f"article:{slug}", "authors"],
+        versions=[versions.article(slug), versions.AUTHORS],
         viewer_id=viewer_id,
         load=load,
     )
@@ -144,13 +145,18 @@ async def create(session: AsyncSession, *, author: User, data: NewArticle) -> st
             .returning(ArticleRow.slug)
         )
         if slug is not None:
-            changed(session, "articles", "tags")
+            published(session)
             document = await get(session, slug=slug, viewer_id=author.id)
             await events.record(
                 session, events.ARTICLE_PUBLISHED, owner_id=author.id, data=document
             )
             return document
     raise AssertionError("unreachable: slug candidates are endless")
+
+
+def published(session: AsyncSession) -> None:
+    """Inside a write that adds articles: every list shows them, and their tags are in use."""
+    changed(session, versions.ARTICLES, versions.TAGS)
 
 
 async def update_article(
@@ -167,7 +173,7 @@ async def update_article(
         .where(ArticleRow.id == article.id)
         .values(**changes, updated_at=func.now())
     )
-    item_changed(session, f"article:{slug}")  # what it shows, not which lists show it
+    item_changed(session, versions.article(slug))  # what it shows, not which lists show it
     return await get(session, slug=slug, viewer_id=user.id)
 
 
@@ -175,8 +181,8 @@ async def delete_article(session: AsyncSession, *, slug: str, user: User) -> Non
     """Delete one's own article with its comments and favorites."""
     article = await _own(session, slug=slug, user=user)
     await session.execute(delete(ArticleRow).where(ArticleRow.id == article.id))
-    changed(session, "articles", f"comments:{slug}")
-    item_changed(session, f"article:{slug}")
+    changed(session, versions.ARTICLES, versions.comments(slug))
+    item_changed(session, versions.article(slug))
 
 
 async def favorite(session: AsyncSession, *, slug: str, user: User) -> str:
@@ -219,8 +225,8 @@ async def unfavorite(session: AsyncSession, *, slug: str, user: User) -> str:
 def _favorites_changed(session: AsyncSession, slug: str, user: User) -> None:
     """The article's favoritesCount (wherever it is shown), the user's favorites page, and
     their own `favorited` flags."""
-    item_changed(session, f"article:{slug}")
-    changed(session, f"favorites:{user.username}")
+    item_changed(session, versions.article(slug))
+    changed(session, versions.favorites(user.username))
     viewer_changed(session, user.id)
 
 

@@ -2,7 +2,9 @@ from sqlalchemy import delete, exists, false, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.articles import service as articles
-from app.cache import Cache, changed
+from app.cache import versions
+from app.cache.store import Cache, changed
+from app.cache.viewer import read_through
 from app.comments.schemas import Comment, MultipleCommentsResponse
 from app.db import Connect
 from app.errors import Forbidden, NotFound
@@ -10,7 +12,6 @@ from app.events import service as events
 from app.models import Article, Follow, User
 from app.models import Comment as CommentRow
 from app.schemas import Profile
-from app.viewer import read_through
 
 
 async def list_comments(connect: Connect, cache: Cache, *, slug: str, viewer_id: int | None) -> str:
@@ -25,7 +26,7 @@ async def list_comments(connect: Connect, cache: Cache, *, slug: str, viewer_id:
         connect,
         family="comments",
         key=f"comments:{slug}",
-        versions=[f"comments:{slug}", "authors"],
+        versions=[versions.comments(slug), versions.AUTHORS],
         viewer_id=viewer_id,
         load=load,
     )
@@ -80,7 +81,7 @@ async def add(session: AsyncSession, *, slug: str, author: User, body: str) -> C
     session.add(comment)
     await session.flush()
     await session.refresh(comment)  # server-side timestamps
-    changed(session, f"comments:{slug}")
+    changed(session, versions.comments(slug))
     created = _comment(comment, author, following=False)
     about = {"slug": article.slug, "title": article.title}
     data = {"article": about, "comment": created.model_dump(mode="json")}
@@ -97,7 +98,7 @@ async def remove(session: AsyncSession, *, slug: str, comment_id: int, user: Use
     if comment.author_id != user.id:
         raise Forbidden("only the author may delete this comment")
     await session.execute(delete(CommentRow).where(CommentRow.id == comment.id))
-    changed(session, f"comments:{slug}")
+    changed(session, versions.comments(slug))
 
 
 def _comment(comment: CommentRow, author: User, *, following: bool) -> Comment:

@@ -8,7 +8,7 @@ from app.db import Base
 
 class IdempotencyKey(Base):
     """The first completed response to a request sent with an `Idempotency-Key`, written in
-    the same transaction as the request's effect (see app/idempotency.py)."""
+    the same transaction as the request's effect (see app/middleware/idempotency.py)."""
 
     __tablename__ = "idempotency_keys"
 

@@ -2,7 +2,9 @@ from sqlalchemy import delete, exists, false, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.cache import Cache
+from app.cache import versions
+from app.cache.store import Cache
+from app.cache.viewer import read_through, viewer_changed
 from app.db import Connect
 from app.errors import Forbidden, NotFound
 from app.models import Follow, User
@@ -10,7 +12,6 @@ from app.profiles.schemas import ProfileResponse
 from app.retry import in_savepoint
 from app.schemas import Profile
 from app.users import service as users
-from app.viewer import read_through, viewer_changed
 
 
 async def get(connect: Connect, cache: Cache, *, username: str, viewer_id: int | None) -> str:
@@ -26,7 +27,7 @@ async def get(connect: Connect, cache: Cache, *, username: str, viewer_id: int |
         connect,
         family="profile",
         key=f"profile:{username}",
-        versions=["authors"],
+        versions=[versions.AUTHORS],
         viewer_id=viewer_id,
         load=load,
     )

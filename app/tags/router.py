@@ -1,6 +1,6 @@
 from fastapi import APIRouter
 
-from app.dependencies import CacheDep, ConnectDep
+from app.dependencies import StateDep
 from app.responses import RawJSON
 from app.tags import service as tags
 from app.tags.schemas import TagsResponse
@@ -9,6 +9,6 @@ router = APIRouter(tags=["Tags"])
 
 
 @router.get("/tags", response_model=TagsResponse)
-async def list_tags(connect: ConnectDep, cache: CacheDep) -> RawJSON:
+async def list_tags(state: StateDep) -> RawJSON:
     """Every tag ever used."""
-    return RawJSON(await tags.list_tags(connect, cache))
+    return RawJSON(await tags.list_tags(state.connect, state.cache))

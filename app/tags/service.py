@@ -1,6 +1,7 @@
 from sqlalchemy import select
 
-from app.cache import Cache
+from app.cache import versions
+from app.cache.store import Cache
 from app.db import Connect
 from app.models import Tag
 from app.tags.schemas import TagsResponse
@@ -14,6 +15,6 @@ async def list_tags(connect: Connect, cache: Cache) -> str:
             names = list(await db.scalars(select(Tag.name).order_by(Tag.name)))
         return TagsResponse(tags=names).model_dump_json()
 
-    document = await cache.get_or_load("tags", "tags", ["tags"], load)
+    document = await cache.get_or_load("tags", "tags", [versions.TAGS], load)
     assert document is not None  # noqa: S101 - the loader always returns a document
     return document

@@ -1,6 +1,6 @@
 from fastapi import APIRouter
 
-from app.dependencies import CurrentUser, HashingDep, SessionDep, SessionMakerDep, SettingsDep
+from app.dependencies import CurrentUser, HashingDep, SessionDep, SettingsDep, StateDep
 from app.models import User as UserRow
 from app.openapi import error_responses
 from app.security import make_token
@@ -38,18 +38,12 @@ async def register(
 
 
 @router.post("/users/login", responses=error_responses(401))
-async def login(
-    body: LoginUserRequest,
-    sessions: SessionMakerDep,
-    session: SessionDep,
-    hashing: HashingDep,
-    settings: SettingsDep,
-) -> UserResponse:
+async def login(body: LoginUserRequest, state: StateDep, session: SessionDep) -> UserResponse:
     """Log in with email and password."""
     user = await users.login(
-        sessions, session, hashing, email=body.user.email, password=body.user.password
+        state.sessions, session, state.hashing, email=body.user.email, password=body.user.password
     )
-    return _response(user, settings)
+    return _response(user, state.settings)
 
 
 @router.get("/user", responses=error_responses(401))

@@ -6,7 +6,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.cache import changed
+from app.cache import versions
+from app.cache.store import changed
 from app.errors import Conflict, Invalid, NotFound, Unauthorized
 from app.models import User
 from app.security import PasswordHashing
@@ -106,7 +107,7 @@ async def update(
     except IntegrityError as exc:
         raise Conflict("username or email has already been taken") from exc
     if changes.keys() & {"username", "bio", "image"}:
-        changed(session, "authors")  # profiles are embedded in articles and comments
+        changed(session, versions.AUTHORS)  # profiles are embedded in articles and comments
     return user
 
 

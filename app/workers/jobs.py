@@ -9,8 +9,7 @@ purge            periodic: expired idempotency keys, old relayed events
 """
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 
 import httpx
@@ -19,12 +18,13 @@ from saq.types import Context
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app import queue
+from app import queue, transaction
 from app.config import Settings
 from app.imports import loader
 from app.imports import service as imports
 from app.models import OutboxEvent, WebhookDelivery
 from app.observability import metrics
+from app.transaction import AfterCommit
 from app.webhooks import sender, targets
 from app.webhooks import service as webhooks
 
@@ -45,23 +45,15 @@ class Ctx(Context, total=False):
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    effects: AfterCommit
     http: httpx.AsyncClient
     allowed: list[targets.Network]
 
 
-@asynccontextmanager
-async def session_scope(ctx: Ctx) -> AsyncIterator[AsyncSession]:
-    """One transaction: committed at the end, rolled back on any error or cancellation; the
-    jobs it deferred are enqueued only after the commit."""
-    async with ctx["sessions"]() as session:
-        try:
-            yield session
-        except BaseException:
-            queue.discard(session)
-            await session.rollback()
-            raise
-        await session.commit()
-    await queue.flush(session, ctx.get("queue"), ctx["settings"])
+def session_scope(ctx: Ctx) -> AbstractAsyncContextManager[AsyncSession]:
+    """One transaction: committed at the end with its after-effects (cache versions, deferred
+    jobs: app/transaction.py), rolled back on any error or cancellation."""
+    return transaction.begin(ctx["sessions"], ctx["effects"])
 
 
 async def run_import(ctx: Ctx, *, import_id: int) -> dict[str, int | str]:

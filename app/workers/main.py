@@ -25,9 +25,11 @@ from saq.job import Job, Status
 from saq.queue.redis import RedisQueue
 from saq.types import TimersDict
 
+from app.cache.store import Cache
 from app.config import Settings
 from app.db import make_engine, make_sessionmaker
 from app.observability import logs, metrics
+from app.transaction import AfterCommit
 from app.webhooks.targets import allowed_networks
 from app.workers import jobs
 from app.workers.jobs import Ctx
@@ -80,6 +82,9 @@ def build_worker(settings: Settings) -> Worker[Ctx]:
         ctx["settings"] = settings
         ctx["engine"] = engine
         ctx["sessions"] = make_sessionmaker(engine)
+        # Imports add articles and tags: their commits bump the cache versions readers check.
+        cache = Cache(redis if settings.cache_enabled else None)
+        ctx["effects"] = AfterCommit(cache=cache, jobs=queue, settings=settings)
         ctx["http"] = httpx.AsyncClient(
             timeout=settings.webhook_timeout_s,
             follow_redirects=False,  # a redirect could point anywhere: it is a failed attempt

@@ -92,7 +92,7 @@ def default_db_pool_size(server_pool: int, workers: int) -> int:
 def admission(workers: int, number: Callable[[str, int], int]) -> dict[str, int]:
     """nginx lets at most UPSTREAM_CONNS_PER_WORKER x K requests reach the API at once, and
     the API's listen backlog holds that many: nothing waits unseen in front of the app, where
-    neither its admission nor its deadline can see it (deadline: app/lifetime.py)."""
+    neither its admission nor its deadline can see it (deadline: app/middleware/lifetime.py)."""
     max_in_flight = number("MAX_IN_FLIGHT", 256)  # app/config.py's default
     per_worker = min(UPSTREAM_CONNS_PER_WORKER, max_in_flight)
     max_conns = number("STACK_UPSTREAM_MAX_CONNS", workers * per_worker)

@@ -6,8 +6,8 @@ from typing import Any
 import httpx
 import pytest
 from psycopg_pool import AsyncConnectionPool
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.state import AppState
 from bench import bare_app
 from bench.seed import plain_url
 from tests import factories
@@ -24,10 +24,10 @@ async def bare(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 async def test_floor_answers_what_the_api_answers(
     committing_client: httpx.AsyncClient,
-    committing_state: dict[str, Any],
+    committing_state: AppState,
     bare: httpx.AsyncClient,
 ) -> None:
-    sessions: async_sessionmaker[AsyncSession] = committing_state["sessionmaker"]
+    sessions = committing_state.sessions
     async with sessions() as session:
         author = await factories.make_user(session)
         fan = await factories.make_user(session)

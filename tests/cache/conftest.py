@@ -1,14 +1,15 @@
 from collections.abc import AsyncIterator
-from typing import Any
+from dataclasses import replace
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from app.cache import Cache
+from app.cache.store import Cache
 from app.config import Settings
 from app.main import create_app
+from app.state import AppState
 from tests.conftest import ROOT, serve_with_state
 
 
@@ -19,11 +20,11 @@ def cache(redis: Redis) -> Cache:
 
 @pytest.fixture
 async def cached_client(
-    settings: Settings, committing_state: dict[str, Any], cache: Cache
+    settings: Settings, committing_state: AppState, cache: Cache
 ) -> AsyncIterator[httpx.AsyncClient]:
     """Real commits, real Redis: what a worker of the stack does."""
     app: FastAPI = create_app(settings)
-    state = committing_state | {"cache": cache, "redis": cache.redis}
+    state = replace(committing_state, cache=cache, redis=cache.redis)
     transport = httpx.ASGITransport(app=serve_with_state(app, state))
     async with httpx.AsyncClient(transport=transport, base_url=ROOT + "/api") as client:
         yield client
@@ -31,7 +32,7 @@ async def cached_client(
 
 @pytest.fixture
 async def uncached_client(
-    settings: Settings, committing_state: dict[str, Any]
+    settings: Settings, committing_state: AppState
 ) -> AsyncIterator[httpx.AsyncClient]:
     app: FastAPI = create_app(settings)
     transport = httpx.ASGITransport(app=serve_with_state(app, committing_state))

@@ -7,7 +7,7 @@ import uuid
 import pytest
 from sqlalchemy import event
 
-from app.cache import ITEMS_EPOCH
+from app.cache.store import ITEMS_EPOCH
 from tests.concurrency.conftest import make_users, publish
 
 PATHS = [

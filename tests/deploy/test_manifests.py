@@ -51,7 +51,7 @@ REQUIRED_API_ENV = {
     "DB_MAX_OVERFLOW",
     "JWT_SECRET",
 }
-# Read by uvicorn (or app/run.py), not by Settings.
+# Read by uvicorn (or app/dev/run.py), not by Settings.
 SERVER_ENV = {"HOST", "PORT", "WORKERS", "WEB_CONCURRENCY", "FORWARDED_ALLOW_IPS"}
 # Backends PostgreSQL keeps for connections that bypass PgBouncer: migrations, psql, exporters.
 DIRECT_RESERVE = 10

@@ -8,7 +8,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -23,6 +23,7 @@ from starlette.responses import Response
 from app.config import Settings
 from app.main import create_app
 from app.queue import make_queue
+from app.state import AppState
 from app.workers.jobs import Ctx
 from app.workers.main import build_worker
 from tests.conftest import ROOT, serve_with_state
@@ -50,11 +51,13 @@ def job_settings(settings: Settings, redis_server: RedisServer) -> Settings:
 
 @pytest.fixture
 async def jobs_client(
-    job_settings: Settings, committing_state: dict[str, Any], redis: Redis
+    job_settings: Settings, committing_state: AppState, redis: Redis
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The API over the real pool and Redis, with the job queue in its state."""
     app: FastAPI = create_app(job_settings)
-    state = committing_state | {"redis": redis, "queue": make_queue(job_settings, redis)}
+    state = replace(
+        committing_state, settings=job_settings, redis=redis, jobs=make_queue(job_settings, redis)
+    )
     transport = httpx.ASGITransport(app=serve_with_state(app, state))
     async with httpx.AsyncClient(transport=transport, base_url=ROOT + "/api", timeout=30) as client:
         yield client

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -246,7 +247,8 @@ async def test_streamed_body_over_the_import_limit_is_413(engine, job_settings, 
         for _ in range(50):
             yield ndjson(5)
 
-    transport = httpx.ASGITransport(app=serve_with_state(app, committing_state))
+    state = replace(committing_state, settings=small)
+    transport = httpx.ASGITransport(app=serve_with_state(app, state))
     async with httpx.AsyncClient(transport=transport, base_url=ROOT + "/api") as client:
         response = await client.post("/imports", content=chunks(), headers=headers)
         declared = await client.post(

@@ -15,7 +15,8 @@ as for registration). Then:
 
 The middleware opens the request's transaction itself and hands it to `get_session`
 (`scope[SESSION_SCOPE_KEY]`), which then neither commits nor rolls back: the effect and the
-stored response commit together, here. Without the header nothing changes.
+stored response commit together, here, through app/transaction.py like every other commit
+(cache versions, then deferred jobs). Without the header nothing changes.
 
 Paths under an `exempt` prefix (bulk imports, whose bodies stream and may be 100 MB) pass
 through untouched; those routes honour the header themselves.
@@ -25,21 +26,20 @@ import hashlib
 import logging
 from datetime import UTC, datetime, timedelta
 
-import orjson
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import queue
-from app.cache import Cache, take_changes
+from app import transaction
 from app.config import Settings
 from app.db import is_unavailable
-from app.errors import AppError
+from app.errors import PayloadTooLarge, Unauthorized
+from app.middleware import edge
 from app.models import IdempotencyKey
 from app.observability import metrics
-from app.security import read_user_id
+from app.state import AppState, app_state
 
 log = logging.getLogger("conduit.idempotency")
 
@@ -56,32 +56,41 @@ class Idempotency:
         self.exempt = exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = dict(scope["headers"]) if scope["type"] == "http" else {}
-        raw_key = headers.get(HEADER)
         if (
-            raw_key is None
+            scope["type"] != "http"
             or scope["method"] not in METHODS
+            or (raw_key := edge.header(scope, HEADER)) is None
             or scope["path"].startswith(self.exempt)
         ):
             await self.app(scope, receive, send)
             return
         key = raw_key.decode("latin-1")
         if not (0 < len(key) <= MAX_KEY_LENGTH and key.isascii() and key.isprintable()):
-            await _send_error(
+            await edge.send_error(
                 send, 422, f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} printable ASCII characters"
             )
             return
-        owner = self._owner(scope, headers)
-        if owner is None:  # a bad token: let the app answer 401 as usual
-            await self.app(scope, receive, send)
-            return
-        body = await _read_body(receive)
-        fingerprint = _fingerprint(scope, body)
-        sessions: async_sessionmaker[AsyncSession] = scope["state"]["sessionmaker"]
         try:
-            async with sessions() as session:
+            owner = self._owner(scope)
+            # BodyLimit below has already refused anything larger.
+            body = await edge.read_body(receive, limit=self.settings.max_body_bytes)
+        except (Unauthorized, PayloadTooLarge) as exc:
+            await edge.send_app_error(send, exc)
+            return
+        if body is None:  # the client went away
+            return
+        state = app_state(scope)
+        try:
+            async with state.sessions() as session:
                 await self._handle(
-                    session, scope, body, send, owner=owner, key=key, fingerprint=fingerprint
+                    state,
+                    session,
+                    scope,
+                    body,
+                    send,
+                    owner=owner,
+                    key=key,
+                    fingerprint=_fingerprint(scope, body),
                 )
         except (DBAPIError, PoolTimeout) as exc:
             if not is_unavailable(exc):
@@ -89,12 +98,16 @@ class Idempotency:
             # This middleware runs outside FastAPI's handlers: answer as they would. Whether
             # or not a commit got through, a retry with the same key is safe.
             log.warning("database unavailable during an idempotent request", exc_info=True)
-            await _send_error(
-                send, 503, "database busy or unavailable, retry shortly", retry_after=1
+            await edge.send_error(
+                send,
+                503,
+                "database busy or unavailable, retry shortly",
+                headers=[edge.retry_after(1)],
             )
 
     async def _handle(
         self,
+        state: AppState,
         session: AsyncSession,
         scope: Scope,
         body: bytes,
@@ -106,12 +119,14 @@ class Idempotency:
     ) -> None:
         lock = text("SELECT pg_try_advisory_xact_lock(hashtextextended(:name, 0))")
         if not await session.scalar(lock, {"name": f"{owner}\n{key}"}):
-            await _send_error(send, 409, "a request with this Idempotency-Key is still in progress")
+            await edge.send_error(
+                send, 409, "a request with this Idempotency-Key is still in progress"
+            )
             return
         stored = await _stored(session, owner=owner, key=key)
         if stored is not None:  # nothing to write: leaving the block rolls back
             if stored.request_hash != fingerprint:
-                await _send_error(
+                await edge.send_error(
                     send, 422, "Idempotency-Key was already used for a different request"
                 )
                 return
@@ -120,10 +135,10 @@ class Idempotency:
             return
 
         response = _CapturedResponse()
-        await self.app({**scope, SESSION_SCOPE_KEY: session}, _replayer(body), response.send)
+        replayed = edge.replay(body, _no_more_messages)
+        await self.app({**scope, SESSION_SCOPE_KEY: session}, replayed, response.send)
         if not 200 <= response.status < 300:
-            queue.discard(session)
-            await session.rollback()
+            await transaction.rollback(session)
             await response.forward(send)
             return
         session.add(
@@ -138,23 +153,16 @@ class Idempotency:
                 + timedelta(seconds=self.settings.idempotency_retention_s),
             )
         )
-        await session.commit()  # the effect and its stored response, together
-        cache: Cache = scope["state"]["cache"]
-        await cache.publish(take_changes(session))
+        await transaction.commit(session, state)  # the effect and its stored response, together
         await response.forward(send)
 
-    def _owner(self, scope: Scope, headers: dict[bytes, bytes]) -> str | None:
-        authorization = headers.get(b"authorization")
-        if authorization is None:
-            client = scope.get("client")
-            return f"client:{client[0] if client else 'unknown'}"
-        scheme, _, token = authorization.decode("latin-1").partition(" ")
-        try:
-            if scheme != "Token":
-                return None
-            return f"user:{read_user_id(token.strip(), secret=self.settings.jwt_secret)}"
-        except AppError:
-            return None
+    def _owner(self, scope: Scope) -> str:
+        """The token's user, or the client address when anonymous (sign-up)."""
+        user_id = edge.viewer_id(scope, self.settings.jwt_secret)
+        if user_id is not None:
+            return f"user:{user_id}"
+        client = scope.get("client")
+        return f"client:{client[0] if client else 'unknown'}"
 
 
 async def _stored(session: AsyncSession, *, owner: str, key: str) -> IdempotencyKey | None:
@@ -183,28 +191,6 @@ def _fingerprint(scope: Scope, body: bytes) -> str:
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     return digest.hexdigest()
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-def _replayer(body: bytes) -> Receive:
-    sent = False
-
-    async def receive() -> Message:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return receive
 
 
 class _CapturedResponse:
@@ -249,12 +235,6 @@ async def _replay(send: Send, stored: IdempotencyKey) -> None:
     await send({"type": "http.response.body", "body": stored.body})
 
 
-async def _send_error(
-    send: Send, status: int, message: str, *, retry_after: int | None = None
-) -> None:
-    body = orjson.dumps({"errors": {"body": [message]}})
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if retry_after is not None:
-        headers.append((b"retry-after", str(retry_after).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+async def _no_more_messages() -> Message:
+    # The app runs on a captured response; the lifetime middleware above watches the client.
+    return {"type": "http.disconnect"}

@@ -18,7 +18,8 @@ from sqlalchemy import BigInteger, Select, Text, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.cache import Cache, Items, changed, dumps
+from app.cache import versions
+from app.cache.store import Cache, Items, changed, dumps
 from app.db import Connect
 from app.models import Article, Favorite, Follow, User
 
@@ -49,11 +50,16 @@ async def read_through(
 
 def viewer_changed(session: AsyncSession, viewer_id: int) -> None:
     """Inside a write that changes whom the viewer follows or what they favorite."""
-    changed(session, f"viewer:{viewer_id}")
+    changed(session, versions.viewer(viewer_id))
 
 
 async def _personalize(
-    cache: Cache, connect: Connect, key: str, versions: list[str], document: str, viewer_id: int
+    cache: Cache,
+    connect: Connect,
+    key: str,
+    document_versions: list[str],
+    document: str,
+    viewer_id: int,
 ) -> str:
     """Set `favorited` on every article and `following` on every profile in the document."""
     tree = orjson.loads(document)
@@ -70,7 +76,7 @@ async def _personalize(
         return dumps({"asked": asked, "f": sorted(seen.favorited), "p": sorted(seen.following)})
 
     flags_key = f"flags:{viewer_id}:{key}"
-    stamp = [*versions, f"viewer:{viewer_id}"]
+    stamp = [*document_versions, versions.viewer(viewer_id)]
     entry = orjson.loads(await cache.get_or_load("viewer", flags_key, stamp, load_flags) or "{}")
     if entry.get("asked") != asked:  # built from another state of the page (a write raced)
         entry = orjson.loads(await load_flags())

@@ -21,9 +21,9 @@ import math
 import time
 from collections.abc import Iterable
 
-import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.middleware import edge
 from app.observability import metrics
 
 log = logging.getLogger("conduit.lifetime")
@@ -91,7 +91,12 @@ class RequestLifetime:
             if app_task.done():
                 if app_task.cancelled():  # cancelled from inside (not by us): a clean 503
                     if not started:
-                        await _error(send, 503, "request cancelled, retry shortly", retry_after=1)
+                        await edge.send_error(
+                            send,
+                            503,
+                            "request cancelled, retry shortly",
+                            headers=[edge.retry_after(1)],
+                        )
                     return
                 app_task.result()  # re-raise what the app raised
                 return
@@ -102,7 +107,7 @@ class RequestLifetime:
                 # queued for a server connection, as while PostgreSQL restarts).
                 answered = True
                 metrics.HTTP_SHED.labels("deadline").inc()
-                await _error(send, 504, f"request took longer than {self.deadline_s:g} s")
+                await edge.send_error(send, 504, f"request took longer than {self.deadline_s:g} s")
             app_task.cancel()
             try:
                 await app_task
@@ -139,13 +144,4 @@ def queued_s(headers: Iterable[tuple[bytes, bytes]], now: float) -> float:
 async def _shed(send: Send, reason: str) -> None:
     """503 + Retry-After at once, counted by reason."""
     metrics.HTTP_SHED.labels(reason).inc()
-    await _error(send, 503, "server busy, retry shortly", retry_after=1)
-
-
-async def _error(send: Send, status: int, message: str, *, retry_after: int | None = None) -> None:
-    body = orjson.dumps({"errors": {"body": [message]}})
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if retry_after is not None:
-        headers.append((b"retry-after", str(retry_after).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await edge.send_error(send, 503, "server busy, retry shortly", headers=[edge.retry_after(1)])

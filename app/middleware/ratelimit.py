@@ -12,15 +12,14 @@ Redis trouble fails open: the limiter is protection, not a dependency worth an o
 import logging
 import time
 
-import orjson
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.config import Settings
-from app.errors import AppError
+from app.errors import Unauthorized
+from app.middleware import edge
 from app.observability import metrics
-from app.security import read_user_id
+from app.state import app_state
 
 log = logging.getLogger("conduit.ratelimit")
 AUTH_PATHS = frozenset({"/api/users", "/api/users/login"})
@@ -34,10 +33,11 @@ class RateLimit:
         self.settings = settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        redis: Redis | None = (
-            scope.get("state", {}).get("redis") if scope["type"] == "http" else None
-        )
-        if redis is None or scope["method"] not in WRITES:
+        if scope["type"] != "http" or scope["method"] not in WRITES:
+            await self.app(scope, receive, send)
+            return
+        redis = app_state(scope).redis
+        if redis is None:
             await self.app(scope, receive, send)
             return
         bucket, limit = self._bucket(scope)
@@ -57,7 +57,9 @@ class RateLimit:
         if count > limit:
             metrics.HTTP_SHED.labels("rate_limit").inc()
             retry_after = WINDOW_S - int(time.time()) % WINDOW_S
-            await _too_many(send, retry_after)
+            await edge.send_error(
+                send, 429, "too many requests, retry later", headers=[edge.retry_after(retry_after)]
+            )
             return
         await self.app(scope, receive, send)
 
@@ -66,29 +68,9 @@ class RateLimit:
         address = client[0] if client else "unknown"
         if scope["path"] in AUTH_PATHS and scope["method"] == "POST":
             return f"auth:{address}", self.settings.rate_limit_auth_per_minute
-        user = _user_id(scope, self.settings.jwt_secret)
+        try:
+            user = edge.viewer_id(scope, self.settings.jwt_secret)
+        except Unauthorized:
+            user = None  # refused by the app; counted against the address meanwhile
         who = f"user:{user}" if user is not None else f"client:{address}"
         return f"write:{who}", self.settings.rate_limit_writes_per_minute
-
-
-def _user_id(scope: Scope, secret: str) -> int | None:
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            if scheme == "Token":
-                try:
-                    return read_user_id(token.strip(), secret=secret)
-                except AppError:
-                    return None
-    return None
-
-
-async def _too_many(send: Send, retry_after: int) -> None:
-    body = orjson.dumps({"errors": {"body": ["too many requests, retry later"]}})
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"retry-after", str(retry_after).encode()),
-    ]
-    await send({"type": "http.response.start", "status": 429, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

@@ -22,7 +22,7 @@ DATA_DIR = Path(os.environ.get("DATA_DIR", ".data")).resolve()
 
 def main() -> None:
     if "DATABASE_URL" not in os.environ:
-        from app.embedded import start_postgres  # only installed with the `embedded` extra
+        from app.dev.embedded import start_postgres  # only installed with the `embedded` extra
 
         os.environ["DATABASE_URL"] = start_postgres(DATA_DIR / "postgres", "conduit")
         print(f"embedded PostgreSQL: {os.environ['DATABASE_URL']}", flush=True)  # noqa: T201
@@ -56,7 +56,7 @@ def _start_background() -> Callable[[], None]:
     embedded Redis; each in a session of its own, so Ctrl-C stops the API first, then them."""
     processes: list[subprocess.Popen[bytes]] = []
     if "REDIS_URL" not in os.environ:
-        from app.embedded import start_redis  # only installed with the `embedded` extra
+        from app.dev.embedded import start_redis  # only installed with the `embedded` extra
 
         os.environ["REDIS_URL"], redis = start_redis(DATA_DIR / "redis")
         processes.append(redis)
