@@ -5,6 +5,8 @@ from pathlib import Path
 
 APP = Path(__file__).resolve().parent.parent / "app"
 FEATURES = {"users", "profiles", "articles", "comments", "tags", "imports", "webhooks", "events"}
+# Platform packages serve every feature and know none of them.
+PLATFORM = ("app.cache", "app.middleware", "app.observability")
 WEB = ("fastapi", "starlette")
 
 
@@ -78,12 +80,53 @@ def test_services_use_other_features_through_their_service_module():
     assert offenders == []
 
 
-def test_services_never_commit():
+def test_only_the_transaction_module_commits():
+    """Commit and its after-effects (cache versions, deferred jobs) have one owner."""
+    offenders = [
+        name
+        for name, tree in _modules().items()
+        if name != "app.transaction"
+        and any(
+            isinstance(node, ast.Attribute)
+            and node.attr == "commit"
+            and not (isinstance(node.value, ast.Name) and node.value.id == "transaction")
+            for node in ast.walk(tree)
+        )
+    ]
+    assert offenders == []
+
+
+def test_platform_modules_import_no_feature_package():
+    offenders = [
+        f"{name} -> {imported}"
+        for name, tree in _modules().items()
+        if name.startswith(PLATFORM)
+        for imported in _imports(tree)
+        if imported.split(".")[:2] in (["app", feature] for feature in FEATURES)
+    ]
+    assert offenders == []
+
+
+def test_the_lifespan_state_is_read_through_one_accessor():
+    """`app_state(scope)` (app/state.py), never `request.state.x` or `scope["state"][...]`."""
     offenders = []
     for name, tree in _modules().items():
-        if not name.endswith(".service"):
-            continue
         for node in ast.walk(tree):
-            if isinstance(node, ast.Attribute) and node.attr == "commit":
-                offenders.append(name)
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr == "state"
+                and name != "app.state"
+                and isinstance(node.value, ast.Name)
+                and node.value.id in ("request", "app")
+            ):
+                offenders.append(f"{name}:{node.lineno}")
+            if (
+                isinstance(node, ast.Subscript)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "scope"
+                and isinstance(node.slice, ast.Constant)
+                and node.slice.value == "state"
+                and name != "app.state"
+            ):
+                offenders.append(f"{name}:{node.lineno}")
     assert offenders == []
