@@ -7,7 +7,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install run test test-faults lint fmt bench-api clean
+.PHONY: install run test test-fast test-faults lint fmt bench-api clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -33,6 +33,9 @@ fmt: install
 
 test: lint  ## lint, type-check, then the whole suite against real PostgreSQL
 	$(VENV)/bin/pytest -q
+
+test-fast: lint  ## the inner loop: everything but the suites that start a stack (tests/stack, tests/faults)
+	$(VENV)/bin/pytest -q -m "not stack"
 
 test-faults: install  ## fault injection under load through a private stack (tests/faults; make test runs it too)
 	$(VENV)/bin/pytest -q -rxX tests/faults

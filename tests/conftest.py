@@ -35,6 +35,16 @@ ROOT = "http://test"  # the app's root; the client's base URL is ROOT + "/api"
 FAST_HASHING = PasswordHashing(4, PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
 
 
+# Suites that start a whole stack of their own: `make test-fast` leaves them out.
+_STACK_SUITES = ("stack", "faults")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.relative_to(Path(__file__).parent).parts[0] in _STACK_SUITES:
+            item.add_marker(pytest.mark.stack)
+
+
 @pytest.fixture(scope="session")
 def database_url() -> str:
     return fresh_database("conduit_test")
