@@ -2,7 +2,7 @@
 the transaction that asked for them commits.
 
 `defer(session, ...)` only notes a job on the session; `flush(session, queue)` enqueues the
-notes after the commit (`get_session`, the idempotency middleware, worker jobs), and
+notes after the commit (app/transaction.py, whoever owns the transaction), and
 `discard(session)` drops them on rollback. So a job never refers to rolled-back rows, and a
 Redis outage at commit time costs a log line, not the work: the state of every job is in
 PostgreSQL and the worker's periodic relay enqueues whatever is due (app/workers/jobs.py).

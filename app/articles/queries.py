@@ -3,7 +3,7 @@
 Every read is ONE statement that returns the finished JSON document: PostgreSQL joins the
 author, evaluates the viewer's `favorited`/`following` as indexed EXISTS, counts the matches
 and renders the RealWorld shape with `json_build_object`. Python passes the text through:
-no per-row objects, no re-serialisation, one round trip (see README, "Read path").
+no per-row objects, no re-serialisation, one round trip (docs/ARCHITECTURE.md, "Read path").
 """
 
 from dataclasses import dataclass

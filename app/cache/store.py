@@ -1,9 +1,9 @@
 """Shared read cache in Redis, with request collapsing, early refresh and versioned
-invalidation. Hand-written on redis.asyncio (see README, "Cache", for why not cashews).
+invalidation. Hand-written on redis.asyncio (docs/ARCHITECTURE.md, "Cache", says why not cashews).
 
 Entries are whole anonymous JSON documents (what a reader without a token sees). Each entry
 is stored with the versions of everything it was built from; a write bumps those versions
-after its commit (`changed()` + `publish_changes()`), so the next read of any process sees
+after its commit (`changed()`, then `Cache.publish` from app/transaction.py), so the next read of any process sees
 the entry as stale and rebuilds it: a writer always reads its own write. Reading an entry and
 its versions is one MGET; a reader that built an entry from data older than a concurrent
 write stores it under the old versions, where nobody will ever read it.
@@ -60,7 +60,7 @@ Items = Callable[[str], list[str]]
 
 def changed(session: AsyncSession, *versions: str) -> None:
     """Record, inside the write's transaction, which versions it changes; they are bumped
-    after commit by `publish_changes` (called by the transaction's owner)."""
+    after commit by `Cache.publish`, called by app/transaction.py."""
     session.info.setdefault(_CHANGES, set()).update(versions)
 
 

@@ -1,4 +1,4 @@
-"""Observability: metrics, request context, logs and traces (README "Observability").
+"""Observability: metrics, request context, logs and traces (docs/ARCHITECTURE.md "Observability").
 
 context.py     request id and user id of the request being served (contextvars); helpers
                that carry the id into job payloads and outbound HTTP headers

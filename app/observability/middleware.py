@@ -2,7 +2,7 @@
 
 One layer rather than three: a single `send` wrapper and a single clock read per request; the
 metrics are tallied in plain Python (recorder.py) and the log line is formatted later, in a
-batch (logs.py), so the request pays a few microseconds (README "Observability"). It also answers
+batch (logs.py), so the request pays a few microseconds (docs/ARCHITECTURE.md "Observability"). It also answers
 GET /metrics itself, before any inner middleware, so a scrape is never rate limited, shed or
 counted as API traffic.
 """
