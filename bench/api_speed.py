@@ -22,11 +22,13 @@ from pathlib import Path
 import psycopg
 
 from app.migrate import upgrade
-from bench import anatomy, pyspy, report, seed
-from bench.machine import CpuShare, machine_info, package_versions
-from bench.report import Endpoint, Measurement
-from bench.server import Api, get_json, login
-from bench.wrk import (
+from bench import anatomy, pyspy, seed
+from bench.lib import speed_report
+from bench.lib.machine import CpuShare, machine_info, package_versions
+from bench.lib.paths import RESULTS, ROOT
+from bench.lib.server import Api, get_json, login
+from bench.lib.speed_report import Endpoint, Measurement
+from bench.lib.wrk import (
     auth_script,
     ensure_wrk,
     plain_script,
@@ -35,8 +37,6 @@ from bench.wrk import (
     wrk_version,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 PG_DATA = ROOT / ".data" / "bench-postgres"
 BARE = "bench.bare_app:app"
 
@@ -159,7 +159,7 @@ def measure(
         cpu.start()
         result = run_wrk(wrk, url, script, duration_s=args.duration, **options)
         shares = cpu.stop()
-        print(report.one_line(endpoint.name, result, endpoint.target_rps), flush=True)
+        print(speed_report.one_line(endpoint.name, result, endpoint.target_rps), flush=True)
         summary = profile(args, wrk, api, endpoint, out) if args.py_spy and not bare else None
         results.append(Measurement(endpoint, result, shares, summary))
     return results
@@ -214,7 +214,7 @@ def main() -> None:
     if args.bare:
         with Api(url, port=args.port, workers=args.workers, logs=out, target=BARE) as api:
             results += measure(args, wrk, api, out, bare=True)
-    text = report.render(args, started, info, package_versions(), counts, results, layers)
+    text = speed_report.render(args, started, info, package_versions(), counts, results, layers)
     (out / "api-speed.md").write_text(text)
     summary = [
         {

@@ -14,12 +14,11 @@ import secrets
 import statistics
 import time
 from datetime import datetime
-from pathlib import Path
 
 import httpx
 import orjson
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.lib.paths import RESULTS, ROOT
 
 
 def _stack_api_url() -> str:
@@ -149,9 +148,7 @@ def main() -> None:
         run(args.api_url or _stack_api_url(), args.lines, args.readers, args.duration)
     )
     # One git-ignored folder per run, as every bench tool does (bench/results/README.md).
-    out = (
-        ROOT / "bench" / "results" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) / "imports.json"
-    )
+    out = RESULTS / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) / "imports.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -27,7 +27,7 @@ from locust import between, constant, events, task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.env import Environment
 
-from bench.wrk import error_kind
+from bench.lib.wrk import error_kind
 
 DATA: dict[str, Any] = json.loads(open(os.environ["BENCH_DATA"]).read())  # noqa: SIM115
 SCENARIO = os.environ.get("BENCH_SCENARIO", "mixed")

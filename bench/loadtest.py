@@ -4,8 +4,8 @@
     make bench BENCH_ARGS=--quick                  # small data, shorter and fewer steps (< 5 min)
     .venv/bin/python -m bench.loadtest --stack-dir .stack --phases wrk --architectures stack
 
-Phases, each run against every architecture (bench/targets.py: the stack, naive pools straight
-to PostgreSQL, one process without nginx):
+Phases, each run against every architecture (bench/lib/targets.py: the stack, naive pools
+straight to PostgreSQL, one process without nginx):
   wrk        mixed reads, closed loop (no think time), 100 / 1,000 / 5,000 connections
   journeys   Locust users with think time (bench/journeys.py), 100 / 1,000 / 5,000 / 10,000
   storm      N users favorite one article at the same moment; counts checked afterwards
@@ -33,15 +33,15 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from bench import charts, load_report, seed, storm
-from bench.locust_run import run_locust
-from bench.machine import CpuShare, machine_info, package_versions
-from bench.samplers import Sampler, hit_ratio, redis_keyspace
-from bench.targets import ARCHITECTURES, DEFAULT_STACK_DIR, Stack, Target, running
-from bench.wrk import ensure_wrk, mixed_script, run_wrk, wrk_version
+from bench import seed
+from bench.lib import charts, load_report, storm
+from bench.lib.locust_run import run_locust
+from bench.lib.machine import CpuShare, machine_info, package_versions
+from bench.lib.paths import RESULTS
+from bench.lib.samplers import Sampler, hit_ratio, redis_keyspace
+from bench.lib.targets import ARCHITECTURES, DEFAULT_STACK_DIR, Stack, Target, running
+from bench.lib.wrk import ensure_wrk, mixed_script, run_wrk, wrk_version
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 MIX = {"list": 0.3, "tag": 0.1, "article": 0.3, "comments": 0.2, "profile": 0.1}
 LOGGED_IN = 0.2  # share of wrk requests and of Locust users that carry a token
 NOFILE_NEEDED = 12_000

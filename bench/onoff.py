@@ -38,21 +38,12 @@ import httpx
 import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench import seed, storm
-from bench.load_report import _table, errors, ok_rps, one_line
-from bench.loadtest import (
-    LOGGED_IN,
-    RESULTS,
-    Runner,
-    _ints,
-    dataset,
-    raise_nofile,
-    reconnect_pgbouncer,
-    sample_data,
-    tool_versions,
-)
-from bench.machine import machine_info, package_versions
-from bench.targets import (
+from bench import seed
+from bench.lib import storm
+from bench.lib.load_report import _table, errors, ok_rps, one_line
+from bench.lib.machine import machine_info, package_versions
+from bench.lib.paths import RESULTS
+from bench.lib.targets import (
     DEFAULT_STACK_DIR,
     NOCACHE,
     NOOBS,
@@ -62,7 +53,17 @@ from bench.targets import (
     api_port,
     running,
 )
-from bench.wrk import ensure_wrk, mixed_script, rotate_script, run_wrk, wrk_version
+from bench.lib.wrk import ensure_wrk, mixed_script, rotate_script, run_wrk, wrk_version
+from bench.loadtest import (
+    LOGGED_IN,
+    Runner,
+    _ints,
+    dataset,
+    raise_nofile,
+    reconnect_pgbouncer,
+    sample_data,
+    tool_versions,
+)
 
 Step = dict[str, Any]
 CACHE_COUNTER = "conduit_cache_requests_total"  # app/observability/metrics.py, labels family/result

@@ -1,6 +1,6 @@
 """`make bench-overload`: issue 9's overload benchmark. wrk ramps mixed reads through nginx up
 to 10,000 connections, against the running stack (shedding on: MAX_IN_FLIGHT per worker) and
-against the same stack with shedding off (bench/targets.py NOSHED) started beside it, in one run.
+against the same stack with shedding off (bench/lib/targets.py NOSHED) started beside it, in one run.
 
     make stack && make bench-overload              # 500 / 2,000 / 5,000 / 10,000, 20 s each
     make bench-overload BENCH_ARGS=--quick         # 200 / 1,000 connections, 5 s each
@@ -34,11 +34,13 @@ from typing import Any
 
 import psycopg
 
-from bench import loadtest, seed, storm
-from bench.machine import machine_info, package_versions, processes, tree
-from bench.report import _table
-from bench.samplers import BACKENDS, INTERVAL_S
-from bench.targets import (
+from bench import loadtest, seed
+from bench.lib import storm
+from bench.lib.machine import machine_info, package_versions, processes, tree
+from bench.lib.paths import RESULTS
+from bench.lib.samplers import BACKENDS, INTERVAL_S
+from bench.lib.speed_report import _table
+from bench.lib.targets import (
     DEFAULT_STACK_DIR,
     NOSHED,
     STACK,
@@ -49,9 +51,8 @@ from bench.targets import (
     cmdline,
     running,
 )
-from bench.wrk import ensure_wrk, mixed_script, run_wrk, wrk_version
+from bench.lib.wrk import ensure_wrk, mixed_script, run_wrk, wrk_version
 
-RESULTS = loadtest.RESULTS
 TARGETS: dict[str, Architecture] = {"on": STACK, "off": NOSHED}
 MIX = {"list": 0.4, "tag": 0.1, "article": 0.4, "comments": 0.1, "profile": 0.0}
 LOGGED_IN = 0.2

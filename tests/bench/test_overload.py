@@ -4,8 +4,8 @@ idle from samples, and the report. The benchmark itself needs a stack and minute
 from typing import Any
 
 from bench import overload
+from bench.lib.targets import NOSHED
 from bench.overload import IdleSample, settle_time, time_to_idle
-from bench.targets import NOSHED
 
 ACCESS = [
     '127.0.0.1 [2026-11-30T09:41:39+00:00] "GET /api/articles?limit=20 HTTP/1.1" 200 9000 '

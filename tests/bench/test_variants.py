@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.targets import ARCHITECTURES, Stack
+from bench.lib.targets import ARCHITECTURES, Stack
 from scripts.stack.__main__ import components
 from scripts.stack.config import StackConfig, StackError
 

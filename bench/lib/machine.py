@@ -10,6 +10,8 @@ from importlib import metadata
 from pathlib import Path
 from resource import RUSAGE_CHILDREN, RUSAGE_SELF, getrusage
 
+from bench.lib.paths import ROOT
+
 PACKAGES = (
     "fastapi",
     "starlette",
@@ -23,7 +25,6 @@ PACKAGES = (
     "orjson",
 )
 TICKS = os.sysconf("SC_CLK_TCK")
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def machine_info() -> dict[str, str]:

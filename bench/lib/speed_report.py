@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from bench.wrk import WrkResult
+from bench.lib.wrk import WrkResult
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from bench.machine import processes
+from bench.lib.machine import processes
+from bench.lib.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 15
 

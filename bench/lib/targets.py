@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.lib.paths import ROOT
+
 DEFAULT_STACK_DIR = ROOT / ".stack"
 
 

@@ -11,8 +11,8 @@ matplotlib.use("Agg")  # files only, no display
 
 import matplotlib.pyplot as plt
 
-from bench.load_report import errors, ok_rps
-from bench.targets import ARCHITECTURES
+from bench.lib.load_report import errors, ok_rps
+from bench.lib.targets import ARCHITECTURES
 
 METRICS = {
     "p99": ("p99_ms", "p99 latency (ms)", True),

@@ -9,7 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.lib.paths import ROOT
+
 LOCUSTFILE = ROOT / "bench" / "journeys.py"
 
 

@@ -3,7 +3,7 @@
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bench.targets import ARCHITECTURES
+from bench.lib.targets import ARCHITECTURES
 
 Step = Mapping[str, Any]
 CPU_GROUPS = ("nginx", "API", "PgBouncer", "PostgreSQL", "Redis", "load generator", "other", "idle")
