@@ -17,6 +17,7 @@ stream, order and format of every other line.
      "route": "/api/articles/{slug}", "status": 200, "duration_ms": 3.1}
 """
 
+import contextlib
 import logging
 import sys
 import threading
@@ -24,10 +25,9 @@ import time
 from collections import deque
 from typing import Any, TextIO
 
-import orjson
 from opentelemetry import trace
 
-from app.observability import context
+from app.observability import context, jsonline
 
 # Fields passed as `extra={"fields": {...}}` are merged into the line.
 FIELDS = "fields"
@@ -39,17 +39,21 @@ class JsonFormatter(logging.Formatter):
             "ts": _timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
         }
-        line.update(_request_fields())
-        fields = record.__dict__.get(FIELDS)
-        if fields:
-            line.update(fields)
-        if record.exc_info:
-            line["exc"] = self.formatException(record.exc_info)
-        elif record.exc_text:
-            line["exc"] = record.exc_text
-        return orjson.dumps(line, default=str).decode()
+        try:
+            line["msg"] = record.getMessage()
+            line.update(_request_fields())
+            fields = record.__dict__.get(FIELDS)
+            if fields:
+                line.update(fields)
+            if record.exc_info:
+                line["exc"] = self.formatException(record.exc_info)
+            elif record.exc_text:
+                line["exc"] = record.exc_text
+        except Exception as exc:  # a bad format string or fields: the record still gets a line
+            line["msg"] = f"unformattable log record ({type(exc).__name__})"
+            line["template"] = record.msg
+        return jsonline.dumps(line)
 
 
 def _request_fields() -> dict[str, Any]:
@@ -84,7 +88,7 @@ def _access_json(entry: AccessEntry) -> str:
         "status": status,
         "duration_ms": duration_ms,
     }
-    return orjson.dumps(line).decode()
+    return jsonline.dumps(line)
 
 
 _second: tuple[int, str] = (-1, "")
@@ -133,11 +137,10 @@ class BufferedStderrHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:  # called with self.lock held
         try:
             self._enqueue(self.format(record))
-        except Exception:
+            if len(self._pending) >= self.MAX_PENDING or record.levelno >= logging.WARNING:
+                self._write()
+        except Exception:  # never into the code that logged
             self.handleError(record)
-            return
-        if len(self._pending) >= self.MAX_PENDING or record.levelno >= logging.WARNING:
-            self._write()
 
     def add_access(self, entry: AccessEntry) -> None:
         self._enqueue(entry)
@@ -168,9 +171,13 @@ class BufferedStderrHandler(logging.Handler):
             pass
 
     def _flush_periodically(self) -> None:
+        # This thread is the only writer of INFO lines between warnings: whatever one batch
+        # raises, the next interval writes again (a dead flusher silences every worker's
+        # access log until the next warning).
         while True:
             time.sleep(self.FLUSH_INTERVAL_S)
-            self.flush()
+            with contextlib.suppress(Exception):  # nowhere to report it but this very log
+                self.flush()
 
 
 _handler: BufferedStderrHandler | None = None

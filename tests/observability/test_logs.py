@@ -2,6 +2,7 @@
 
 import logging
 import sys
+import time
 from typing import Any
 
 import httpx
@@ -125,3 +126,89 @@ def test_exceptions_are_one_line() -> None:
     parsed = orjson.loads(line)
     assert parsed["msg"] == "failed"
     assert "ValueError: bad" in parsed["exc"]
+
+
+class Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+    __repr__ = __str__
+
+
+def test_unserialisable_records_are_written_in_a_fallback_form(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("INFO")
+    logger = logging.getLogger("conduit.test")
+    nested: list[object] = []
+    for _ in range(300):  # orjson stops at 254 levels
+        nested = [nested]
+    fields = {
+        "big": 2**64,
+        "huge": 10**5000,  # past Python's own int -> str limit
+        "surrogate": "\udc80",
+        "bytes": b"\xff",
+        "keys": {1: "one", (2, 3): "pair"},
+        "object": Unprintable(),
+        "nested": nested,
+    }
+    written(capsys)
+    logger.warning("odd %s", "\udcff", extra={logs.FIELDS: fields})
+    logger.warning("after")
+    odd, after = [line for line in written(capsys) if line["logger"] == "conduit.test"]
+    assert odd["msg"] == "odd \\udcff"
+    assert odd["big"] == str(2**64)
+    assert odd["huge"] == hex(10**5000)
+    assert odd["surrogate"] == "\\udc80"
+    assert odd["bytes"] == "b'\\xff'"
+    assert odd["keys"] == {"1": "one", "(2, 3)": "pair"}
+    assert odd["object"] == "<unprintable Unprintable>"
+    assert "nested too deep" in orjson.dumps(odd["nested"]).decode()
+    assert after["msg"] == "after"
+    # pytest's own log handler raises on this one, so it goes to the formatter alone
+    record = logging.LogRecord("conduit", logging.INFO, __file__, 1, "n=%d", ("x",), None)
+    bad = orjson.loads(JsonFormatter().format(record))
+    assert bad["msg"] == "unformattable log record (TypeError)"
+    assert bad["template"] == "n=%d"
+
+
+def test_the_writer_thread_survives_what_it_cannot_write(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure_logging("INFO")
+    handler = logs._handler
+    assert handler is not None
+    written(capsys)
+    real = logs._access_json
+
+    def failing_once(entry: logs.AccessEntry) -> str:
+        if entry[3] == "/boom":
+            raise RuntimeError("writer failure")
+        return real(entry)
+
+    monkeypatch.setattr(logs, "_access_json", failing_once)
+    # Left to the flusher thread (INFO lines wait for it): a subject past 64 bits, a lone
+    # surrogate, then a batch that raises whatever it holds.
+    handler.add_access(
+        (time.time(), {"user_id": 2**64, "request_id": "\udc80"}, "GET", "/a", 401, 1.0)
+    )
+    output = _flushed_by_the_thread(capsys, "/a")
+    handler.add_access((time.time(), {}, "GET", "/boom", 200, 1.0))
+    time.sleep(3 * handler.FLUSH_INTERVAL_S)
+    handler.add_access((time.time(), {}, "GET", "/after", 200, 1.0))
+    output += _flushed_by_the_thread(capsys, "/after")
+    assert handler._flusher.is_alive()
+    lines = [orjson.loads(line) for line in output.splitlines()]
+    first = next(line for line in lines if line.get("route") == "/a")
+    assert (first["user_id"], first["request_id"]) == (str(2**64), "\\udc80")
+
+
+def _flushed_by_the_thread(capsys: pytest.CaptureFixture[str], route: str) -> str:
+    """What the flusher thread writes until a line of `route` appears (no flush() here)."""
+    output = ""
+    deadline = time.monotonic() + 10 * logs.BufferedStderrHandler.FLUSH_INTERVAL_S
+    while f'"route":"{route}"' not in output:
+        assert time.monotonic() < deadline, f"no line for {route} written: {output!r}"
+        time.sleep(0.05)
+        output += capsys.readouterr().err
+    return output
