@@ -60,6 +60,9 @@ def make_engine(
     (`make_sessionmaker`), which switch their connection to READ COMMITTED for their length.
     """
     options: dict[str, Any] = {
+        # A failed statement's error (logged, and in tracebacks) names the statement, never
+        # its values: they can be passwords' hashes, emails, bodies.
+        "hide_parameters": True,
         "connect_args": {
             "prepare_threshold": 5 if settings.db_prepared_statements else None,
             "application_name": "conduit",

@@ -1,6 +1,9 @@
 """Probes: /healthz (process up), /livez (event loop turning), /readyz (dependencies answer)."""
 
 import asyncio
+import time
+from dataclasses import dataclass
+from weakref import WeakKeyDictionary
 
 from fastapi import APIRouter, Response
 from redis.asyncio import Redis
@@ -12,6 +15,12 @@ from app.dependencies import EngineDep, RedisDep
 
 router = APIRouter(tags=["Health"])
 READY_TIMEOUT_S = 1.0
+# /readyz is never shed (app/middleware/lifetime.py), so it must not cost a query per call:
+# within this many seconds a process answers from its last check, and probes that arrive
+# while a check runs wait for that one.
+READY_CACHE_S = 1.0
+
+Checks = dict[str, str]
 
 
 @router.get("/healthz")
@@ -27,14 +36,46 @@ async def livez() -> dict[str, str]:
 
 
 @router.get("/readyz", responses={503: {"description": "a dependency does not answer"}})
-async def readyz(engine: EngineDep, redis: RedisDep, response: Response) -> dict[str, str]:
-    """PostgreSQL (through PgBouncer, when deployed so) and Redis answer within a short timeout."""
-    checks = {"database": await _check_database(engine)}
-    if redis is not None:
-        checks["redis"] = await _check_redis(redis)
+async def readyz(engine: EngineDep, redis: RedisDep, response: Response) -> Checks:
+    """PostgreSQL (through PgBouncer, when deployed so) and Redis answer within a short timeout
+    (checked at most once a second per process)."""
+    checks = await _recent_checks(engine, redis)
     if any(result != "ok" for result in checks.values()):
         response.status_code = 503
         response.headers["Retry-After"] = "1"
+    return checks
+
+
+@dataclass(slots=True)
+class _Recent:
+    redis: Redis | None
+    until: float  # monotonic; the check's result is reused until then
+    check: "asyncio.Task[Checks]"
+
+
+# Per engine (one per process; tests make several), forgotten with it.
+_recent: WeakKeyDictionary[AsyncEngine, _Recent] = WeakKeyDictionary()
+
+
+async def _recent_checks(engine: AsyncEngine, redis: Redis | None) -> Checks:
+    now = time.monotonic()
+    recent = _recent.get(engine)
+    if (
+        recent is None
+        or recent.redis is not redis
+        or recent.until <= now
+        or recent.check.get_loop() is not asyncio.get_running_loop()
+    ):
+        recent = _Recent(redis, now + READY_CACHE_S, asyncio.create_task(_checks(engine, redis)))
+        _recent[engine] = recent
+    # Shielded: a probe whose client gives up does not cancel the check others wait for.
+    return dict(await asyncio.shield(recent.check))
+
+
+async def _checks(engine: AsyncEngine, redis: Redis | None) -> Checks:
+    checks = {"database": await _check_database(engine)}
+    if redis is not None:
+        checks["redis"] = await _check_redis(redis)
     return checks
 
 

@@ -55,3 +55,25 @@ async def test_an_outage_is_a_fast_503_a_bug_stays_a_500(
     assert response.status_code == status
     assert response.json()["errors"]["body"]  # the RealWorld shape either way
     assert ("Retry-After" in response.headers) is (status == 503)
+
+
+async def test_a_failed_statement_does_not_show_its_parameters(settings: Settings) -> None:
+    """Errors are logged and traced: the statement may show, its values (emails, hashes,
+    bodies) may not. (PostgreSQL's own message can still quote a value it could not take,
+    e.g. `invalid input syntax`; this statement fails without quoting it.)"""
+    from sqlalchemy import text
+
+    from app.db import make_engine
+
+    secret = "hunter2-never-logged@example.com"
+    engine = make_engine(settings)
+    try:
+        async with engine.connect() as conn:
+            with pytest.raises(DBAPIError) as failed:
+                await conn.execute(text("SELECT CAST(:value AS text), 1 / 0"), {"value": secret})
+    finally:
+        await engine.dispose()
+    assert "1 / 0" in str(failed.value)
+    assert secret not in str(failed.value)
+    assert secret not in repr(failed.value)
+    assert "hidden due to hide_parameters" in str(failed.value)
