@@ -22,8 +22,8 @@ from pathlib import Path
 import psycopg
 
 from app.migrate import upgrade
-from bench import anatomy, pyspy, seed
-from bench.lib import speed_report
+from bench.lib import layers, profiles, seeding, speed_report
+from bench.lib.database import plain_url
 from bench.lib.machine import CpuShare, machine_info, package_versions
 from bench.lib.paths import RESULTS, ROOT
 from bench.lib.server import Api, get_json, login
@@ -55,7 +55,7 @@ ENDPOINTS = (
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Issue 2 API speed benchmark (wrk, no cache)")
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
-    parser.add_argument("--size", choices=sorted(seed.PRESETS), default="small")
+    parser.add_argument("--size", choices=sorted(seeding.PRESETS), default="small")
     parser.add_argument("--no-seed", action="store_true", help="use the data already there")
     parser.add_argument("--truncate", action="store_true", help="may empty DATABASE_URL's tables")
     parser.add_argument("--duration", type=int, default=15, help="seconds per measured run")
@@ -82,7 +82,7 @@ def parse_args() -> argparse.Namespace:
 def database(args: argparse.Namespace) -> tuple[str, bool]:
     """(plain libpq URL, whether we own it and may empty it)."""
     if args.database_url:
-        return seed.plain_url(args.database_url), bool(args.truncate)
+        return plain_url(args.database_url), bool(args.truncate)
     from app.dev.embedded import start_postgres  # the `embedded` extra
 
     forget_dead_users()
@@ -129,7 +129,7 @@ def postmaster_pid() -> int | None:
 
 
 def write_scripts(out: Path, api: Api, slugs: list[str]) -> None:
-    token = login(api.base, "user1@example.com", seed.PASSWORD)
+    token = login(api.base, "user1@example.com", seeding.PASSWORD)
     (out / "list.lua").write_text(plain_script())
     (out / "list-auth.lua").write_text(auth_script(token))
     (out / "article.lua").write_text(rotate_script([f"/api/articles/{s}" for s in slugs]))
@@ -170,7 +170,7 @@ def profile(args: argparse.Namespace, wrk: str, api: Api, endpoint: Endpoint, ou
     raw = out / f"profile-{endpoint.script.removesuffix('.lua')}.txt"
     if api.pid is None:
         return "_the API is not running_\n"
-    sampler = pyspy.record(args.py_spy, api.pid, max(args.duration - 2, 1), raw)
+    sampler = profiles.record(args.py_spy, api.pid, max(args.duration - 2, 1), raw)
     cpu = CpuShare({"API workers": lambda: api.pid}, own="wrk + this script")
     cpu.start()
     result = run_wrk(
@@ -187,7 +187,7 @@ def profile(args: argparse.Namespace, wrk: str, api: Api, endpoint: Endpoint, ou
         return "_py-spy wrote nothing_\n"
     ms = 1000 * shares["API workers"] / result.rps if result.rps else None
     text = f"While profiled: {result.rps:,.0f} req/s, workers' CPU {ms or 0:.2f} ms/request.\n\n"
-    return text + pyspy.summarise(raw, cpu_ms_per_request=ms)
+    return text + profiles.summarise(raw, cpu_ms_per_request=ms)
 
 
 def main() -> None:
@@ -200,12 +200,12 @@ def main() -> None:
     url, owned = database(args)
     upgrade(url)
     if not args.no_seed:
-        seed.main(["--database-url", url, "--size", args.size, *(["--truncate"] * owned)])
+        seeding.fill(url, seeding.PRESETS[args.size], truncate=owned)
     counts, pg_version = dataset(url)
-    layers = None
+    anatomy = None
     if args.anatomy:
         print("anatomy: each layer of a read request, one at a time", flush=True)
-        layers = anatomy.render(asyncio.run(anatomy.measure(url, 300, None)), 300)
+        anatomy = layers.render(asyncio.run(layers.measure(url, 300, None)), 300)
     info |= {"PostgreSQL": pg_version, "wrk": wrk_version(wrk)}
     with ExitStack() as stack:
         api = stack.enter_context(Api(url, port=args.port, workers=args.workers, logs=out))
@@ -214,7 +214,7 @@ def main() -> None:
     if args.bare:
         with Api(url, port=args.port, workers=args.workers, logs=out, target=BARE) as api:
             results += measure(args, wrk, api, out, bare=True)
-    text = speed_report.render(args, started, info, package_versions(), counts, results, layers)
+    text = speed_report.render(args, started, info, package_versions(), counts, results, anatomy)
     (out / "api-speed.md").write_text(text)
     summary = [
         {

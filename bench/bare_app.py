@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from starlette.types import Message, Receive, Scope, Send
 
 from app.articles import queries
-from bench.seed import plain_url
+from bench.lib.database import plain_url
 
 _DIALECT = PGDialect_psycopg()  # type: ignore[no-untyped-call]
 

@@ -12,7 +12,7 @@ straight to PostgreSQL, one process without nginx):
   scenarios  the stack only: a viral article, a sign-up/login burst
 Every step samples PostgreSQL's client backends and PgBouncer's pools every 100 ms and the
 CPU of each component. Everything targets loopback and every step is bounded in time.
-The database of the stack is emptied and seeded first (bench/seed.py) unless --no-seed.
+The database of the stack is emptied and seeded first (bench/lib/seeding.py) unless --no-seed.
 """
 
 import argparse
@@ -33,8 +33,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from bench import seed
-from bench.lib import charts, load_report, storm
+from bench.lib import charts, load_report, seeding, storm
 from bench.lib.locust_run import run_locust
 from bench.lib.machine import CpuShare, machine_info, package_versions
 from bench.lib.paths import RESULTS
@@ -79,7 +78,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--burst", type=int, help="sign-up/login burst users (300)")
     parser.add_argument("--viral-users", type=int, help="viral article users (1000)")
     parser.add_argument(
-        "--size", choices=sorted(seed.PRESETS), help="data set (default; quick: small)"
+        "--size", choices=sorted(seeding.PRESETS), help="data set (default; quick: small)"
     )
     parser.add_argument("--no-seed", action="store_true", help="keep the stack's data as it is")
     parser.add_argument("--logins", type=int, help="seeded users logged in for tokens (200)")
@@ -356,7 +355,7 @@ class Runner:
 def prepare(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     direct = stack.env["DIRECT_DATABASE_URL"]
     if not args.no_seed:
-        seed.main(["--database-url", direct, "--size", args.size, "--truncate"])
+        seeding.fill(direct, seeding.PRESETS[args.size], truncate=True)
     data = sample_data(direct)
     logins = max(args.storm, args.logins)
     print(f"logging in {logins} seeded users (argon2: a few at a time)", flush=True)

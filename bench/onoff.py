@@ -17,7 +17,7 @@ observability  Read throughput of the stack as it runs (metrics, access log, tra
                (METRICS_ENABLED=false ACCESS_LOG=false, no OTLP endpoint), cache on in both:
                per endpoint and connection count, on, off, on, off (drift cancels out).
 
-Both empty and seed the stack's database first (bench/seed.py) unless --no-seed, and write
+Both empty and seed the stack's database first (bench/lib/seeding.py) unless --no-seed, and write
 bench/results/<UTC>-<scenario>/report.md and results.json.
 """
 
@@ -38,8 +38,7 @@ import httpx
 import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench import seed
-from bench.lib import storm
+from bench.lib import seeding, storm
 from bench.lib.load_report import _table, errors, ok_rps, one_line
 from bench.lib.machine import machine_info, package_versions
 from bench.lib.paths import RESULTS
@@ -128,7 +127,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="cache: MIN:MAX ms each reader pauses between requests (2000:6000; 0:0 = flood)",
     )
     parser.add_argument(
-        "--size", choices=sorted(seed.PRESETS), help="data set (default; quick: small)"
+        "--size", choices=sorted(seeding.PRESETS), help="data set (default; quick: small)"
     )
     parser.add_argument("--no-seed", action="store_true", help="keep the stack's data as it is")
     parser.add_argument("--wrk-timeout", type=float, default=30, help="wrk's request timeout (s)")
@@ -650,7 +649,7 @@ def write_report(out: Path) -> str:
 def prepare(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     direct = stack.env["DIRECT_DATABASE_URL"]
     if not args.no_seed:
-        seed.main(["--database-url", direct, "--size", args.size, "--truncate"])
+        seeding.fill(direct, seeding.PRESETS[args.size], truncate=True)
     data = sample_data(direct)
     emails = [f"user{n}@example.com" for n in range(1, args.logins + 1)]
     print(f"logging in {len(emails)} seeded users", flush=True)

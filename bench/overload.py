@@ -34,8 +34,8 @@ from typing import Any
 
 import psycopg
 
-from bench import loadtest, seed
-from bench.lib import storm
+from bench import loadtest
+from bench.lib import seeding, storm
 from bench.lib.machine import machine_info, package_versions, processes, tree
 from bench.lib.paths import RESULTS
 from bench.lib.samplers import BACKENDS, INTERVAL_S
@@ -92,7 +92,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--wrk-timeout", type=float, default=10, help="wrk's per-request timeout")
     parser.add_argument("--idle-window", type=float, default=60, help="most seconds to watch")
     parser.add_argument("--pause", type=float, default=2, help="rest between steps (s)")
-    parser.add_argument("--size", default="default", choices=sorted(seed.PRESETS))
+    parser.add_argument("--size", default="default", choices=sorted(seeding.PRESETS))
     parser.add_argument("--reseed", action="store_true", help="seed even if articles exist")
     parser.add_argument("--out", type=Path, help="results folder (default: timestamped)")
     parser.add_argument("--render", type=Path, metavar="DIR", help="only redraw DIR's report")
@@ -515,7 +515,7 @@ def prepare(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     direct = stack.env["DIRECT_DATABASE_URL"]
     counts, _ = loadtest.dataset(direct)
     if args.reseed or not counts["articles"]:
-        seed.main(["--database-url", direct, "--size", args.size, "--truncate"])
+        seeding.fill(direct, seeding.PRESETS[args.size], truncate=True)
     data = loadtest.sample_data(direct)
     emails = [f"user{n}@example.com" for n in range(1, 51)]
     data["tokens"] = [t for _, t in asyncio.run(storm.login_many(stack.api_url, emails))]

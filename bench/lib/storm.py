@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import psycopg
 
+from bench.lib.seeding import PASSWORD
 from bench.lib.wrk import error_kind
-from bench.seed import PASSWORD
 
 SHARED_SSL = ssl.create_default_context()  # one context for every client: building one is slow
 

@@ -9,7 +9,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from app.state import AppState
 from bench import bare_app
-from bench.seed import plain_url
+from bench.lib.database import plain_url
 from tests import factories
 
 
