@@ -4,6 +4,8 @@ The real `get_session` runs (commit included): it commits a SAVEPOINT inside the
 outer transaction ("Joining a Session into an External Transaction", SQLAlchemy docs).
 """
 
+import os
+import secrets
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -26,8 +28,12 @@ from app.main import create_app
 from app.redis import make_redis
 from app.security import PasswordHashing, make_token
 from app.state import AppState, as_lifespan_state
-from tests.database import fresh_database
+from tests.database import drop_database, fresh_database
 from tests.redis_server import RedisServer
+
+# Servers and workers the tests start inherit a secret of this run's own: the API refuses to
+# start without one (app/jwt_secret.py); the tests of that refusal remove it themselves.
+os.environ["JWT_SECRET"] = secrets.token_urlsafe(48)
 
 ROOT = "http://test"  # the app's root; the client's base URL is ROOT + "/api"
 
@@ -46,8 +52,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def database_url() -> str:
-    return fresh_database("conduit_test")
+def database_url() -> Iterator[str]:
+    url = fresh_database("conduit_test")
+    yield url
+    drop_database(url)
 
 
 @pytest.fixture(scope="session")

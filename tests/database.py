@@ -22,7 +22,11 @@ def server_url() -> str:
 
 
 def fresh_database(name: str) -> str:
-    """Drop and re-create database `name` on the test server, migrate it; return its async URL."""
+    """Drop and re-create database `name` on the test server, migrate it; return its async URL.
+
+    The name gets this process's id: test runs side by side (two checkouts, a developer's
+    `make test-fast` beside CI) share the embedded server and must not drop each other's."""
+    name = f"{name}_{os.getpid()}"
     admin = server_url()
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -30,6 +34,13 @@ def fresh_database(name: str) -> str:
     url = async_url(_with_database(admin, name))
     upgrade(url)
     return url
+
+
+def drop_database(url: str) -> None:
+    """Drop what `fresh_database` made (connections still open are closed by force)."""
+    name = make_url(url).database
+    with psycopg.connect(server_url(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _with_database(url: str, name: str) -> str:
