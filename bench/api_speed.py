@@ -19,13 +19,11 @@ from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psycopg
-
 from app.migrate import upgrade
 from bench.lib import layers, profiles, seeding, speed_report
-from bench.lib.database import plain_url
+from bench.lib.database import dataset, plain_url, sample_slugs
 from bench.lib.machine import CpuShare, machine_info, package_versions
-from bench.lib.paths import RESULTS, ROOT
+from bench.lib.paths import ROOT, folder
 from bench.lib.server import Api, get_json, login
 from bench.lib.speed_report import Endpoint, Measurement
 from bench.lib.wrk import (
@@ -103,24 +101,6 @@ def forget_dead_users() -> None:
         handles.write_text(json.dumps(alive))
 
 
-def sample_slugs(url: str, count: int) -> list[str]:
-    with psycopg.connect(url) as conn:
-        rows = conn.execute("SELECT slug FROM articles ORDER BY md5(slug) LIMIT %s", (count,))
-        return [row[0] for row in rows]
-
-
-def dataset(url: str) -> tuple[dict[str, int], str]:
-    """Row counts per table, and the server's version."""
-    with psycopg.connect(url) as conn:
-        counts = {}
-        for table in ("users", "articles", "comments", "favorites", "follows", "tags"):
-            query = psycopg.sql.SQL("SELECT count(*) FROM {}").format(psycopg.sql.Identifier(table))
-            row = conn.execute(query).fetchone()
-            counts[table] = row[0] if row else 0
-        version = conn.execute("SHOW server_version").fetchone()
-    return counts, version[0] if version else "unknown"
-
-
 def postmaster_pid() -> int | None:
     try:
         return int((PG_DATA / "postmaster.pid").read_text().split()[0])
@@ -193,20 +173,19 @@ def profile(args: argparse.Namespace, wrk: str, api: Api, endpoint: Endpoint, ou
 def main() -> None:
     args = parse_args()
     started = datetime.now(UTC)
-    out = args.out or RESULTS / started.strftime("%Y%m%dT%H%M%SZ")
-    out.mkdir(parents=True, exist_ok=True)
+    out = folder(args.out, started)
     wrk = ensure_wrk()
     info = machine_info()
     url, owned = database(args)
     upgrade(url)
     if not args.no_seed:
         seeding.fill(url, seeding.PRESETS[args.size], truncate=owned)
-    counts, pg_version = dataset(url)
+    counts, server = dataset(url)
     anatomy = None
     if args.anatomy:
         print("anatomy: each layer of a read request, one at a time", flush=True)
         anatomy = layers.render(asyncio.run(layers.measure(url, 300, None)), 300)
-    info |= {"PostgreSQL": pg_version, "wrk": wrk_version(wrk)}
+    info |= {"PostgreSQL": server["PostgreSQL"], "wrk": wrk_version(wrk)}
     with ExitStack() as stack:
         api = stack.enter_context(Api(url, port=args.port, workers=args.workers, logs=out))
         write_scripts(out, api, sample_slugs(url, args.slugs))

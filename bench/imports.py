@@ -13,19 +13,13 @@ import json
 import secrets
 import statistics
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 
 import httpx
 import orjson
 
-from bench.lib.paths import RESULTS, ROOT
-
-
-def _stack_api_url() -> str:
-    for line in (ROOT / ".stack" / "stack.env").read_text().splitlines():
-        if line.startswith("API_URL="):
-            return line.split("=", 1)[1]
-    raise SystemExit("no API_URL in .stack/stack.env; run `make stack` or pass --api-url")
+from bench.lib.paths import folder
+from bench.lib.targets import DEFAULT_STACK_DIR, Stack
 
 
 def _ndjson(lines: int, tag: str) -> bytes:
@@ -144,12 +138,10 @@ def main() -> None:
     parser.add_argument("--readers", type=int, default=32)
     parser.add_argument("--duration", type=float, default=15.0, help="baseline seconds")
     args = parser.parse_args()
-    result = asyncio.run(
-        run(args.api_url or _stack_api_url(), args.lines, args.readers, args.duration)
-    )
-    # One git-ignored folder per run, as every bench tool does (bench/results/README.md).
-    out = RESULTS / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) / "imports.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    started = datetime.now(UTC)
+    api_url = args.api_url or Stack.load(DEFAULT_STACK_DIR).api_url
+    result = asyncio.run(run(api_url, args.lines, args.readers, args.duration))
+    out = folder(None, started) / "imports.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     print(f"written to {out}")

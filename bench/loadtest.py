@@ -18,11 +18,6 @@ The database of the stack is emptied and seeded first (bench/lib/seeding.py) unl
 import argparse
 import asyncio
 import json
-import os
-import resource
-import shlex
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -30,38 +25,30 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
-from psycopg import sql
-
-from bench.lib import charts, load_report, seeding, storm
+from bench.lib import charts, load_report, runs, seeding, storm
+from bench.lib.database import dataset
 from bench.lib.locust_run import run_locust
-from bench.lib.machine import CpuShare, machine_info, package_versions
-from bench.lib.paths import RESULTS
-from bench.lib.samplers import Sampler, hit_ratio, redis_keyspace
-from bench.lib.targets import ARCHITECTURES, DEFAULT_STACK_DIR, Stack, Target, running
+from bench.lib.machine import machine_info, package_versions, raise_nofile, tool_versions
+from bench.lib.paths import folder
+from bench.lib.samplers import measured
+from bench.lib.targets import ARCHITECTURES, Stack, Target, reconnect_pgbouncer, running
 from bench.lib.wrk import ensure_wrk, mixed_script, run_wrk, wrk_version
 
 MIX = {"list": 0.3, "tag": 0.1, "article": 0.3, "comments": 0.2, "profile": 0.1}
-LOGGED_IN = 0.2  # share of wrk requests and of Locust users that carry a token
-NOFILE_NEEDED = 12_000
-
-
-def _ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.loadtest", description=__doc__.splitlines()[0] if __doc__ else ""
     )
-    parser.add_argument(
-        "--stack-dir", type=Path, default=Path(os.environ.get("STACK_DIR") or DEFAULT_STACK_DIR)
-    )
+    runs.add_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="small data, fewer and shorter steps")
     parser.add_argument("--architectures", default=",".join(ARCHITECTURES))
     parser.add_argument("--phases", default="wrk,journeys,storm,scenarios")
-    parser.add_argument("--connections", type=_ints, help="wrk steps (default 100,1000,5000)")
-    parser.add_argument("--users", type=_ints, help="Locust steps (default 100,1000,5000,10000)")
+    parser.add_argument("--connections", type=runs.ints, help="wrk steps (default 100,1000,5000)")
+    parser.add_argument(
+        "--users", type=runs.ints, help="Locust steps (default 100,1000,5000,10000)"
+    )
     parser.add_argument("--duration", type=int, help="seconds measured per wrk step (25)")
     parser.add_argument("--journey-time", type=int, help="seconds measured per Locust step (30)")
     parser.add_argument("--think", default="5:15", help="seconds between page views, min:max")
@@ -86,10 +73,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pause", type=float, help="seconds of rest between steps (2)")
     parser.add_argument(
         "--wrk-timeout", type=float, default=60, help="wrk's per-request timeout (s)"
-    )
-    parser.add_argument("--out", type=Path, help="results folder (default: timestamped)")
-    parser.add_argument(
-        "--render", type=Path, metavar="DIR", help="only redraw DIR's report from its results.json"
     )
     args = parser.parse_args(argv)
     quick = args.quick
@@ -124,80 +107,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def raise_nofile(needed: int = NOFILE_NEEDED) -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < min(needed, hard):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
-    return min(needed, hard)
-
-
-def sample_data(direct_url: str) -> dict[str, Any]:
-    """What the load generators pick from: real slugs, usernames and popular tags."""
-    with psycopg.connect(direct_url) as conn:
-        slugs = [
-            r[0] for r in conn.execute("SELECT slug FROM articles ORDER BY md5(slug) LIMIT 500")
-        ]
-        users = [
-            r[0]
-            for r in conn.execute("SELECT username FROM users ORDER BY md5(username) LIMIT 300")
-        ]
-        tags = [
-            r[0]
-            for r in conn.execute(
-                "SELECT tag FROM (SELECT unnest(tag_list) AS tag FROM articles LIMIT 20000) t"
-                " GROUP BY tag ORDER BY count(*) DESC LIMIT 50"
-            )
-        ]
-        viral = conn.execute(
-            "SELECT slug FROM articles ORDER BY favorites_count DESC, id LIMIT 1"
-        ).fetchone()
-    return {"slugs": slugs, "users": users, "tags": tags, "viral": viral[0] if viral else slugs[0]}
-
-
-def dataset(direct_url: str) -> tuple[dict[str, int], dict[str, str]]:
-    with psycopg.connect(direct_url) as conn:
-        counts = {}
-        for table in ("users", "articles", "comments", "favorites", "follows", "tags"):
-            row = conn.execute(
-                sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
-            ).fetchone()
-            counts[table] = row[0] if row else 0
-        version = conn.execute("SHOW server_version").fetchone()
-        max_conn = conn.execute("SHOW max_connections").fetchone()
-    return counts, {
-        "PostgreSQL": version[0] if version else "?",
-        "PostgreSQL max_connections": max_conn[0] if max_conn else "?",
-    }
-
-
-def tool_versions() -> dict[str, str]:
-    def first_line(*command: str) -> str:
-        try:
-            run = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)  # noqa: S603
-        except OSError:
-            return "-"
-        return ((run.stdout or run.stderr).strip().splitlines() or ["-"])[0]
-
-    return {
-        "PgBouncer": first_line("pgbouncer", "--version"),
-        "nginx": first_line("nginx", "-v"),
-        "Redis": first_line("redis-server", "--version"),
-        "locust": first_line(str(Path(sys.executable).parent / "locust"), "--version"),
-    }
-
-
-def reconnect_pgbouncer(stack: Stack) -> None:
-    """Close PgBouncer's idle server connections, so a baseline starts with PostgreSQL's
-    connection slots free (they hold up to 20 for 60 s after the last use)."""
-    try:
-        with psycopg.connect(
-            stack.env["PGBOUNCER_ADMIN_URL"], autocommit=True, cursor_factory=psycopg.ClientCursor
-        ) as conn:
-            conn.execute("RECONNECT")
-    except psycopg.Error as exc:
-        print(f"  (PgBouncer RECONNECT failed: {exc})", flush=True)
-
-
 class Runner:
     def __init__(self, args: argparse.Namespace, stack: Stack, out: Path) -> None:
         self.args, self.stack, self.out = args, stack, out
@@ -205,21 +114,6 @@ class Runner:
         self.failures: list[dict[str, str]] = []  # phases the harness could not run
         self.data: dict[str, Any] = {}
         self.wrk = ""
-
-    def measured(self, target: Target, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        """Run `measure` with the samplers and CPU accounting around it."""
-        env = self.stack.env
-        cpu = CpuShare(target.roots, own="load generator")
-        postgres_log = self.stack.dir / "postgres" / "postgres.log"
-        with Sampler(env["DIRECT_DATABASE_URL"], env["PGBOUNCER_ADMIN_URL"], postgres_log) as s:
-            time.sleep(0.3)  # a first sample before the load
-            keyspace = redis_keyspace(env["REDIS_URL"])
-            cpu.start()
-            result = measure()
-            shares = cpu.stop()
-            cache = hit_ratio(keyspace, redis_keyspace(env["REDIS_URL"]))
-        cpu_cores = {"cpu": {k: round(v, 2) for k, v in shares.items()}}
-        return result | cpu_cores | cache | s.samples.summary()
 
     def record(self, step: dict[str, Any]) -> None:
         self.steps.append(step)
@@ -231,7 +125,7 @@ class Runner:
         script = self.out / f"mixed-{key}.lua"
         tokens = [t for _, t in self.data["tokens"][:50]]
         picks = {k: self.data[k] for k in ("slugs", "users", "tags")}
-        script.write_text(mixed_script(**picks, tokens=tokens, mix=MIX, logged_in=LOGGED_IN))
+        script.write_text(mixed_script(**picks, tokens=tokens, mix=MIX, logged_in=runs.LOGGED_IN))
         if self.args.warmup:
             run_wrk(
                 self.wrk, target.base_url, script, connections=64, threads=2,
@@ -255,7 +149,7 @@ class Runner:
                 }  # fmt: skip
 
             step = {"phase": "wrk", "architecture": key, "load": connections}
-            self.record(step | self.measured(target, measure))
+            self.record(step | measured(self.stack, target, measure))
 
     def journeys_phase(self, target: Target, scenario: str, users_steps: Sequence[int]) -> None:
         key = target.architecture.key
@@ -281,7 +175,7 @@ class Runner:
                 return result
 
             step = {"phase": scenario, "architecture": key, "load": users}
-            self.record(step | self.measured(target, measure))
+            self.record(step | measured(self.stack, target, measure))
 
     def locust_env(self, scenario: str) -> dict[str, str]:
         data_file = self.out / "journey-data.json"
@@ -296,7 +190,7 @@ class Runner:
             "BENCH_DATA": str(data_file),
             "BENCH_SCENARIO": scenario,
             "BENCH_THINK": f"{low:g}:{high:g}",
-            "BENCH_MEMBER_SHARE": str(LOGGED_IN),
+            "BENCH_MEMBER_SHARE": str(runs.LOGGED_IN),
         }
 
     def storm_phase(self, target: Target) -> None:
@@ -312,7 +206,7 @@ class Runner:
             return result.summary()
 
         step = {"phase": "storm", "architecture": target.architecture.key, "load": len(users)}
-        self.record(step | self.measured(target, measure))
+        self.record(step | measured(self.stack, target, measure))
 
     def run(self) -> None:
         args = self.args
@@ -352,21 +246,6 @@ class Runner:
         self.failures.append({"architecture": architecture, "phase": phase, "error": text})
 
 
-def prepare(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
-    direct = stack.env["DIRECT_DATABASE_URL"]
-    if not args.no_seed:
-        seeding.fill(direct, seeding.PRESETS[args.size], truncate=True)
-    data = sample_data(direct)
-    logins = max(args.storm, args.logins)
-    print(f"logging in {logins} seeded users (argon2: a few at a time)", flush=True)
-    started = time.monotonic()
-    data["tokens"] = asyncio.run(
-        storm.login_many(stack.api_url, [f"user{n}@example.com" for n in range(1, logins + 1)])
-    )
-    print(f"  {logins} logins in {time.monotonic() - started:.1f} s", flush=True)
-    return data
-
-
 def render(out: Path) -> None:
     results = json.loads((out / "results.json").read_text())
     steps = results.pop("steps")
@@ -382,26 +261,22 @@ def main(argv: Sequence[str] | None = None) -> Path:
         render(rendered)
         return rendered
     started = datetime.now(UTC)
-    out = args.out or RESULTS / started.strftime("%Y%m%dT%H%M%SZ")
-    out.mkdir(parents=True, exist_ok=True)
+    out = folder(args.out, started)
     stack = Stack.load(args.stack_dir.resolve())
     nofile = raise_nofile()
     runner = Runner(args, stack, out)
     runner.wrk = ensure_wrk()
     info = machine_info() | {"RLIMIT_NOFILE (load generator)": str(nofile)}
-    runner.data = prepare(args, stack)
+    size = None if args.no_seed else args.size
+    runner.data = runs.prepare(stack, size=size, logins=max(args.storm, args.logins))
     counts, pg = dataset(stack.env["DIRECT_DATABASE_URL"])
     info |= pg | tool_versions() | {"wrk": wrk_version(runner.wrk)}
     wall = time.monotonic()
     try:
         runner.run()
     finally:
-        given = list(sys.argv[1:] if argv is None else argv)
-        meta = {
-            "command": shlex.join(["python", "-m", "bench.loadtest", *given]),
-            "started": started.isoformat(),
+        meta = runs.record("bench.loadtest", argv, args, started) | {
             "minutes": round((time.monotonic() - wall) / 60, 1),
-            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "machine": info,
             "packages": package_versions(),
             "dataset": counts,

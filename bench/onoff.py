@@ -22,11 +22,7 @@ bench/results/<UTC>-<scenario>/report.md and results.json.
 """
 
 import argparse
-import asyncio
 import json
-import os
-import shlex
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -38,31 +34,24 @@ import httpx
 import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.lib import seeding, storm
-from bench.lib.load_report import _table, errors, ok_rps, one_line
-from bench.lib.machine import machine_info, package_versions
-from bench.lib.paths import RESULTS
+from bench.lib import markdown, runs, seeding
+from bench.lib.database import dataset
+from bench.lib.load_report import errors, ok_rps, one_line
+from bench.lib.machine import machine_info, package_versions, raise_nofile, tool_versions
+from bench.lib.markdown import figure
+from bench.lib.paths import folder
+from bench.lib.samplers import measured
 from bench.lib.targets import (
-    DEFAULT_STACK_DIR,
     NOCACHE,
     NOOBS,
     STACK,
     Stack,
     Target,
     api_port,
+    reconnect_pgbouncer,
     running,
 )
 from bench.lib.wrk import ensure_wrk, mixed_script, rotate_script, run_wrk, wrk_version
-from bench.loadtest import (
-    LOGGED_IN,
-    Runner,
-    _ints,
-    dataset,
-    raise_nofile,
-    reconnect_pgbouncer,
-    sample_data,
-    tool_versions,
-)
 
 Step = dict[str, Any]
 CACHE_COUNTER = "conduit_cache_requests_total"  # app/observability/metrics.py, labels family/result
@@ -105,19 +94,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="python -m bench.onoff", description=__doc__.splitlines()[0] if __doc__ else ""
     )
     parser.add_argument("scenario", choices=("cache", "observability"))
-    parser.add_argument(
-        "--stack-dir", type=Path, default=Path(os.environ.get("STACK_DIR") or DEFAULT_STACK_DIR)
-    )
+    runs.add_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="small data, short steps")
     parser.add_argument(
-        "--connections", type=_ints, help="cache: 2000 (quick 500); observability: 64"
+        "--connections", type=runs.ints, help="cache: 2000 (quick 500); observability: 64"
     )
     parser.add_argument("--duration", type=int, help="measured s per run: 30 / 15 (quick 8 / 5)")
     parser.add_argument("--warmup", type=int, help="wrk warm-up s per target and endpoint (5)")
     parser.add_argument("--rounds", type=int, help="observability: on/off pairs per step (3)")
     parser.add_argument("--pause", type=float, help="seconds of rest between runs (2)")
     parser.add_argument(
-        "--logged-in", type=float, default=LOGGED_IN, help="cache: share of requests with a token"
+        "--logged-in",
+        type=float,
+        default=runs.LOGGED_IN,
+        help="cache: share of requests with a token",
     )
     parser.add_argument("--logins", type=int, help="seeded users logged in for tokens (50)")
     parser.add_argument(
@@ -131,10 +121,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-seed", action="store_true", help="keep the stack's data as it is")
     parser.add_argument("--wrk-timeout", type=float, default=30, help="wrk's request timeout (s)")
-    parser.add_argument("--out", type=Path, help="results folder (default: timestamped)")
-    parser.add_argument(
-        "--render", type=Path, metavar="DIR", help="only redraw DIR's report from its results.json"
-    )
     args = parser.parse_args(argv)
     quick, cache = args.quick, args.scenario == "cache"
     defaults: dict[str, Any] = {
@@ -289,7 +275,6 @@ def viral_paths(slug: str) -> dict[str, str]:
 class Bench:
     def __init__(self, args: argparse.Namespace, stack: Stack, out: Path) -> None:
         self.args, self.stack, self.out = args, stack, out
-        self.runner = Runner(args, stack, out)  # for its samplers and CPU accounting
         self.wrk = ensure_wrk()
         self.steps: list[Step] = []
         self.data: dict[str, Any] = {}
@@ -328,7 +313,7 @@ class Bench:
             return result | {"before": before, "after": after}
 
         step = {"phase": "wrk", "architecture": target.architecture.key, "load": connections}
-        return step | self.runner.measured(target, measure)
+        return step | measured(self.stack, target, measure)
 
     def warm(self, target: Target, script: Path) -> None:
         if self.args.warmup:
@@ -421,14 +406,6 @@ def api_observability(stack: Stack) -> dict[str, str]:
 # ---- the report ----
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1%}"
-
-
-def _num(value: float | None, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
 def _cpu_ms(step: Step, group: str = "API") -> float | None:
     """CPU milliseconds of `group` per 2xx answer."""
     cores, rps = step.get("cpu", {}).get(group), ok_rps(step)
@@ -450,15 +427,15 @@ def cache_table(steps: Sequence[Step]) -> str:
         rows.append([
             "on" if s["architecture"] == STACK.key else "off", f"{s['load']:,}",
             f"{s['rps']:,.0f}", f"{ok_rps(s):,.0f}", f"{s['p50_ms']:,.1f}", f"{s['p99_ms']:,.1f}",
-            f"{s['max_ms']:,.1f}", _pct(s.get("cache_hit_ratio")),
+            f"{s['max_ms']:,.1f}", figure(s.get("cache_hit_ratio"), ".1%"),
             f"{lookups.get('hit', 0):,}", f"{lookups.get('miss', 0):,}",
-            f"{lookups.get('collapsed', 0):,}", _pct(s.get("cache_served_ratio")),
-            _num(s.get("sql_per_request")), _num(s.get("sql_per_request_net")),
-            _num(_cpu_ms(s), 2),
+            f"{lookups.get('collapsed', 0):,}", figure(s.get("cache_served_ratio"), ".1%"),
+            figure(s.get("sql_per_request"), ".3f"),
+            figure(s.get("sql_per_request_net"), ".3f"), figure(_cpu_ms(s), ".2f"),
             str(s.get("pg_backends_peak", "n/a")), str(s.get("pgb_cl_waiting_peak", "n/a")),
             _errors(s),
         ])  # fmt: skip
-    return _table(header, rows, left=1, text_from=len(header) - 1) if rows else ""
+    return markdown.table(header, rows, text_from=len(header) - 1) if rows else ""
 
 
 def cache_verdicts(steps: Sequence[Step]) -> list[str]:
@@ -469,11 +446,12 @@ def cache_verdicts(steps: Sequence[Step]) -> list[str]:
         hit_ok = ratio is not None and ratio >= TARGET_HIT_RATIO
         sql_ok = net is not None and net <= TARGET_SQL_PER_REQUEST
         lines += [
-            f"- {s['load']:,} readers: hit ratio {_pct(ratio)} (target ≥ "
+            f"- {s['load']:,} readers: hit ratio {figure(ratio, '.1%')} (target ≥ "
             f"{TARGET_HIT_RATIO:.0%}: {'met' if hit_ok else 'missed'}); "
-            f"{_num(net)} SQL statements per 2xx answer (target ≤ {TARGET_SQL_PER_REQUEST}: "
-            f"{'met' if sql_ok else 'missed'}): {_num(sql)} of all statements PgBouncer "
-            f"passed, less the stack's own {_num(s.get('background_qps'), 1)} per second "
+            f"{figure(net, '.3f')} SQL statements per 2xx answer "
+            f"(target ≤ {TARGET_SQL_PER_REQUEST}: {'met' if sql_ok else 'missed'}): "
+            f"{figure(sql, '.3f')} of all statements PgBouncer "
+            f"passed, less the stack's own {figure(s.get('background_qps'), '.1f')} per second "
             "measured idle just before (job worker, probes).",
         ]
     return lines
@@ -486,10 +464,11 @@ def family_table(steps: Sequence[Step]) -> str:
             rows.append([
                 s["architecture"], f"{s['load']:,}", family,
                 *(f"{counts.get(r, 0):,}" for r in ("hit", "miss", "collapsed", "error")),
-                _pct(counts.get("hit_ratio")),
+                figure(counts.get("hit_ratio"), ".1%"),
             ])  # fmt: skip
     header = ["architecture", "connections", "family", "hits", "misses", "collapsed", "errors"]
-    return _table([*header, "hit ratio"], rows, left=3) if rows else "No cache lookups counted.\n"
+    table = markdown.table([*header, "hit ratio"], rows, left=3)
+    return table if rows else "No cache lookups counted.\n"
 
 
 def overhead(steps: Sequence[Step]) -> list[Step]:
@@ -530,13 +509,13 @@ def overhead_table(rows: Iterable[Step]) -> str:
     lines = [
         [
             r["endpoint"], f"{r['load']:,}", f"{r['rps_on']:,.0f}", f"{r['rps_off']:,.0f}",
-            _pct(r["ratio"]), _pct(r.get("best_ratio")), "yes" if r["met"] else "no",
-            f"{r['p99_on_ms']:,.1f}",
-            f"{r['p99_off_ms']:,.1f}", _num(r["cpu_ms_on"], 2), _num(r["cpu_ms_off"], 2),
+            figure(r["ratio"], ".1%"), figure(r.get("best_ratio"), ".1%"),
+            "yes" if r["met"] else "no", f"{r['p99_on_ms']:,.1f}", f"{r['p99_off_ms']:,.1f}",
+            figure(r["cpu_ms_on"], ".2f"), figure(r["cpu_ms_off"], ".2f"),
         ]
         for r in rows
     ]  # fmt: skip
-    return _table(header, lines, left=1) if lines else ""
+    return markdown.table(header, lines) if lines else ""
 
 
 def runs_table(steps: Sequence[Step]) -> str:
@@ -546,12 +525,12 @@ def runs_table(steps: Sequence[Step]) -> str:
         [
             s["endpoint"], f"{s['load']:,}", str(s["round"]),
             "on" if s["architecture"] == STACK.key else "off", f"{s['rps']:,.0f}",
-            f"{s['p50_ms']:,.1f}", f"{s['p99_ms']:,.1f}", _errors(s), _num(_cpu_ms(s), 2),
-            _num(s.get("cpu", {}).get("other"), 2),
+            f"{s['p50_ms']:,.1f}", f"{s['p99_ms']:,.1f}", _errors(s), figure(_cpu_ms(s), ".2f"),
+            figure(s.get("cpu", {}).get("other"), ".2f"),
         ]
         for s in steps
     ]  # fmt: skip
-    return _table(header, rows, text_from=99)
+    return markdown.table(header, rows, left=2)
 
 
 def summary(meta: Mapping[str, Any], steps: Sequence[Step]) -> str:
@@ -629,10 +608,10 @@ def render(meta: Mapping[str, Any], steps: Sequence[Step]) -> str:
     lines += [
         "## Data set",
         "",
-        _table(list(data), [[f"{v:,}" for v in data.values()]], 0),
+        markdown.counts(data),
         "## Machine and versions",
         "",
-        _table(["", ""], [[k, str(v)] for k, v in facts.items()], 2),
+        markdown.facts(facts),
         "Raw figures: `results.json`; wrk output `wrk-*.txt`; the Lua scripts `*.lua`.",
         "",
     ]
@@ -646,30 +625,19 @@ def write_report(out: Path) -> str:
     return summary(results, steps)
 
 
-def prepare(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
-    direct = stack.env["DIRECT_DATABASE_URL"]
-    if not args.no_seed:
-        seeding.fill(direct, seeding.PRESETS[args.size], truncate=True)
-    data = sample_data(direct)
-    emails = [f"user{n}@example.com" for n in range(1, args.logins + 1)]
-    print(f"logging in {len(emails)} seeded users", flush=True)
-    data["tokens"] = asyncio.run(storm.login_many(stack.api_url, emails))
-    return data
-
-
 def main(argv: Sequence[str] | None = None) -> Path:
     args = parse_args(argv)
     if args.render:
         print(write_report(args.render))
         return Path(args.render)
     started = datetime.now(UTC)
-    out = args.out or RESULTS / f"{started:%Y%m%dT%H%M%SZ}-{args.scenario}"
-    out.mkdir(parents=True, exist_ok=True)
+    out = folder(args.out, started, f"-{args.scenario}")
     stack = Stack.load(args.stack_dir.resolve())
     nofile = raise_nofile()
     bench = Bench(args, stack, out)
     info = machine_info() | {"RLIMIT_NOFILE (load generator)": str(nofile)}
-    bench.data = prepare(args, stack)
+    size = None if args.no_seed else args.size
+    bench.data = runs.prepare(stack, size=size, logins=args.logins)
     counts, pg = dataset(stack.env["DIRECT_DATABASE_URL"])
     info |= pg | tool_versions() | {"wrk": wrk_version(bench.wrk)}
     wall = time.monotonic()
@@ -679,13 +647,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
         else:
             bench.observability()
     finally:
-        given = list(sys.argv[1:] if argv is None else argv)
-        meta = {
+        meta = runs.record("bench.onoff", argv, args, started) | {
             "scenario": args.scenario,
-            "command": shlex.join(["python", "-m", "bench.onoff", *given]),
-            "started": started.isoformat(),
             "minutes": round((time.monotonic() - wall) / 60, 1),
-            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "machine": info,
             "packages": package_versions(),
             "dataset": counts,

@@ -15,12 +15,8 @@ app queries in pg_stat_activity, and the API workers' CPU, until all three stay 
 """
 
 import argparse
-import asyncio
 import json
-import os
 import re
-import shlex
-import sys
 import threading
 import time
 import urllib.request
@@ -34,14 +30,20 @@ from typing import Any
 
 import psycopg
 
-from bench import loadtest
-from bench.lib import seeding, storm
-from bench.lib.machine import machine_info, package_versions, processes, tree
-from bench.lib.paths import RESULTS
-from bench.lib.samplers import BACKENDS, INTERVAL_S
-from bench.lib.speed_report import _table
+from bench.lib import markdown, runs, seeding
+from bench.lib.database import dataset
+from bench.lib.machine import (
+    machine_info,
+    package_versions,
+    processes,
+    raise_nofile,
+    tool_versions,
+    tree,
+)
+from bench.lib.markdown import figure
+from bench.lib.paths import folder
+from bench.lib.samplers import BACKENDS, INTERVAL_S, measured
 from bench.lib.targets import (
-    DEFAULT_STACK_DIR,
     NOSHED,
     STACK,
     Architecture,
@@ -49,13 +51,13 @@ from bench.lib.targets import (
     Target,
     api_port,
     cmdline,
+    reconnect_pgbouncer,
     running,
 )
 from bench.lib.wrk import ensure_wrk, mixed_script, run_wrk, wrk_version
 
 TARGETS: dict[str, Architecture] = {"on": STACK, "off": NOSHED}
 MIX = {"list": 0.4, "tag": 0.1, "article": 0.4, "comments": 0.1, "profile": 0.0}
-LOGGED_IN = 0.2
 CPU_IDLE_CORES = 0.25  # API workers at rest, polled for /metrics every 100 ms: ~0.1 core
 HOLD_S = 1.0  # idle that long on every signal: the watch stops
 LOG_FLUSH_S = 2.5  # nginx writes its access log every 2 s (deploy/stack/nginx.conf)
@@ -76,11 +78,9 @@ NGINX_ERRORS = {
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.overload", description=__doc__)
-    parser.add_argument(
-        "--stack-dir", type=Path, default=Path(os.environ.get("STACK_DIR") or DEFAULT_STACK_DIR)
-    )
+    runs.add_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="2 small, short steps")
-    parser.add_argument("--steps", type=loadtest._ints, help="connections (500,2000,5000,10000)")
+    parser.add_argument("--steps", type=runs.ints, help="connections (500,2000,5000,10000)")
     parser.add_argument("--duration", type=int, help="seconds per step (20; quick 5)")
     parser.add_argument("--targets", default="on,off", help="shedding on, off, or both")
     parser.add_argument(
@@ -94,8 +94,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pause", type=float, default=2, help="rest between steps (s)")
     parser.add_argument("--size", default="default", choices=sorted(seeding.PRESETS))
     parser.add_argument("--reseed", action="store_true", help="seed even if articles exist")
-    parser.add_argument("--out", type=Path, help="results folder (default: timestamped)")
-    parser.add_argument("--render", type=Path, metavar="DIR", help="only redraw DIR's report")
     args = parser.parse_args(argv)
     args.steps = args.steps or ([200, 1000] if args.quick else [500, 2000, 5000, 10000])
     args.duration = args.duration or (5 if args.quick else 20)
@@ -312,19 +310,21 @@ class Overload:
         self.args, self.stack, self.out = args, stack, out
         self.steps: list[dict[str, Any]] = []
         self.wrk = ensure_wrk()
-        self.harness = loadtest.Runner(args, stack, out)  # its samplers and CPU accounting
 
     def run(self, data: Mapping[str, Any]) -> None:
         for key in self.args.targets:
             architecture = TARGETS[key]
             print(f"shedding {key}: {architecture.description}", flush=True)
-            loadtest.reconnect_pgbouncer(self.stack)
+            reconnect_pgbouncer(self.stack)
             with running(self.stack, architecture) as target:
                 script = self.out / f"mixed-{key}.lua"
                 picks = {k: data[k] for k in ("slugs", "users", "tags", "tokens")}
                 script.write_text(
                     mixed_script(
-                        **picks, mix=MIX, logged_in=LOGGED_IN, retry_after=self.args.retry_after
+                        **picks,
+                        mix=MIX,
+                        logged_in=runs.LOGGED_IN,
+                        retry_after=self.args.retry_after,
                     )
                 )
                 run_wrk(self.wrk, target.base_url, script, connections=64, threads=2, duration_s=3)
@@ -355,7 +355,7 @@ class Overload:
                 "accept_queue_peak": max(queue, default=None),
             }  # fmt: skip
 
-        result = self.harness.measured(target, measure)
+        result = measured(self.stack, target, measure)
         samples = IdleWatch(target, self.stack.env["DIRECT_DATABASE_URL"]).watch(
             stopped, args.idle_window
         )
@@ -373,17 +373,13 @@ class Overload:
 # ---- report ----
 
 
-def _num(value: Any, spec: str = ",.0f", none: str = "n/a") -> str:
-    return none if value is None else format(value, spec)
-
-
 def one_line(step: Mapping[str, Any]) -> str:
     return (
         f"shedding {step['shedding']:<3} {step['connections']:>6,} conns  "
-        f"goodput {step['goodput']:8,.1f}/s  served p99 {_num(step['served_p99_ms'])} ms  "
-        f"shed {_num(step['shed_share'], '.1%')}  504 {_num(step['deadline_share'], '.1%')}  "
+        f"goodput {step['goodput']:8,.1f}/s  served p99 {figure(step['served_p99_ms'])} ms  "
+        f"shed {figure(step['shed_share'], '.1%')}  504 {figure(step['deadline_share'], '.1%')}  "
         f"other non-2xx {step['other_non_2xx']:,}  socket errors {step['socket_errors']:,}  "
-        f"PG peak {step.get('pg_backends_peak')}  idle after {_num(step['idle_s'], '.1f')} s"
+        f"PG peak {step.get('pg_backends_peak')}  idle after {figure(step['idle_s'], '.1f')} s"
     )
 
 
@@ -395,9 +391,9 @@ def verdicts(steps: Sequence[Mapping[str, Any]]) -> list[str]:
         ok_p99 = p99 is not None and p99 <= 1000 * BUDGET_S
         ok_idle = idle is not None and idle <= IDLE_TARGET_S
         lines.append(
-            f"- {s['connections']:,} connections: p99 of served {_num(p99)} ms "
+            f"- {s['connections']:,} connections: p99 of served {figure(p99)} ms "
             f"(≤ {1000 * BUDGET_S:,.0f}: {'yes' if ok_p99 else 'no'}), idle after "
-            f"{_num(idle, '.1f', 'never')} s (≤ {IDLE_TARGET_S:g}: {'yes' if ok_idle else 'no'})"
+            f"{figure(idle, '.1f', 'never')} s (≤ {IDLE_TARGET_S:g}: {'yes' if ok_idle else 'no'})"
         )
     return lines
 
@@ -407,18 +403,18 @@ def render(meta: Mapping[str, Any], steps: Sequence[Mapping[str, Any]]) -> str:
     main = [
         [
             s["shedding"], f"{s['connections']:,}", f"{s['goodput']:,.1f}",
-            _num(s["served_p50_ms"]), _num(s["served_p99_ms"]), _num(s["p99_ms"]),
-            _num(s["shed_share"], ".1%"), _num(s["deadline_share"], ".1%"),
+            figure(s["served_p50_ms"]), figure(s["served_p99_ms"]), figure(s["p99_ms"]),
+            figure(s["shed_share"], ".1%"), figure(s["deadline_share"], ".1%"),
             f"{s['other_non_2xx']:,}", f"{s['socket_errors']:,}",
-            _num(s.get("pg_backends_peak")), _num(s.get("pg_active_peak")),
-            _num(s["idle_s"], ".1f", "never"),
+            figure(s.get("pg_backends_peak")), figure(s.get("pg_active_peak")),
+            figure(s["idle_s"], ".1f", "never"),
         ]
         for s in steps
     ]  # fmt: skip
     idle = [
         [
             s["shedding"], f"{s['connections']:,}",
-            *(_num(s[f"idle_{k}_s"], ".1f", "never") for k in IDLE),
+            *(figure(s[f"idle_{k}_s"], ".1f", "never") for k in IDLE),
             f"{len(s['idle_samples'])}",
         ]
         for s in steps
@@ -426,10 +422,10 @@ def render(meta: Mapping[str, Any], steps: Sequence[Mapping[str, Any]]) -> str:
     detail = [
         [
             s["shedding"], f"{s['connections']:,}", f"{s['requests']:,}",
-            f"{s['served_logged']:,}", _num(s["served_p90_ms"]), _num(s["served_max_ms"]),
-            _num(s.get("accept_queue_peak")),
-            ", ".join(f"{n:,} x {k}" for k, n in sorted(s["errors"].items())) or "-",
-            ", ".join(f"{n:,} x {k}" for k, n in s["nginx_errors"].items()) or "-",
+            f"{s['served_logged']:,}", figure(s["served_p90_ms"]), figure(s["served_max_ms"]),
+            figure(s.get("accept_queue_peak")),
+            markdown.tally(sorted(s["errors"].items())) or "-",
+            markdown.tally(s["nginx_errors"].items()) or "-",
             " ".join(f"{g} {v:.2f}" for g, v in s.get("cpu", {}).items()),
         ]
         for s in steps
@@ -450,7 +446,7 @@ def render(meta: Mapping[str, Any], steps: Sequence[Mapping[str, Any]]) -> str:
         f"# Overload, {meta.get('started', '?')}",
         "",
         f"wrk, mixed reads ({', '.join(f'{k} {v:.0%}' for k, v in MIX.items() if v)}; "
-        f"{LOGGED_IN:.0%} logged in), closed loop"
+        f"{runs.LOGGED_IN:.0%} logged in), closed loop"
         + (
             ", a connection answered 503 waits its Retry-After (1 s)"
             if args.get("retry_after")
@@ -466,7 +462,7 @@ def render(meta: Mapping[str, Any], steps: Sequence[Mapping[str, Any]]) -> str:
         "",
         *verdicts(steps),
         "",
-        _table(header, main, right_from=1),
+        markdown.table(header, main),
         "- goodput: 2xx answers wrk read per second of the step; shares are of every answer "
         'wrk read (`shed 503` = the API\'s "server busy"; `504` = the request deadline).',
         "- served p50/p99: nginx's `$request_time` of the 2xx lines in its access log for the "
@@ -481,7 +477,7 @@ def render(meta: Mapping[str, Any], steps: Sequence[Mapping[str, Any]]) -> str:
         "",
         "## Time to idle, per signal (s)",
         "",
-        _table(["shedding", "conns", *IDLE, "samples"], idle, right_from=1),
+        markdown.table(["shedding", "conns", *IDLE, "samples"], idle),
         "## Details",
         "",
         f"CPU in cores (of {cores}) during the step; API accept queue: connections nginx "
@@ -489,10 +485,10 @@ def render(meta: Mapping[str, Any], steps: Sequence[Mapping[str, Any]]) -> str:
         "errors by kind from wrk's Lua "
         "(`HTTP 503` without a kind is nginx's own: upstream refused or timed out).",
         "",
-        _table(detail_header, detail, right_from=2),
+        markdown.table(detail_header, detail, left=2),
         "## Machine and versions",
         "",
-        _table(["", ""], [[k, str(v)] for k, v in meta.get("machine", {}).items()], 2),
+        markdown.facts(meta.get("machine", {})),
         f"Command: `{meta.get('command', '?')}`",
         "",
     ]
@@ -512,13 +508,10 @@ def nginx_capacity(stack: Stack) -> dict[str, str]:
 
 
 def prepare(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
-    direct = stack.env["DIRECT_DATABASE_URL"]
-    counts, _ = loadtest.dataset(direct)
-    if args.reseed or not counts["articles"]:
-        seeding.fill(direct, seeding.PRESETS[args.size], truncate=True)
-    data = loadtest.sample_data(direct)
-    emails = [f"user{n}@example.com" for n in range(1, 51)]
-    data["tokens"] = [t for _, t in asyncio.run(storm.login_many(stack.api_url, emails))]
+    counts, _ = dataset(stack.env["DIRECT_DATABASE_URL"])
+    size = args.size if args.reseed or not counts["articles"] else None
+    data = runs.prepare(stack, size=size, logins=50)
+    data["tokens"] = [token for _, token in data["tokens"]]
     return data
 
 
@@ -529,24 +522,19 @@ def main(argv: Sequence[str] | None = None) -> Path:
         (args.render / "report.md").write_text(render(results, results["steps"]))
         return Path(args.render)
     started = datetime.now(UTC)
-    out = args.out or RESULTS / f"{started:%Y%m%dT%H%M%SZ}-overload"
-    out.mkdir(parents=True, exist_ok=True)
+    out = folder(args.out, started, "-overload")
     stack = Stack.load(args.stack_dir.resolve())
-    nofile = loadtest.raise_nofile()
+    nofile = raise_nofile()
     overload = Overload(args, stack, out)
     data = prepare(args, stack)
-    counts, pg = loadtest.dataset(stack.env["DIRECT_DATABASE_URL"])
-    info = machine_info() | pg | loadtest.tool_versions() | {"wrk": wrk_version(overload.wrk)}
+    counts, pg = dataset(stack.env["DIRECT_DATABASE_URL"])
+    info = machine_info() | pg | tool_versions() | {"wrk": wrk_version(overload.wrk)}
     info |= {"RLIMIT_NOFILE (wrk)": str(nofile)} | nginx_capacity(stack)
     info |= {"data set": ", ".join(f"{k} {v:,}" for k, v in counts.items())}
     try:
         overload.run(data)
     finally:
-        given = list(sys.argv[1:] if argv is None else argv)
-        meta = {
-            "command": shlex.join(["python", "-m", "bench.overload", *given]),
-            "started": started.isoformat(timespec="seconds"),
-            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        meta = runs.record("bench.overload", argv, args, started) | {
             "machine": info | package_versions(),
             "stack": {k: v for k, v in stack.env.items() if "URL" not in k},
         }

@@ -29,6 +29,7 @@ from sqlalchemy import Engine, event, text
 from app.config import Settings
 from app.db import make_engine, make_sessionmaker
 from app.main import create_app
+from bench.lib import markdown
 from bench.lib.database import plain_url
 
 Step = Callable[[], Awaitable[object]]
@@ -203,10 +204,10 @@ def render(rows: list[Row], n: int) -> str:
         f"One request at a time, {n} calls per row; CPU is this process's, wall adds "
         "PostgreSQL, the socket and waiting for a CPU.",
         "",
-        "| layer | CPU ms/call | wall ms/call | note |",
-        "| --- | ---: | ---: | --- |",
+        markdown.table(
+            ["layer", "CPU ms/call", "wall ms/call", "note"],
+            [[name, f"{cpu:.3f}", f"{wall:.3f}", note] for name, cpu, wall, note in rows],
+            text_from=3,
+        ),
     ]
-    for name, cpu, wall, note in rows:
-        cell = name.replace("|", "\\|")
-        lines.append(f"| {cell} | {cpu:.3f} | {wall:.3f} | {note} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines)

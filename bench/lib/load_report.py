@@ -3,6 +3,7 @@
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bench.lib import markdown
 from bench.lib.targets import ARCHITECTURES
 
 Step = Mapping[str, Any]
@@ -28,8 +29,7 @@ def errors(step: Step) -> tuple[int, str]:
     else:
         kinds = step.get("errors") or {}
         total = int(step.get("failures_total", 0))
-    text = ", ".join(f"{n:,} x {kind}" for kind, n in sorted(kinds.items(), key=lambda x: -x[1]))
-    return total, text
+    return total, markdown.tally(sorted(kinds.items(), key=lambda x: -x[1]))
 
 
 def ok_rps(step: Step) -> float:
@@ -59,7 +59,7 @@ def _ratio(step: Step) -> str:
 
 def _log(step: Step) -> str:
     logged: Mapping[str, int] = step.get("postgres_log") or {}
-    return ", ".join(f"{n:,} x {what}" for what, n in logged.items()) or "-"
+    return markdown.tally(logged.items()) or "-"
 
 
 def one_line(step: Step) -> str:
@@ -71,14 +71,6 @@ def one_line(step: Step) -> str:
         f"errors {count:,}{f' ({what})' if what else ''}  PG peak {_pg(step)}  "
         f"PgBouncer waiting/maxwait {_pgbouncer(step)}"
     )
-
-
-def _table(
-    header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 2, text_from: int = 99
-) -> str:
-    """Columns before `left` and from `text_from` on are text (left-aligned), others numbers."""
-    align = ["---" if i < left or i >= text_from else "---:" for i in range(len(header))]
-    return "\n".join("| " + " | ".join(r) + " |" for r in [header, align, *rows]) + "\n"
 
 
 def _label(key: str) -> str:
@@ -101,7 +93,7 @@ def load_table(steps: Sequence[Step], phase: str) -> str:
             f"{s.get('max_ms', 0):,.0f}", f"{count:,}", _pg(s), _pgbouncer(s), _ratio(s), _log(s),
             what or "-",
         ])  # fmt: skip
-    return _table(header, rows, text_from=11)
+    return markdown.table(header, rows, left=2, text_from=11)
 
 
 def compact_table(steps: Sequence[Step], phase: str) -> str:
@@ -127,7 +119,7 @@ def compact_table(steps: Sequence[Step], phase: str) -> str:
             f"{ok_rps(s):,.0f}", f"{s.get('p50_ms', 0):,.0f}", f"{s.get('p99_ms', 0):,.0f}",
             f"{count:,}{share}", _pg(s), what or "-",
         ])  # fmt: skip
-    return _table(header, rows, left=2, text_from=8)
+    return markdown.table(header, rows, left=2, text_from=8)
 
 
 def cpu_table(steps: Sequence[Step], phase: str) -> str:
@@ -138,7 +130,7 @@ def cpu_table(steps: Sequence[Step], phase: str) -> str:
         for s in steps
         if s["phase"] == phase
     ]
-    return _table(header, rows)
+    return markdown.table(header, rows, left=2)
 
 
 def storm_table(steps: Sequence[Step]) -> str:
@@ -149,7 +141,7 @@ def storm_table(steps: Sequence[Step]) -> str:
     for s in steps:
         if s["phase"] != "storm":
             continue
-        answers = ", ".join(f"{n:,} x {k}" for k, n in sorted((s.get("statuses") or {}).items()))
+        answers = markdown.tally(sorted((s.get("statuses") or {}).items()))
         rows.append([
             _label(s["architecture"]), f"{s['load']:,}", f"{s.get('rps', 0):,.1f}",
             f"{s.get('p50_ms', 0):,.0f}", f"{s.get('p99_ms', 0):,.0f}", f"{s.get('max_ms', 0):,.0f}",
@@ -158,42 +150,35 @@ def storm_table(steps: Sequence[Step]) -> str:
             f"{s.get('lost')} / {s.get('phantom')}", f"{s.get('unsure')} ({s.get('unsure_on')})",
             "yes" if s.get("exact") else "**no**", _pg(s),
         ])  # fmt: skip
-    return _table(header, rows, text_from=6)
+    return markdown.table(header, rows, left=2, text_from=6)
 
 
-def targets(steps: Sequence[Step]) -> list[str]:
+def targets(steps: Sequence[Step]) -> str:
     """The issue's targets for the stack, checked against this run."""
     mine = [s for s in steps if s["architecture"] == "stack"]
     if not mine:
-        return ["_the stack was not measured in this run_"]
+        return "_the stack was not measured in this run_\n"
     failing = [s for s in mine if errors(s)[0]]
     peak = max(
         (s["pg_backends_peak"] for s in mine if s.get("pg_backends_peak") is not None), default=None
     )
     at_1000 = [s for s in mine if s["phase"] == "mixed" and s["load"] == 1000]
-    lines = [
-        "| target | result | met |",
-        "| --- | --- | --- |",
-        "| zero errors at every step | "
-        + (
-            "none"
-            if not failing
-            else "; ".join(f"{s['phase']} {s['load']:,}: {errors(s)[0]:,}" for s in failing)
-        )
-        + f" | {'yes' if not failing else 'no'} |",
-        f"| PostgreSQL client backends ≤ 20 at every step | peak {peak} | "
-        f"{'yes' if peak is not None and peak <= 20 else 'no'} |",
+    failed = "; ".join(f"{s['phase']} {s['load']:,}: {errors(s)[0]:,}" for s in failing)
+    rows = [
+        ["zero errors at every step", failed or "none", "no" if failing else "yes"],
+        [
+            "PostgreSQL client backends ≤ 20 at every step",
+            f"peak {peak}",
+            "yes" if peak is not None and peak <= 20 else "no",
+        ],
     ]
+    p99_target = "p99 ≤ 150 ms at 1,000 users with think time"
     if at_1000:
         p99 = at_1000[0]["p99_ms"]
-        lines.append(
-            f"| p99 ≤ 150 ms at 1,000 users with think time | {p99:,.0f} ms | {'yes' if p99 <= 150 else 'no'} |"
-        )
+        rows.append([p99_target, f"{p99:,.0f} ms", "yes" if p99 <= 150 else "no"])
     else:
-        lines.append(
-            "| p99 ≤ 150 ms at 1,000 users with think time | not measured in this run | - |"
-        )
-    return lines
+        rows.append([p99_target, "not measured in this run", "-"])
+    return markdown.table(["target", "result", "met"], rows, left=3)
 
 
 def collapses(steps: Sequence[Step]) -> list[str]:
@@ -254,8 +239,7 @@ def render(meta: Mapping[str, Any], steps: Sequence[Step], charts: Sequence[str]
         *_harness_failures(meta),
         "## Targets for the stack",
         "",
-        *targets(steps),
-        "",
+        targets(steps),
         "## Where each architecture fails, and how",
         "",
         *collapses(steps),
@@ -273,7 +257,7 @@ def render(meta: Mapping[str, Any], steps: Sequence[Step], charts: Sequence[str]
     lines += [
         "## Data set",
         "",
-        _table(list(meta["dataset"]), [[f"{v:,}" for v in meta["dataset"].values()]], 0),
+        markdown.counts(meta["dataset"]),
     ]
     facts = {
         **meta["machine"],
@@ -283,7 +267,7 @@ def render(meta: Mapping[str, Any], steps: Sequence[Step], charts: Sequence[str]
     lines += [
         "## Machine and versions",
         "",
-        _table(["", ""], [[k, str(v)] for k, v in facts.items()], 2),
+        markdown.facts(facts),
     ]
     lines += [
         "Raw figures: `results.json`; wrk output `wrk-*.txt`; Locust CSVs and logs `locust-*`.",

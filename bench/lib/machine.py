@@ -2,6 +2,7 @@
 
 import os
 import platform
+import resource
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -25,6 +26,7 @@ PACKAGES = (
     "orjson",
 )
 TICKS = os.sysconf("SC_CLK_TCK")
+NOFILE_NEEDED = 12_000  # 10,000 connections, and room for the rest
 
 
 def machine_info() -> dict[str, str]:
@@ -50,6 +52,33 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "-"
     return versions
+
+
+def tool_versions() -> dict[str, str]:
+    """The stack's programs and the load generator's, as they report themselves."""
+
+    def first_line(*command: str) -> str:
+        try:
+            run = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)  # noqa: S603
+        except OSError:
+            return "-"
+        return ((run.stdout or run.stderr).strip().splitlines() or ["-"])[0]
+
+    return {
+        "PgBouncer": first_line("pgbouncer", "--version"),
+        "nginx": first_line("nginx", "-v"),
+        "Redis": first_line("redis-server", "--version"),
+        "locust": first_line(str(Path(sys.executable).parent / "locust"), "--version"),
+    }
+
+
+def raise_nofile(needed: int = NOFILE_NEEDED) -> int:
+    """Raise this process's open-files limit towards `needed` (wrk and Locust inherit it: a
+    socket per connection); the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < min(needed, hard):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
+    return min(needed, hard)
 
 
 def _cpu_model() -> str:

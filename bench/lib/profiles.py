@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.lib import markdown
+
 FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 # SQLAlchemy's async layer runs the ORM in greenlets, and py-spy shows a greenlet's frames
@@ -121,12 +123,12 @@ def summarise(
 
     def table(title: str, counts: Counter[str], limit: int | None = top) -> str:
         ms = cpu_ms_per_request
-        rows = [f"| {title} | % of busy samples |" + (" ≈ CPU ms/request |" if ms else "")]
-        rows.append("| --- | ---: |" + (" ---: |" if ms else ""))
-        for key, value in counts.most_common(limit):
-            share = value / total
-            rows.append(f"| `{key}` | {share:.1%} |" + (f" {share * ms:.2f} |" if ms else ""))
-        return "\n".join(rows) + "\n"
+        header = [title, "% of busy samples", *(["≈ CPU ms/request"] if ms else [])]
+        rows = [
+            [f"`{key}`", f"{n / total:.1%}", *([f"{n / total * ms:.2f}"] if ms else [])]
+            for key, n in counts.most_common(limit)
+        ]
+        return markdown.table(header, rows)
 
     stages = Counter({stage: by_stage[stage] for stage, _, _ in STAGES})
     return (

@@ -5,12 +5,16 @@ PostgreSQL logs meanwhile (too many clients, prepared statements, ...)."""
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import redis
+
+from bench.lib.machine import CpuShare
+from bench.lib.targets import Stack, Target
 
 INTERVAL_S = 0.1
 # The app's backends: its role and database, through PgBouncer or straight (a baseline).
@@ -167,6 +171,23 @@ class Sampler:
         waits = [int(r["maxwait"]) * 1000 + int(r.get("maxwait_us", 0)) / 1000 for r in pools]
         self.samples.maxwait_ms.append(max(waits, default=0.0))
         return conn
+
+
+def measured(stack: Stack, target: Target, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run `measure` with the samplers and CPU accounting around it: its result, plus the
+    cores each component used, Redis's hit ratio and the samples' peaks."""
+    env = stack.env
+    cpu = CpuShare(target.roots, own="load generator")
+    postgres_log = stack.dir / "postgres" / "postgres.log"
+    with Sampler(env["DIRECT_DATABASE_URL"], env["PGBOUNCER_ADMIN_URL"], postgres_log) as s:
+        time.sleep(0.3)  # a first sample before the load
+        keyspace = redis_keyspace(env["REDIS_URL"])
+        cpu.start()
+        result = measure()
+        shares = cpu.stop()
+        cache = hit_ratio(keyspace, redis_keyspace(env["REDIS_URL"]))
+    cpu_cores = {"cpu": {k: round(v, 2) for k, v in shares.items()}}
+    return result | cpu_cores | cache | s.samples.summary()
 
 
 def redis_keyspace(url: str) -> tuple[int, int] | None:

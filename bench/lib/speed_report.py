@@ -1,4 +1,4 @@
-"""The Markdown report of one api_speed run."""
+"""The Markdown report of one `python -m bench.api_speed` run (api-speed.md)."""
 
 import argparse
 import shlex
@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from bench.lib import markdown
 from bench.lib.wrk import WrkResult
 
 
@@ -47,12 +48,6 @@ def _ms(m: Measurement, group: str) -> str:
     if group not in m.cpu or not m.result.rps:
         return "n/a"
     return f"{1000 * m.cpu[group] / m.result.rps:.2f}"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right_from: int = 1) -> str:
-    align = ["---" if i < right_from else "---:" for i in range(len(header))]
-    lines = [header, align, *rows]
-    return "\n".join("| " + " | ".join(line) + " |" for line in lines) + "\n"
 
 
 def render(
@@ -96,20 +91,20 @@ def render(
         f"wrk with {args.connections} connections and {args.threads} threads, "
         f"{args.duration} s per endpoint after {args.warmup} s of warm-up, all on one machine.",
         "",
-        _table(header, speed),
+        markdown.table(header, speed),
         f"CPU while measuring, in cores busy (of {machine.get('cores (nproc)', '?')}; "
         "`other` is everything else on the machine, i.e. noise from other users):",
         "",
-        _table(["endpoint", *groups], cpu),
+        markdown.table(["endpoint", *groups], cpu),
         "CPU milliseconds per request:",
         "",
-        _table(["endpoint", "API workers", "PostgreSQL"], per_request),
+        markdown.table(["endpoint", "API workers", "PostgreSQL"], per_request),
         "## Data set",
         "",
-        _table(list(counts), [[f"{v:,}" for v in counts.values()]], right_from=0),
+        markdown.counts(counts),
         "## Machine and versions",
         "",
-        _table(["", ""], [[k, v] for k, v in {**machine, **packages}.items()], right_from=2),
+        markdown.facts({**machine, **packages}),
         "Command: `"
         + shlex.join([sys.executable.rsplit("/", 1)[-1], "-m", "bench.api_speed"])
         + (" " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "")

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import psycopg
+
 from bench.lib.paths import ROOT
 
 DEFAULT_STACK_DIR = ROOT / ".stack"
@@ -139,6 +141,18 @@ class Target:
     architecture: Architecture
     base_url: str  # without /api
     roots: Mapping[str, Callable[[], int | None]]
+
+
+def reconnect_pgbouncer(stack: Stack) -> None:
+    """Close PgBouncer's idle server connections, so a baseline starts with PostgreSQL's
+    connection slots free (they hold up to 20 for 60 s after the last use)."""
+    try:
+        with psycopg.connect(
+            stack.env["PGBOUNCER_ADMIN_URL"], autocommit=True, cursor_factory=psycopg.ClientCursor
+        ) as conn:
+            conn.execute("RECONNECT")
+    except psycopg.Error as exc:
+        print(f"  (PgBouncer RECONNECT failed: {exc})", flush=True)
 
 
 def cmdline(pid: int | None) -> list[str]:
