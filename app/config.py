@@ -1,10 +1,12 @@
-"""Settings, from environment variables only (documented in the README)."""
+"""Settings, from environment variables only (documented in docs/OPERATIONS.md)."""
 
 from functools import cached_property
 from typing import Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app import jwt_secret
 
 
 def async_url(url: str) -> str:
@@ -20,24 +22,24 @@ def async_url(url: str) -> str:
     raise ValueError(f"not a PostgreSQL URL: {url!r}")
 
 
-DEV_JWT_SECRET = "change-me-in-production-please-32b"  # noqa: S105 - development only
-
-
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
+    # hide_input_in_errors: a refused JWT_SECRET or URL must not reach the logs.
+    model_config = SettingsConfigDict(
+        env_prefix="", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/conduit"
     # Shared cache and job queue; unset, the API runs without Redis.
     redis_url: str | None = None
     redis_timeout_s: float = Field(default=0.25, gt=0)
-    # The shared read cache in Redis (README "Cache"); off, every read goes to PostgreSQL.
+    # The shared read cache in Redis (docs/ARCHITECTURE.md "Cache"); off, every read goes to PostgreSQL.
     cache_enabled: bool = True
     # Per-minute limits in Redis (429 + Retry-After); 0 = off. Off by default because the
     # load tests send every user from 127.0.0.1; the deployment manifests turn them on.
     rate_limit_auth_per_minute: int = Field(default=0, ge=0)
     rate_limit_writes_per_minute: int = Field(default=0, ge=0)
     # Overload: each request's time budget (then 504), and how many requests one process
-    # takes at once before it answers 503 + Retry-After instead of queueing (README).
+    # takes at once before it answers 503 + Retry-After instead of queueing (docs/ARCHITECTURE.md "Overload").
     request_deadline_s: float = Field(default=5.0, gt=0)
     max_in_flight: int = Field(default=256, ge=1)
     # Migrations and DDL bypass PgBouncer; defaults to DATABASE_URL.
@@ -50,9 +52,12 @@ class Settings(BaseSettings):
     db_prepared_statements: bool = False
     idempotency_retention_s: int = Field(default=24 * 3600, gt=0)
 
-    # "production" refuses a placeholder or short JWT_SECRET at start-up.
-    app_env: Literal["development", "production"] = "development"
-    jwt_secret: str = DEV_JWT_SECRET
+    # The one switch for development mode (docs/SECURITY.md): APP_ENV=development. Only
+    # there may JWT_SECRET be left unset: a random one is then kept in $DATA_DIR/jwt_secret.
+    app_env: Literal["development", "production"] = "production"
+    # Unset (""), the API refuses to start (app/jwt_secret.py); a published, placeholder or
+    # short value is refused in every mode.
+    jwt_secret: str = ""
     jwt_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
     password_hash_threads: int = Field(default=4, ge=1)
 
@@ -60,14 +65,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, gt=0)
     log_level: str = "INFO"
 
-    # Observability (README "Observability"): /metrics and one JSON log line per request.
+    # Observability (docs/ARCHITECTURE.md "Observability"): /metrics and one JSON log line per request.
     metrics_enabled: bool = True
     access_log: bool = True
     # Traces are exported over OTLP/HTTP only when an endpoint is set (e.g. http://otel:4318).
     otel_exporter_otlp_endpoint: str | None = None
     otel_service_name: str = "conduit-api"
 
-    # Background jobs (README "Background jobs"): the SAQ worker, imports, webhooks.
+    # Background jobs (docs/ARCHITECTURE.md "Background jobs"): the SAQ worker, imports, webhooks.
     queue_name: str = "conduit"
     worker_concurrency: int = Field(default=10, ge=1)
     # A job whose worker stops touching it for this long (killed) is retried elsewhere.
@@ -83,8 +88,31 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(default=8, ge=1)
     webhook_backoff_base_s: float = Field(default=2.0, gt=0)
     webhook_backoff_max_s: float = Field(default=3600.0, gt=0)
-    # CIDRs that webhooks may target although private or loopback (e.g. ["127.0.0.1/32"]).
+    # CIDRs that webhooks may target although private or loopback (e.g. ["127.0.0.1/32"]), on
+    # any port; other targets only on these ports (app/webhooks/targets.py).
     webhook_allowed_networks: list[str] = []
+    webhook_allowed_ports: list[int] = [80, 443, 8080, 8443]
+
+    # Login attempts per account (the email in the body) per minute, beside the per-address
+    # RATE_LIMIT_AUTH_PER_MINUTE: spreading attempts over many addresses gains nothing. 0 = off.
+    rate_limit_login_per_account_per_minute: int = Field(default=0, ge=0)
+    # Request line and headers together; beyond it 431 (httptools, the server's HTTP parser,
+    # has no limit of its own; nginx refuses far less in front of it).
+    max_header_bytes: int = Field(default=16_384, gt=0)
+    # Bulk imports are paced, not timed: each piece of a streamed upload must arrive within
+    # this many seconds of the one before (then 408), however long the whole upload takes.
+    import_chunk_idle_s: float = Field(default=30.0, gt=0)
+    # Uploads at once per process; each holds a pooled connection while it streams, so keep
+    # it well below DB_POOL_SIZE. Beyond it 503 + Retry-After (one per user: 429).
+    import_max_concurrent: int = Field(default=4, ge=1)
+    # The read cache's own Redis (docs/OPERATIONS.md): unset, the cache shares REDIS_URL.
+    # Point it at an instance with `maxmemory-policy allkeys-lru`, and keep REDIS_URL (job
+    # queue, rate limits) on one with `noeviction`: a full cache then evicts cache entries,
+    # never queued jobs or counters.
+    redis_cache_url: str | None = None
+    # The in-process tier in front of the shared cache, per worker (docs/ARCHITECTURE.md
+    # "Cache"): bytes of documents kept; 0 turns it off.
+    cache_local_bytes: int = Field(default=32 * 1024 * 1024, ge=0)
 
     @field_validator("database_url", "direct_database_url")
     @classmethod
@@ -92,12 +120,19 @@ class Settings(BaseSettings):
         return None if url is None else async_url(url)
 
     @model_validator(mode="after")
-    def _real_secret_in_production(self) -> Self:
-        placeholder = self.jwt_secret == DEV_JWT_SECRET or "change-me" in self.jwt_secret.lower()
-        if self.app_env == "production" and (placeholder or len(self.jwt_secret) < 32):
-            raise ValueError(
-                "JWT_SECRET must be a real secret of at least 32 characters in production"
-            )
+    def _no_published_secret(self) -> Self:
+        if not self.jwt_secret and self.app_env == "development":
+            path = jwt_secret.data_dir() / "jwt_secret"
+            try:
+                generated = jwt_secret.load_or_create(path)
+            except OSError as exc:
+                raise ValueError(
+                    f"APP_ENV=development keeps a generated JWT secret in {path}, which "
+                    f"failed ({exc}); set DATA_DIR to a writable directory or set JWT_SECRET"
+                ) from exc
+            object.__setattr__(self, "jwt_secret", generated)  # frozen: set once, here
+        if self.jwt_secret and (reason := jwt_secret.problem(self.jwt_secret)):
+            raise ValueError(f"JWT_SECRET {reason}")
         return self
 
     @cached_property

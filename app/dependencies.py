@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Path, Query, Request
+from fastapi import Depends, Path, Query, Request, Response
 from fastapi.security import APIKeyHeader
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -18,6 +18,7 @@ from app.errors import Unauthorized
 from app.middleware import edge
 from app.middleware.idempotency import SESSION_SCOPE_KEY
 from app.models import User
+from app.responses import public_read
 from app.schemas import Storable
 from app.security import PasswordHashing
 from app.state import AppState, app_state
@@ -115,11 +116,23 @@ class Reads:
     viewer_id: int | None
     connect: Connect
     cache: Cache
+    if_none_match: str | None  # the client's cached copy (HTTP caching, app/responses.py)
+
+    def answer(self, document: str) -> Response:
+        """The document, with an ETag, Cache-Control for who asked, or 304."""
+        return public_read(
+            document, if_none_match=self.if_none_match, personal=self.viewer_id is not None
+        )
 
 
 async def _reads(request: Request, viewer_id: MaybeViewerId) -> Reads:
     state = app_state(request.scope)
-    return Reads(viewer_id=viewer_id, connect=state.connect, cache=state.cache)
+    return Reads(
+        viewer_id=viewer_id,
+        connect=state.connect,
+        cache=state.cache,
+        if_none_match=request.headers.get("if-none-match"),
+    )
 
 
 ReadsDep = Annotated[Reads, Depends(_reads)]

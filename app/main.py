@@ -8,10 +8,11 @@ Middleware, outermost first:
    answers /metrics itself, so scrapes pass no limiter below it and are not counted.
 3. RequestLifetime: admission (503 when too much is in flight), the deadline (504), and
    cancellation when the client goes away; probes are exempt.
-4. BodyLimit: 413 before any parsing.
+4. BodyLimit: 431 (headers) and 413 (body) before any parsing.
 5. RateLimit (when configured): 429 per client or user, in Redis.
-6. Idempotency: replays, conflicts, the transaction shared with the session dependency.
-7. FastAPI's own exception handling → routes.
+6. StreamedUploads: bulk imports, a few at once (503), paced by an idle timeout (408).
+7. Idempotency: replays, conflicts, the transaction shared with the session dependency.
+8. FastAPI's own exception handling → routes.
 
 Outside all of them sit FastAPI's native telemetry (the server span, only when tracing is on)
 and Starlette's ServerErrorMiddleware (the 500 handler below, which still sees the request id).
@@ -33,12 +34,13 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.routing import compile_path
 
+from app import jwt_secret
 from app.articles.router import router as articles_router
 from app.cache.store import Cache
 from app.comments.router import router as comments_router
 from app.config import Settings
 from app.db import is_unavailable, make_engine, make_sessionmaker
-from app.errors import AppError
+from app.errors import AppError, TooManyRequests
 from app.health import router as health_router
 from app.imports.router import router as imports_router
 from app.middleware import edge
@@ -47,12 +49,13 @@ from app.middleware.cors import Cors
 from app.middleware.idempotency import Idempotency
 from app.middleware.lifetime import RequestLifetime
 from app.middleware.ratelimit import RateLimit
+from app.middleware.uploads import StreamedUploads
 from app.observability import context, logs, metrics, recorder, tracing
 from app.observability.middleware import ObserveRequests
 from app.openapi import error_responses
 from app.profiles.router import router as profiles_router
 from app.queue import make_queue
-from app.redis import make_redis
+from app.redis import make_cache_redis, make_redis
 from app.security import PasswordHashing
 from app.state import AppState, as_lifespan_state
 from app.tags.router import router as tags_router
@@ -78,6 +81,8 @@ DOCS_SECTIONS = (
 
 # Bulk import bodies stream (up to IMPORT_MAX_BYTES) past the body limit and idempotency buffers.
 IMPORTS_PATH = "/api/imports"
+# Sign-up and login answer with a token: a stored response would hand it to a replay for a day.
+AUTH_PATHS = ("/api/users", "/api/users/login")
 
 
 def create_app(
@@ -85,6 +90,7 @@ def create_app(
 ) -> FastAPI:
     """`tracer_provider` overrides the one OTEL_EXPORTER_OTLP_ENDPOINT configures (tests)."""
     settings = settings or Settings()
+    jwt_secret.require(settings.jwt_secret)  # no API without a signing secret of its own
     logs.configure_logging(settings.log_level)
     tracer_provider = tracer_provider or tracing.configure_tracing(settings)
 
@@ -93,7 +99,13 @@ def create_app(
         engine = make_engine(settings, autocommit=True)  # reads: a connection as it comes
         if tracer_provider is not None:
             tracing.instrument_engine(engine, tracer_provider)
-        redis = make_redis(settings)
+        redis = make_redis(settings)  # the job queue's and rate limits': never evicts
+        cache_redis = make_cache_redis(settings, shared=redis)  # may evict (REDIS_CACHE_URL)
+        cache = Cache(
+            cache_redis if settings.cache_enabled else None, local_bytes=settings.cache_local_bytes
+        )
+        if settings.cache_enabled and (url := settings.redis_cache_url or settings.redis_url):
+            cache.listen(url, connect_timeout_s=settings.redis_timeout_s)  # L1's invalidations
         try:
             yield as_lifespan_state(
                 AppState(
@@ -103,11 +115,14 @@ def create_app(
                     sessions=make_sessionmaker(engine),
                     redis=redis,
                     jobs=make_queue(settings, redis),
-                    cache=Cache(redis if settings.cache_enabled else None),
+                    cache=cache,
                     hashing=PasswordHashing(settings.password_hash_threads),
                 )
             )
         finally:
+            await cache.close()
+            if cache_redis is not None and cache_redis is not redis:
+                await cache_redis.aclose()
             if redis is not None:
                 await redis.aclose()
             await engine.dispose()
@@ -124,6 +139,9 @@ def create_app(
         openapi_url="/openapi.json",
         openapi_tags=[{"name": name} for name in DOCS_SECTIONS],  # the spec's order
         telemetry=tracing.fastapi_telemetry(tracer_provider),
+        # Starlette's slash redirect builds an absolute URL from the client's Host header
+        # (any host a client names would be echoed back); the API has no trailing-slash paths.
+        redirect_slashes=False,
     )
     # A request is matched against the routes in order: probes first, then by traffic.
     app.include_router(health_router)
@@ -139,18 +157,30 @@ def create_app(
         app.include_router(router, prefix="/api", responses=error_responses(422))
     _add_error_handlers(app)
     _add_docs(app)
-    app.add_middleware(Idempotency, settings=settings, exempt=(IMPORTS_PATH,))
-    if settings.rate_limit_auth_per_minute or settings.rate_limit_writes_per_minute:
+    app.add_middleware(Idempotency, settings=settings, exempt=(IMPORTS_PATH,), unkeyed=AUTH_PATHS)
+    app.add_middleware(
+        StreamedUploads,
+        paths=(IMPORTS_PATH,),
+        idle_s=settings.import_chunk_idle_s,
+        max_concurrent=settings.import_max_concurrent,
+    )
+    if (
+        settings.rate_limit_auth_per_minute
+        or settings.rate_limit_writes_per_minute
+        or settings.rate_limit_login_per_account_per_minute
+    ):
         app.add_middleware(RateLimit, settings=settings)
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,
         streamed={IMPORTS_PATH: settings.import_max_bytes},
+        max_header_bytes=settings.max_header_bytes,
     )
     app.add_middleware(
         RequestLifetime,
         deadline_s=settings.request_deadline_s,
         max_in_flight=settings.max_in_flight,
+        streamed=(IMPORTS_PATH,),
     )
     app.add_middleware(
         ObserveRequests,
@@ -183,6 +213,8 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def app_error(_: Request, exc: AppError) -> Response:
         headers = {"WWW-Authenticate": "Token"} if exc.status_code == 401 else None
+        if isinstance(exc, TooManyRequests):
+            headers = {"Retry-After": str(exc.retry_after_s)}
         return _errors(exc.status_code, [str(exc)], headers)
 
     @app.exception_handler(RequestValidationError)

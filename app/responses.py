@@ -1,4 +1,14 @@
+"""Responses of JSON documents that are already text, and HTTP caching for public reads."""
+
+import hashlib
+
 from starlette.responses import Response
+
+# Anonymous answers are the same for everyone: shared caches (nginx, a CDN) may keep them a
+# second and serve them a little longer while one request refreshes. Logged-in answers carry
+# the reader's own flags: private, and revalidated on every use.
+PUBLIC = "public, max-age=1, stale-while-revalidate=5"
+PRIVATE = "private, no-cache"
 
 
 class RawJSON(Response):
@@ -8,3 +18,27 @@ class RawJSON(Response):
     schema; tests validate these bodies against the same models."""
 
     media_type = "application/json"
+
+
+def public_read(document: str, *, if_none_match: str | None, personal: bool) -> Response:
+    """A public GET's answer with a strong ETag (a hash of the exact body: equal bodies, equal
+    tags, whichever worker or cache tier built them); 304 without a body when the client
+    already has it."""
+    body = document.encode()
+    etag = f'"{hashlib.blake2b(body, digest_size=16).hexdigest()}"'
+    headers = {
+        "ETag": etag,
+        "Cache-Control": PRIVATE if personal else PUBLIC,
+        "Vary": "Authorization",
+    }
+    if if_none_match is not None and _matches(if_none_match, etag):
+        return Response(status_code=304, headers=headers)
+    return RawJSON(body, headers=headers)
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    """If-None-Match uses the weak comparison (RFC 9110 13.1.2): `W/` is ignored."""
+    return any(
+        tag == "*" or tag.removeprefix("W/") == etag
+        for tag in (part.strip() for part in if_none_match.split(","))
+    )

@@ -5,11 +5,8 @@ import time
 from dataclasses import replace
 
 import httpx
-import pytest
-from pydantic import ValidationError
 from sqlalchemy import text
 
-from app.config import Settings
 from app.dependencies import get_engine
 from app.main import create_app
 from app.security import PasswordHashing
@@ -45,7 +42,11 @@ async def test_cors_decorates_browser_requests_and_varies_on_origin(client):
     assert "Origin" in browser.headers["vary"]
     plain = await client.get("/tags")  # no Origin: the fast path
     assert "access-control-allow-origin" not in plain.headers
-    assert plain.headers["vary"] == "Origin"  # a shared cache keeps the two apart
+    # A shared cache keeps the two apart (and a reader's own view from everyone else's).
+    assert {token.strip() for token in plain.headers["vary"].split(",")} == {
+        "Authorization",
+        "Origin",
+    }
 
 
 async def test_probes(client):
@@ -167,11 +168,3 @@ async def test_readyz_is_503_when_the_database_is_unreachable(app, client, setti
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "1"
     assert response.json()["database"].startswith("unavailable")
-
-
-@pytest.mark.parametrize("secret", ["change-me-in-production-please-32b", "CHANGE-ME", "short"])
-def test_production_refuses_a_placeholder_jwt_secret(secret):
-    with pytest.raises(ValidationError, match="JWT_SECRET"):
-        Settings(app_env="production", jwt_secret=secret)
-    assert Settings(app_env="development", jwt_secret=secret).jwt_secret == secret
-    assert Settings(app_env="production", jwt_secret="s" * 40).app_env == "production"

@@ -36,7 +36,7 @@ async def list_articles(
     tag: Filter = None,
     author: Filter = None,
     favorited: Filter = None,
-) -> RawJSON:
+) -> Response:
     """Most recent articles, optionally by tag, author or the user who favorited them."""
     document = await articles.list_articles(
         reads.connect,
@@ -48,7 +48,7 @@ async def list_articles(
         limit=page.limit,
         offset=page.offset,
     )
-    return RawJSON(document)
+    return reads.answer(document)
 
 
 @router.get("/feed", response_model=_LIST, responses=error_responses(401))
@@ -71,12 +71,12 @@ async def create_article(
 @router.get(
     "/{slug}", response_model=_ONE, responses=error_responses(401, 404), openapi_extra=OPTIONAL_AUTH
 )
-async def get_article(slug: Slug, reads: ReadsDep) -> RawJSON:
+async def get_article(slug: Slug, reads: ReadsDep) -> Response:
     """One article, with its body."""
     document = await articles.get_cached(
         reads.connect, reads.cache, slug=slug, viewer_id=reads.viewer_id
     )
-    return RawJSON(document)
+    return reads.answer(document)
 
 
 @router.put("/{slug}", response_model=_ONE, responses=error_responses(401, 403, 404))

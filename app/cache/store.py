@@ -20,6 +20,10 @@ Misses are collapsed: within a process by a shared future per key, across proces
 short Redis lease (SET NX PX); the other readers wait briefly for the leaseholder's entry.
 Hot entries are refreshed early (probabilistically, before the TTL) by one reader.
 
+In front of Redis, each worker may keep an in-process copy of what it read (L1,
+app/cache/local.py), emptied by push from every writer (app/cache/channel.py): a hot read then
+costs no network round trip at all.
+
 Redis trouble never fails a request: every call has a timeout of milliseconds, an error
 counts as a miss and opens a short circuit (Redis is skipped for CIRCUIT_S), after which
 the cache is tried again by itself. An invalidation that could not be published is kept and
@@ -41,6 +45,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.cache.channel import CHANNEL, PUBLISH_SCRIPT, SEQUENCE, Listener
+from app.cache.local import LocalCache
 from app.observability import metrics
 
 log = logging.getLogger("conduit.cache")
@@ -75,14 +81,45 @@ def take_changes(session: AsyncSession) -> set[str]:
 
 
 class Cache:
-    """One per process, in the lifespan state; `Cache(None)` is a cache that is always off."""
+    """One per process, in the lifespan state; `Cache(None)` is a cache that is always off.
+    With `local_bytes`, an in-process tier of that size sits in front of Redis once
+    `listen()` has started its invalidation listener."""
 
-    def __init__(self, redis: Redis | None) -> None:
+    def __init__(self, redis: Redis | None, *, local_bytes: int = 0) -> None:
         self.redis = redis
-        self.stats: Counter[tuple[str, str]] = Counter()  # (family, hit|miss|collapsed|error)
+        # (family, local|hit|miss|collapsed|error)
+        self.stats: Counter[tuple[str, str]] = Counter()
+        self.local = LocalCache(local_bytes) if redis is not None and local_bytes > 0 else None
+        self.listener: Listener | None = None
         self._inflight: dict[str, asyncio.Future[str | None]] = {}
         self._closed_until = 0.0
         self._unpublished: set[str] = set()
+        self._publish_script = redis.register_script(PUBLISH_SCRIPT) if redis else None
+
+    def listen(self, url: str, *, connect_timeout_s: float) -> None:
+        """Start hearing invalidations (the lifespan; `close()` stops it). Until the listener
+        has subscribed, L1 is not used."""
+        if self.local is not None and self.listener is None:
+            self.listener = Listener(url, self.local, connect_timeout_s=connect_timeout_s)
+            self.listener.start()
+
+    async def close(self) -> None:
+        if self.listener is not None:
+            await self.listener.stop()
+            self.listener = None
+
+    async def caught_up(self) -> bool:
+        """This worker has applied every invalidation published so far in the cluster (one
+        GET): a reader who may have just written elsewhere can trust L1."""
+        if self.listener is None or not self.listener.trusted or not self.available:
+            return False
+        assert self.redis is not None  # noqa: S101 - checked by `available`
+        try:
+            sequence = int(await self.redis.get(SEQUENCE) or 0)
+        except (RedisError, OSError, TimeoutError):
+            self._open_circuit()
+            return False
+        return self.listener.caught_up(sequence)
 
     @property
     def available(self) -> bool:
@@ -95,12 +132,19 @@ class Cache:
         versions: Iterable[str],
         load: Loader,
         items: Items | None = None,
+        *,
+        local: bool = True,
     ) -> str | None:
         """The document for `key`; `load()` builds it from PostgreSQL on a miss (None: the
         thing does not exist, which is not cached). `items` names the item versions a built
-        document depends on besides `versions`."""
+        document depends on besides `versions`. `local=False`: not from L1 (a reader who may
+        have just written, unless `caught_up()`)."""
         if not self.available or not await self._publish_pending():
             return await load()
+        l1 = self.local if local and self.listener is not None and self.listener.trusted else None
+        if l1 is not None and (document := l1.get(key)) is not None:
+            self._count(family, "local")
+            return document
         versions = sorted(versions)
         if (inflight := self._inflight.get(key)) is not None:
             self._count(family, "collapsed")
@@ -116,7 +160,10 @@ class Cache:
         future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            document = await self._fetch(family, key, versions, load, items)
+            mark = l1.since() if l1 is not None else 0
+            document, names = await self._fetch(family, key, versions, load, items)
+            if l1 is not None and document is not None and names is not None:
+                l1.fill(key, document, names, mark)
             future.set_result(document)
             return document
         except asyncio.CancelledError:
@@ -132,10 +179,13 @@ class Cache:
             del self._inflight[key]
 
     async def publish(self, versions: Iterable[str]) -> None:
-        """Bump versions after a commit; entries built from the old ones are stale from now."""
+        """Bump versions after a commit; entries built from the old ones are stale from now,
+        in Redis and in every worker's L1."""
         if self.redis is None:
             return
         self._unpublished.update(versions)
+        if self.local is not None:
+            self.local.invalidate(self._unpublished)  # this worker's own, at once
         if self.available:
             await self._publish_pending()
 
@@ -144,12 +194,11 @@ class Cache:
         if not self._unpublished:
             return True
         names = sorted(self._unpublished)
-        assert self.redis is not None  # noqa: S101
+        assert self._publish_script is not None  # noqa: S101
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for name in names:
-                    pipe.incr(f"v:{name}")
-                await pipe.execute()
+            await self._publish_script(
+                keys=[f"v:{name}" for name in names], args=[SEQUENCE, CHANNEL, "\n".join(names)]
+            )
         except (RedisError, OSError, TimeoutError):
             log.warning("cache invalidation of %s postponed: Redis unavailable", names)
             self._open_circuit()
@@ -159,7 +208,9 @@ class Cache:
 
     async def _fetch(
         self, family: str, key: str, versions: list[str], load: Loader, items: Items | None
-    ) -> str | None:
+    ) -> tuple[str | None, list[str] | None]:
+        """The document, and the names it was built from when it is known to be current
+        (what L1 may keep it under), else None."""
         redis = self.redis
         assert redis is not None  # noqa: S101 - checked by `available`
         names = [*versions, ITEMS_EPOCH] if items else versions
@@ -174,20 +225,21 @@ class Cache:
         except (RedisError, OSError, TimeoutError):
             self._count(family, "error")
             self._open_circuit()
-            return await load()
+            return await load(), None
         current_document: str | None = None  # still valid, chosen for an early refresh
         if stored is not None:
+            built_from = [*versions, *stored.get("x", [])]
             if not self._refresh_early(stored["t"]):
                 self._count(family, "hit")
                 document: str = stored["d"]
-                return document
+                return document, built_from
             current_document = stored["d"]
         self._count(family, "miss")
         if not await self._lease(key):
             waited = await self._wait_for(key, stamp)
             if waited is not None:
                 self._count(family, "collapsed")
-                return waited
+                return waited, None  # its items are not known here: not for L1
         try:
             document_or_none = await load()
         except Exception:
@@ -196,14 +248,16 @@ class Cache:
             # PostgreSQL is down or busy: the entry is still valid (no write has bumped its
             # versions), so an early refresh that failed costs the reader nothing.
             log.warning("early refresh of %s failed: serving the current entry", key)
-            return current_document
-        if document_or_none is not None:
-            built_from = None
-            if items:
-                names = items(document_or_none)
-                built_from = names, await self._item_stamp(names, epoch=int(current[-1] or 0))
-            await self._store(key, stamp, document_or_none, built_from)
-        return document_or_none
+            return current_document, None
+        if document_or_none is None:
+            return None, None
+        if not items:
+            await self._store(key, stamp, document_or_none)
+            return document_or_none, versions
+        names = items(document_or_none)
+        item_stamp = await self._item_stamp(names, epoch=int(current[-1] or 0))
+        await self._store(key, stamp, document_or_none, (names, item_stamp))
+        return document_or_none, ([*versions, *names] if item_stamp is not None else None)
 
     async def _items_current(self, stored: dict[str, Any]) -> bool:
         """The entry's items still have the versions it was built with (no items: true)."""

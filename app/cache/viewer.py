@@ -8,6 +8,7 @@ flags. With the cache on, that answer is cached too, per viewer and document, st
 the document's versions and the viewer's own (`viewer_changed`, bumped by their favorites
 and follows): a logged-in reader of a hot page costs PostgreSQL nothing either."""
 
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
@@ -18,7 +19,7 @@ from sqlalchemy import BigInteger, Select, Text, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.cache import versions
+from app.cache import versions as versions_of
 from app.cache.store import Cache, Items, changed, dumps
 from app.db import Connect
 from app.models import Article, Favorite, Follow, User
@@ -39,36 +40,22 @@ async def read_through(
 ) -> str | None:
     """The document for `viewer_id`: the anonymous one from the cache with the viewer's flags
     set, or, with the cache off, the viewer's own straight from PostgreSQL (`load(viewer)`
-    renders it in one statement). None: not found."""
+    renders it in one statement). None: not found.
+
+    A logged-in reader may be the writer of a moment ago: they use this worker's L1 only if
+    it has heard every invalidation published so far (`caught_up`, one GET)."""
     if not cache.available:
         return await load(viewer_id)
-    document = await cache.get_or_load(family, key, versions, lambda: load(None), items)
+    local = viewer_id is None or await cache.caught_up()
+    document = await cache.get_or_load(
+        family, key, versions, lambda: load(None), items, local=local
+    )
     if document is None or viewer_id is None:
         return document
-    return await _personalize(cache, connect, key, versions, document, viewer_id)
-
-
-def viewer_changed(session: AsyncSession, viewer_id: int) -> None:
-    """Inside a write that changes whom the viewer follows or what they favorite."""
-    changed(session, versions.viewer(viewer_id))
-
-
-async def _personalize(
-    cache: Cache,
-    connect: Connect,
-    key: str,
-    document_versions: list[str],
-    document: str,
-    viewer_id: int,
-) -> str:
-    """Set `favorited` on every article and `following` on every profile in the document."""
-    tree = orjson.loads(document)
-    articles: list[dict[str, Any]] = []
-    people: list[dict[str, Any]] = []
-    _collect(tree, articles, people)
-    if not articles and not people:
+    layout = cache.local.memo(key, document, Layout.of) if cache.local else Layout.of(document)
+    if not layout.favorited and not layout.following:
         return document
-    asked = [sorted({a["slug"] for a in articles}), sorted({p["username"] for p in people})]
+    asked = [sorted(set(layout.slugs())), sorted(set(layout.usernames()))]
 
     async def load_flags() -> str:
         async with connect() as db:
@@ -76,11 +63,86 @@ async def _personalize(
         return dumps({"asked": asked, "f": sorted(seen.favorited), "p": sorted(seen.following)})
 
     flags_key = f"flags:{viewer_id}:{key}"
-    stamp = [*document_versions, versions.viewer(viewer_id)]
-    entry = orjson.loads(await cache.get_or_load("viewer", flags_key, stamp, load_flags) or "{}")
+    stamp = [*versions, versions_of.viewer(viewer_id)]
+    stored = await cache.get_or_load("viewer", flags_key, stamp, load_flags, local=local)
+    entry = orjson.loads(stored or "{}")
     if entry.get("asked") != asked:  # built from another state of the page (a write raced)
         entry = orjson.loads(await load_flags())
-    favorited, following = frozenset(entry["f"]), frozenset(entry["p"])
+    return layout.personalize(document, frozenset(entry["f"]), frozenset(entry["p"]))
+
+
+def viewer_changed(session: AsyncSession, viewer_id: int) -> None:
+    """Inside a write that changes whom the viewer follows or what they favorite."""
+    changed(session, versions_of.viewer(viewer_id))
+
+
+# A flag as the anonymous document has it: `"favorited": false`, with or without spaces
+# (PostgreSQL's json_build_object writes " : "). Inside a JSON string every quote is escaped,
+# so this can only match a key of the document itself.
+_FLAG = re.compile(r'"(favorited|following)"\s*:\s*(false)')
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where an anonymous document's flags stand, and whose they are: the viewer's view is
+    the same text with some `false` spliced to `true`, without parsing or re-serialising it
+    (computed once per L1 entry)."""
+
+    favorited: tuple[tuple[int, str], ...]  # (offset of `false`, slug)
+    following: tuple[tuple[int, str], ...]  # (offset of `false`, username)
+
+    @classmethod
+    def of(cls, document: str) -> "Layout":
+        articles: list[dict[str, Any]] = []
+        people: list[dict[str, Any]] = []
+        _collect(orjson.loads(document), articles, people)
+        spans: dict[str, list[int]] = {"favorited": [], "following": []}
+        for match in _FLAG.finditer(document):
+            spans[match[1]].append(match.start(2))
+        if len(spans["favorited"]) != len(articles) or len(spans["following"]) != len(people):
+            return cls.parsed(articles, people)
+        return cls(
+            favorited=tuple(zip(spans["favorited"], (a["slug"] for a in articles), strict=True)),
+            following=tuple(zip(spans["following"], (p["username"] for p in people), strict=True)),
+        )
+
+    @classmethod
+    def parsed(cls, articles: list[dict[str, Any]], people: list[dict[str, Any]]) -> "Layout":
+        """No offsets (a document this module cannot splice): flags set by parsing it."""
+        return cls(
+            favorited=tuple((-1, a["slug"]) for a in articles),
+            following=tuple((-1, p["username"]) for p in people),
+        )
+
+    def slugs(self) -> list[str]:
+        return [slug for _, slug in self.favorited]
+
+    def usernames(self) -> list[str]:
+        return [username for _, username in self.following]
+
+    def personalize(
+        self, document: str, favorited: frozenset[str], following: frozenset[str]
+    ) -> str:
+        flips = sorted(
+            [offset for offset, slug in self.favorited if slug in favorited]
+            + [offset for offset, name in self.following if name in following]
+        )
+        if flips and flips[0] < 0:
+            return _personalize_parsed(document, favorited, following)
+        parts: list[str] = []
+        done = 0
+        for offset in flips:
+            parts += [document[done:offset], "true"]
+            done = offset + len("false")
+        parts.append(document[done:])
+        return "".join(parts)
+
+
+def _personalize_parsed(document: str, favorited: frozenset[str], following: frozenset[str]) -> str:
+    tree = orjson.loads(document)
+    articles: list[dict[str, Any]] = []
+    people: list[dict[str, Any]] = []
+    _collect(tree, articles, people)
     for article in articles:
         article["favorited"] = article["slug"] in favorited
     for person in people:

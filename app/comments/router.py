@@ -12,7 +12,6 @@ from app.dependencies import (
     Slug,
 )
 from app.openapi import error_responses
-from app.responses import RawJSON
 
 router = APIRouter(prefix="/articles/{slug}/comments", tags=["Comments"])
 CommentId = Annotated[int, Path(ge=1, le=2**63 - 1)]
@@ -24,12 +23,12 @@ CommentId = Annotated[int, Path(ge=1, le=2**63 - 1)]
     responses=error_responses(401, 404),
     openapi_extra=OPTIONAL_AUTH,
 )
-async def list_comments(slug: Slug, reads: ReadsDep) -> RawJSON:
+async def list_comments(slug: Slug, reads: ReadsDep) -> Response:
     """All comments on an article."""
     document = await comments.list_comments(
         reads.connect, reads.cache, slug=slug, viewer_id=reads.viewer_id
     )
-    return RawJSON(document)
+    return reads.answer(document)
 
 
 @router.post("", responses=error_responses(401, 404))

@@ -1,4 +1,4 @@
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from app.dependencies import (
     OPTIONAL_AUTH,
@@ -10,7 +10,6 @@ from app.dependencies import (
 from app.openapi import error_responses
 from app.profiles import service as profiles
 from app.profiles.schemas import ProfileResponse
-from app.responses import RawJSON
 
 router = APIRouter(prefix="/profiles/{username}", tags=["Profile"])
 
@@ -21,12 +20,12 @@ router = APIRouter(prefix="/profiles/{username}", tags=["Profile"])
     responses=error_responses(401, 404),
     openapi_extra=OPTIONAL_AUTH,
 )
-async def get_profile(username: Username, reads: ReadsDep) -> RawJSON:
+async def get_profile(username: Username, reads: ReadsDep) -> Response:
     """A user's public profile."""
     document = await profiles.get(
         reads.connect, reads.cache, username=username, viewer_id=reads.viewer_id
     )
-    return RawJSON(document)
+    return reads.answer(document)
 
 
 @router.post("/follow", responses=error_responses(401, 403, 404))
