@@ -2,12 +2,17 @@
 # The Conduit API image: one uvicorn process per container; scale with replicas, not workers.
 #
 #   docker build -t conduit .
-#   docker run --rm -p 8000:8000 -e DATABASE_URL=postgresql://… conduit
+#   docker run --rm -p 8000:8000 -e DATABASE_URL=postgresql://… -e JWT_SECRET=… conduit
 #   docker run --rm -e DIRECT_DATABASE_URL=postgresql://… conduit alembic upgrade head   # migrations
 #
 # The same image runs the API (default CMD), the migration one-off (`alembic upgrade head`,
 # straight to PostgreSQL through DIRECT_DATABASE_URL, never PgBouncer) and the job worker
-# (`python -m app.workers.main`). Pin PYTHON_IMAGE to a digest for reproducible production builds.
+# (`python -m app.workers.main`).
+#
+# No secret is baked in: the API refuses to start without JWT_SECRET (or with a published one)
+# unless APP_ENV=development is set explicitly (docs/SECURITY.md). The base images are named by
+# tag: their digests could not be verified offline; pin them for production builds with
+# --build-arg PYTHON_IMAGE=python:3.11-slim@sha256:… (see `docker buildx imagetools inspect`).
 
 ARG PYTHON_IMAGE=python:3.11-slim
 # Same uv as the Makefile (UV_VERSION), so the lockfile is read the same way everywhere.

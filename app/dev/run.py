@@ -1,23 +1,26 @@
 """`make run`: serve the API, with an embedded PostgreSQL when DATABASE_URL is not set,
 plus the job worker (restarted if it dies) and an embedded Redis when REDIS_URL is not set.
 
-HOST, PORT and WORKERS (default 1) choose where and how many uvicorn workers serve.
+HOST, PORT and WORKERS (default 1) choose where and how many uvicorn workers serve. Without
+JWT_SECRET, a random secret is generated on the first run and kept in $DATA_DIR/jwt_secret
+(mode 0600), so tokens outlive a restart and no published value ever signs one.
 """
 
 import atexit
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 
 import uvicorn
 
+from app import jwt_secret
 from app.config import Settings
 from app.migrate import upgrade
 from app.observability.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 
-DATA_DIR = Path(os.environ.get("DATA_DIR", ".data")).resolve()
+DATA_DIR = jwt_secret.data_dir()
 
 
 def main() -> None:
@@ -26,6 +29,7 @@ def main() -> None:
 
         os.environ["DATABASE_URL"] = start_postgres(DATA_DIR / "postgres", "conduit")
         print(f"embedded PostgreSQL: {os.environ['DATABASE_URL']}", flush=True)  # noqa: T201
+    provide_jwt_secret(os.environ, DATA_DIR)  # before Settings: the workers inherit it
     settings = Settings()
     upgrade(settings.migration_url)
     host = os.environ.get("HOST", "127.0.0.1")
@@ -49,6 +53,12 @@ def main() -> None:
         log_level=settings.log_level.lower(),
         access_log=False,
     )
+
+
+def provide_jwt_secret(environ: MutableMapping[str, str], data_dir: Path) -> None:
+    """JWT_SECRET as given, else the one kept in data_dir (generated on the first run)."""
+    if not environ.get("JWT_SECRET"):
+        environ["JWT_SECRET"] = jwt_secret.load_or_create(data_dir / "jwt_secret")
 
 
 def _start_background() -> Callable[[], None]:

@@ -1,4 +1,5 @@
-"""Request bodies over the limit are refused with 413 before the app parses anything."""
+"""Requests over the size limits are refused before the app parses anything: a request line
+and headers over `max_header_bytes` with 431, a body over the limit with 413."""
 
 from collections.abc import Mapping
 
@@ -20,13 +21,30 @@ class BodyLimit:
     """
 
     def __init__(
-        self, app: ASGIApp, *, max_bytes: int, streamed: Mapping[str, int] | None = None
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int,
+        streamed: Mapping[str, int] | None = None,
+        max_header_bytes: int | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.streamed = dict(streamed or {})
+        self.max_header_bytes = max_header_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.max_header_bytes is not None
+            and scope["type"] == "http"
+            and _header_bytes(scope) > self.max_header_bytes
+        ):
+            # httptools (the server's parser) accepts headers of any size; without a proxy
+            # in front this is the only place they are refused.
+            await edge.send_error(
+                send, 431, f"request headers exceed {self.max_header_bytes} bytes"
+            )
+            return
         if scope["type"] != "http" or scope["method"] in _NO_BODY:
             await self.app(scope, receive, send)
             return
@@ -56,6 +74,14 @@ class BodyLimit:
             if path == prefix or path.startswith(prefix + "/"):
                 return limit
         return None
+
+
+def _header_bytes(scope: Scope) -> int:
+    """The request line's target and the headers, about as they came on the wire."""
+    size = len(scope.get("raw_path") or b"") + len(scope.get("query_string", b""))
+    for name, value in scope["headers"]:
+        size += len(name) + len(value) + 4  # ": " and CRLF
+    return size
 
 
 async def _too_large(send: Send, limit: int) -> None:

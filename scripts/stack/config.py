@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from app import jwt_secret
+
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "deploy" / "stack"
 
@@ -109,7 +111,7 @@ class StackConfig:
     max_body_bytes: int
     log_level: str
     graceful_shutdown_s: int
-    jwt_secret: str | None  # None: generated once and kept in the state dir
+    jwt_secret: str | None  # None: generated once, kept in the state dir (secrets.json, 0600)
     # STACK_VARIANT: a second API (+ nginx) beside the stack, on ports of its own, sharing
     # its PostgreSQL, PgBouncer, Redis and secrets: the bench's baselines, same code.
     variant: str = ""
@@ -143,6 +145,10 @@ class StackConfig:
         variant = env.get("STACK_VARIANT", "")
         if variant and not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,31}", variant):
             raise StackError(f"STACK_VARIANT={variant!r}: use lower-case letters, digits and -")
+        given_secret = env.get("JWT_SECRET") or None
+        if given_secret and (reason := jwt_secret.problem(given_secret)):
+            # Refused here, not by every API worker in turn while the stack waits for them.
+            raise StackError(f"JWT_SECRET {reason}; unset it and the stack generates one")
         api_database = env.get("STACK_API_DATABASE") or "pgbouncer"
         if api_database not in API_DATABASES:
             raise StackError(f"STACK_API_DATABASE={api_database!r}: choose from {API_DATABASES}")
@@ -163,7 +169,7 @@ class StackConfig:
             max_body_bytes=number("MAX_BODY_BYTES", 1_048_576),
             log_level=env.get("LOG_LEVEL") or "INFO",
             graceful_shutdown_s=number("STACK_GRACEFUL_SHUTDOWN_S", 20),
-            jwt_secret=env.get("JWT_SECRET") or None,
+            jwt_secret=given_secret,
             variant=variant,
             api_database=api_database,
         )

@@ -99,12 +99,20 @@ def services() -> dict[str, Doc]:
     return result
 
 
-_INTERPOLATION = re.compile(r"\$\{(\w+)(?::?[-?]([^}]*))?\}")
+_INTERPOLATION = re.compile(r"\$\{(\w+)(?::?([-?])([^}]*))?\}")
 
 
 def interpolate(value: Any) -> str:
-    """Compose's `${VAR:-default}` with nothing set in the environment: the defaults."""
-    return _INTERPOLATION.sub(lambda match: match.group(2) or "", str(value))
+    """Compose's `${VAR:-default}` with nothing set in the environment: the defaults; a
+    required `${VAR:?message}` (which compose refuses to run without) becomes ""."""
+    return _INTERPOLATION.sub(
+        lambda match: match.group(3) if match.group(2) == "-" else "", str(value)
+    )
+
+
+def interpolations(text: str) -> list[tuple[str, str | None]]:
+    """(variable, "-" | "?" | None) of every `${...}` in a compose text."""
+    return [(match.group(1), match.group(2)) for match in _INTERPOLATION.finditer(text)]
 
 
 def service_env(name: str) -> dict[str, str]:
@@ -154,6 +162,48 @@ def nginx_conf() -> str:
     """nginx.conf without comments."""
     text = (COMPOSE_DIR / "nginx" / "nginx.conf").read_text()
     return "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+
+
+def stack_nginx_conf() -> str:
+    """deploy/stack/nginx.conf (the `make stack` template) without comments."""
+    text = (ROOT / "deploy" / "stack" / "nginx.conf").read_text()
+    return "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+
+
+def nginx_locations(conf: str) -> list[tuple[str, str, str]]:
+    """(modifier, pattern, body) of every location block; braces inside quotes skipped."""
+    found = []
+    for match in re.finditer(r"location\s+(?:(=|~\*?|\^~)\s+)?(\S+)\s*\{", conf):
+        depth, quote, end = 1, "", match.end()
+        while depth:
+            char = conf[end]
+            if quote:
+                quote = "" if char == quote else quote
+            elif char in "'\"":
+                quote = char
+            elif char in "{}":
+                depth += 1 if char == "{" else -1
+            end += 1
+        found.append((match.group(1) or "", match.group(2), conf[match.end() : end - 1]))
+    return found
+
+
+def nginx_location(conf: str, path: str) -> str | None:
+    """The body of the location nginx picks for `path`: exact, then the longest prefix (`^~`
+    stops there), then the first matching regex, else that longest prefix."""
+    locations = [loc for loc in nginx_locations(conf) if not loc[1].startswith("@")]
+    for modifier, pattern, body in locations:
+        if modifier == "=" and pattern == path:
+            return body
+    prefixes = [loc for loc in locations if loc[0] in {"", "^~"} and path.startswith(loc[1])]
+    longest = max(prefixes, key=lambda loc: len(loc[1]), default=None)
+    if longest is not None and longest[0] == "^~":
+        return longest[2]
+    for modifier, pattern, body in locations:
+        flags = re.IGNORECASE if modifier == "~*" else 0
+        if modifier.startswith("~") and re.search(pattern, path, flags):
+            return body
+    return longest[2] if longest is not None else None
 
 
 def nginx_upstreams(conf: str) -> dict[str, str]:

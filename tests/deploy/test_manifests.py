@@ -3,6 +3,7 @@ ports, load balancer, PgBouncer and the connection budget. Static: no Docker, no
 
 import importlib
 import re
+import secrets
 import tomllib
 from fnmatch import fnmatch
 from urllib.parse import urlsplit
@@ -16,6 +17,8 @@ from pydantic import ValidationError
 from app.config import Settings
 from app.db import make_engine
 from app.dependencies import get_engine, get_redis
+from app.jwt_secret import MissingSecret
+from app.main import create_app
 from tests.deploy.manifests import (
     COMPOSE_DIR,
     K8S_API,
@@ -29,6 +32,7 @@ from tests.deploy.manifests import (
     healthcheck_argv,
     http_check_url,
     image_uid,
+    interpolate,
     k8s,
     k8s_pgbouncer,
     nginx_conf,
@@ -154,7 +158,7 @@ async def test_probes_hit_app_routes_and_only_readiness_needs_the_database():
         ),
     ],
 )
-def test_app_env_vars_are_settings_fields(env):
+def test_app_env_vars_are_settings_fields(env, monkeypatch):
     variables = env()
     assert variables.keys() >= REQUIRED_API_ENV
     fields = {name.upper() for name in Settings.model_fields}
@@ -164,14 +168,23 @@ def test_app_env_vars_are_settings_fields(env):
         if name not in fields and name not in SERVER_ENV and not name.startswith("UVICORN_")
     }
     assert unknown == set()
-    # The values validate, too: URLs, integers, bounds.
-    values = {name.lower(): value for name, value in variables.items() if name in fields}
-    if values.get("app_env") == "production":
-        # The shipped secret is a placeholder: production refuses to start with it...
+    # The values validate, too (URLs, integers, bounds, JSON lists), read from the environment
+    # exactly as the container reads them.
+    for name in fields:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    assert variables.get("APP_ENV", "production") == "production"  # never development mode
+    # No shipped value signs a token: compose has none (`${JWT_SECRET:?}`), k8s a placeholder
+    # that is refused; the app runs once a real one is provided.
+    if variables["JWT_SECRET"]:
         with pytest.raises(ValidationError, match="JWT_SECRET"):
-            Settings(**values)
-        values["jwt_secret"] = "a-real-secret-" + "x" * 32  # ...and runs once it is replaced
-    settings = Settings(**values)
+            Settings()
+    else:
+        with pytest.raises(MissingSecret):
+            create_app(Settings())
+    monkeypatch.setenv("JWT_SECRET", secrets.token_urlsafe(48))
+    settings = Settings()
     assert settings.db_pool_size == int(variables["DB_POOL_SIZE"])
 
 
@@ -237,7 +250,7 @@ def test_nginx_balances_the_api_replicas_over_keepalive():
     assert "gzip on;" in conf
     assert "application/json" in conf
     assert "listen 8080 " in conf
-    assert "8080:8080" in services()["nginx"]["ports"]
+    assert [interpolate(port) for port in services()["nginx"]["ports"]] == ["127.0.0.1:8080:8080"]
     (body_size,) = [line.split()[1] for line in conf.splitlines() if "client_max_body_size" in line]
     assert nginx_size(body_size.rstrip(";")) == Settings.model_fields["max_body_bytes"].default
 
