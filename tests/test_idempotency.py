@@ -2,6 +2,7 @@
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from tests.conftest import auth, token_for
 from tests.factories import make_user
@@ -54,14 +55,25 @@ async def test_failed_request_stores_nothing(client, session, settings):
     assert "Idempotent-Replayed" not in good.headers
 
 
-async def test_anonymous_registration_is_keyed_by_client(client):
+@pytest.mark.parametrize("path", ["/users", "/users/login"])
+async def test_sign_up_and_login_ignore_the_key_and_store_no_token(client, session, path):
+    """Their responses carry a token: stored, a replay would hand it out for a day. They
+    behave as if no key were sent."""
     body = {"user": {"username": "idem", "email": "idem@x.io", "password": "password1"}}
-    headers = {"Idempotency-Key": "signup-1"}
-    first = await client.post("/users", json=body, headers=headers)
-    again = await client.post("/users", json=body, headers=headers)
-    assert (first.status_code, again.status_code) == (201, 201)
-    assert again.headers["Idempotent-Replayed"] == "true"
-    assert again.json() == first.json()
+    if path == "/users/login":
+        assert (await client.post("/users", json=body)).status_code == 201
+        body = {"user": {"email": "idem@x.io", "password": "password1"}}
+    headers = {"Idempotency-Key": "auth-1"}
+    first = await client.post(path, json=body, headers=headers)
+    again = await client.post(path, json=body, headers=headers)
+    assert first.status_code in (200, 201)
+    assert "Idempotent-Replayed" not in again.headers
+    if path == "/users":
+        assert again.status_code == 409  # the sign-up ran again: the name is taken now
+    else:
+        assert again.status_code == 200
+    stored = await session.scalar(text("SELECT count(*) FROM idempotency_keys"))
+    assert stored == 0
 
 
 async def test_delete_replays_its_204(client, session, settings):
@@ -89,8 +101,6 @@ async def test_malformed_key_is_422(client, session, settings, key):
 async def test_expired_key_is_purged_and_the_request_runs_again(client, session, settings):
     headers = auth(token_for((await make_user(session)).id, settings)) | {"Idempotency-Key": "old"}
     assert (await client.post("/articles", json=ARTICLE, headers=headers)).status_code == 201
-    from sqlalchemy import text
-
     await session.execute(
         text("UPDATE idempotency_keys SET expires_at = now() - interval '1 second'")
     )

@@ -32,6 +32,12 @@ COUNT_SHARDS = 16
 # `/articles/feed` is a route of its own, so no article may be called "feed".
 RESERVED_SLUGS = frozenset({"feed"})
 
+# Only the pages clients ask for are cached: the usual sizes, on page boundaries, the first
+# CACHED_PAGES deep. Any other page is read from PostgreSQL, so that varying limit and offset
+# cannot mint cache entries without end (an anonymous crawl once filled Redis this way).
+CACHED_LIMITS = frozenset({1, 5, 10, 20, 50, 100})
+CACHED_PAGES = 50
+
 
 async def list_articles(
     connect: Connect,
@@ -52,6 +58,8 @@ async def list_articles(
         async with connect() as db:
             return await _document(db, *queries.page(filters, viewer, limit=limit, offset=offset))
 
+    if not cached_page(limit=limit, offset=offset):
+        return await load(viewer_id)
     # A page depends on which articles it lists ("articles": publish, delete; a favoriter's
     # page: their favorites) and on what each of them shows (`article:<slug>`, as an item).
     stamp = [versions.ARTICLES, versions.AUTHORS]
@@ -69,6 +77,10 @@ async def list_articles(
     )
     assert document is not None  # noqa: S101 - a page always exists
     return document
+
+
+def cached_page(*, limit: int, offset: int) -> bool:
+    return limit in CACHED_LIMITS and offset % limit == 0 and offset < limit * CACHED_PAGES
 
 
 def _listed(page: str) -> list[str]:

@@ -1,23 +1,26 @@
 """Bulk imports, API side: the NDJSON upload is split into line-aligned chunks as it streams
-in (never held whole), stored with the import in the request's transaction, and the import
-job is enqueued after commit. The worker side is `loader.py`."""
+in (never held whole, `chunks.py`), stored with the import in the request's transaction, and
+the import job is enqueued after commit. The worker side is `loader.py`."""
 
+import hashlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import queue
-from app.errors import Conflict, Invalid, NotFound, PayloadTooLarge
+from app.errors import Conflict, Invalid, NotFound, PayloadTooLarge, TooManyRequests
+from app.imports.chunks import ChunkWriter, numbered_lines
 from app.imports.schemas import Import, LineError
 from app.models import Import as ImportRow
-from app.models import ImportChunk, ImportLineError
+from app.models import ImportLineError
 
-MAX_LINE_BYTES = 1 << 20
-CHUNK_MAX_BYTES = 4 << 20
 STATUS_ERRORS = 100
+# Held by the upload's transaction, so it works through PgBouncer in transaction mode.
+_UPLOAD_LOCK = text("SELECT pg_try_advisory_xact_lock(hashtextextended(:name, 0))")
+UPLOAD_RETRY_AFTER_S = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,9 +38,22 @@ async def create(
     client_key: str | None,
 ) -> tuple[Import, bool]:
     """Store an upload as an import of `user_id` and enqueue it after commit. Returns the
-    import and whether it is new: with a `client_key` already used, the earlier one."""
+    import and whether it is new.
+
+    With a `client_key` already used, the earlier import, if this body is the same one
+    (hashed as it streams, nothing stored); another body is Invalid, as the idempotency
+    middleware answers other keyed writes. One upload per user at a time, whichever process
+    takes it (TooManyRequests): each holds a pooled connection for as long as it streams.
+    """
+    digest = hashlib.sha256()  # the body's: the method and path of an import are fixed
+    body = _hashed(body, digest)
     if client_key is not None and (earlier := await _by_key(session, user_id, client_key)):
-        return await _status(session, earlier), False
+        return await _replayed(session, earlier, body, digest), False
+    if not await session.scalar(_UPLOAD_LOCK, {"name": f"import-upload:{user_id}"}):
+        raise TooManyRequests(
+            "an import of yours is still uploading: send the next one when it is done",
+            retry_after_s=UPLOAD_RETRY_AFTER_S,
+        )
     import_id = await session.scalar(
         insert(ImportRow)
         .values(user_id=user_id, client_key=client_key)
@@ -49,24 +65,27 @@ async def create(
     )
     if import_id is None:  # the same key, committed by a concurrent request meanwhile
         if client_key is not None and (earlier := await _by_key(session, user_id, client_key)):
-            return await _status(session, earlier), False
+            return await _replayed(session, earlier, body, digest), False
         raise Conflict("an import with this Idempotency-Key is in progress")
-    writer = _ChunkWriter(session, import_id, limits.batch_lines)
-    async for number, line in _lines(body):
+    writer = ChunkWriter(session, import_id, limits.batch_lines)
+    async for number, line in numbered_lines(body):
         await writer.add(number, line)
-        if writer.total > limits.max_lines:
-            raise PayloadTooLarge(f"an import holds at most {limits.max_lines} lines")
+        if writer.lines > limits.max_lines:
+            raise PayloadTooLarge(
+                f"an import holds at most {limits.max_lines} lines, blank lines included"
+            )
     await writer.close()
-    if writer.total == 0:
+    if writer.articles == 0:
         raise Invalid("import: no articles in the body (one JSON object per line)")
     await session.execute(
         update(ImportRow)
         .where(ImportRow.id == import_id)
         .values(
-            total_lines=writer.total,
+            total_lines=writer.articles,
             chunk_count=writer.seq,
             processed_lines=len(writer.too_long),
             failed_count=len(writer.too_long),
+            request_hash=digest.hexdigest(),
         )
     )
     queue.defer(session, queue.RUN_IMPORT, key=job_key(import_id), import_id=import_id)
@@ -108,6 +127,27 @@ async def _by_key(session: AsyncSession, user_id: int, client_key: str) -> Impor
     )
 
 
+async def _hashed(body: AsyncIterator[bytes], digest: "hashlib._Hash") -> AsyncIterator[bytes]:
+    async for data in body:
+        digest.update(data)
+        yield data
+
+
+async def _replayed(
+    session: AsyncSession,
+    earlier: ImportRow,
+    body: AsyncIterator[bytes],
+    digest: "hashlib._Hash",
+) -> Import:
+    """The earlier import, once this request's body has been read (and hashed) to the end
+    and found the same. Imports stored before bodies were hashed have no hash to compare."""
+    async for _ in body:
+        pass
+    if earlier.request_hash is not None and earlier.request_hash != digest.hexdigest():
+        raise Invalid("Idempotency-Key was already used for a different request")
+    return await _status(session, earlier)
+
+
 async def _status(session: AsyncSession, row: ImportRow) -> Import:
     return Import(
         id=row.id,
@@ -136,90 +176,3 @@ async def _errors(
         .offset(offset)
     )
     return [LineError(line=line, message=message) for line, message in rows]
-
-
-async def _lines(body: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, bytes | None]]:
-    """(line number, line) as the body streams in; None for a line over MAX_LINE_BYTES,
-    which is skipped without being buffered."""
-    pending = bytearray()
-    number = 0
-    skipping = False
-    async for data in body:
-        start = 0
-        while (end := data.find(b"\n", start)) >= 0:
-            number += 1
-            if not skipping:
-                pending += data[start:end]
-            yield number, None if skipping or len(pending) > MAX_LINE_BYTES else bytes(pending)
-            pending.clear()
-            skipping = False
-            start = end + 1
-        if not skipping:
-            pending += data[start:]
-            if len(pending) > MAX_LINE_BYTES:
-                skipping = True
-                pending.clear()
-    if pending or skipping:
-        yield number + 1, None if skipping else bytes(pending)
-
-
-@dataclass
-class _ChunkWriter:
-    """Groups consecutive lines into chunks of `batch_lines` articles (blank lines ride along
-    uncounted) and inserts each chunk as soon as it is full."""
-
-    session: AsyncSession
-    import_id: int
-    batch_lines: int
-    seq: int = 0
-    total: int = 0
-    too_long: list[int] = field(default_factory=list)
-    _lines: list[bytes] = field(default_factory=list)
-    _first: int = 0
-    _count: int = 0
-    _size: int = 0
-
-    async def add(self, number: int, line: bytes | None) -> None:
-        if line is None:
-            self.total += 1
-            self.too_long.append(number)
-            await self._flush()  # a chunk holds consecutive lines only
-            return
-        if not self._lines:
-            self._first = number
-        self._lines.append(line)
-        self._size += len(line) + 1
-        if line.strip():
-            self.total += 1
-            self._count += 1
-        if self._count >= self.batch_lines or self._size >= CHUNK_MAX_BYTES:
-            await self._flush()
-
-    async def close(self) -> None:
-        await self._flush()
-        if self.too_long:
-            await self.session.execute(
-                insert(ImportLineError),
-                [
-                    {
-                        "import_id": self.import_id,
-                        "line": number,
-                        "message": f"line longer than {MAX_LINE_BYTES} bytes",
-                    }
-                    for number in self.too_long
-                ],
-            )
-
-    async def _flush(self) -> None:
-        if self._count:
-            await self.session.execute(
-                insert(ImportChunk).values(
-                    import_id=self.import_id,
-                    seq=self.seq,
-                    first_line=self._first,
-                    data=b"\n".join(self._lines),
-                )
-            )
-            self.seq += 1
-        self._lines.clear()
-        self._count = self._size = 0

@@ -19,11 +19,14 @@ stored response commit together, here, through app/transaction.py like every oth
 (cache versions, then deferred jobs). Without the header nothing changes.
 
 Paths under an `exempt` prefix (bulk imports, whose bodies stream and may be 100 MB) pass
-through untouched; those routes honour the header themselves.
+through untouched; those routes honour the header themselves. `unkeyed` paths (sign-up and
+login) ignore the header altogether, as if none were sent: their responses carry a token,
+which must never be stored and handed out again.
 """
 
 import hashlib
 import logging
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, func, select, text
@@ -50,10 +53,18 @@ MAX_KEY_LENGTH = 255
 
 
 class Idempotency:
-    def __init__(self, app: ASGIApp, *, settings: Settings, exempt: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        settings: Settings,
+        exempt: tuple[str, ...] = (),
+        unkeyed: Iterable[str] = (),
+    ) -> None:
         self.app = app
         self.settings = settings
         self.exempt = exempt
+        self.unkeyed = frozenset(unkeyed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -61,6 +72,7 @@ class Idempotency:
             or scope["method"] not in METHODS
             or (raw_key := edge.header(scope, HEADER)) is None
             or scope["path"].startswith(self.exempt)
+            or scope["path"] in self.unkeyed
         ):
             await self.app(scope, receive, send)
             return

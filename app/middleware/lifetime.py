@@ -10,6 +10,10 @@ the process already has more in flight than it can finish in time.
   so an overloaded process stops working for nobody and recovers when the load drops.
 - Admission (MAX_IN_FLIGHT per process): beyond it, 503 with Retry-After without any work.
   Health probes and /metrics are never shed, timed out or counted.
+- Streamed uploads (`streamed` paths, POST: bulk imports) have no deadline, as they last as
+  long as the client's link needs; they are paced instead (uploads.py). They still die with
+  their client, and are read at most a few messages ahead of the app, so a fast client
+  cannot park a 100 MB body in this process's memory.
 
 One pump task is the only reader of the server's `receive`: it hands the body to the app
 and turns an `http.disconnect` into a cancellation.
@@ -19,11 +23,12 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.middleware import edge
+from app.middleware.uploads import is_streamed
 from app.observability import metrics
 
 log = logging.getLogger("conduit.lifetime")
@@ -31,13 +36,22 @@ EXEMPT = frozenset({"/healthz", "/livez", "/readyz", "/metrics"})
 REQUEST_START = b"x-request-start"
 # A wait longer than this is no real queue but a wrong clock or a made-up header: ignored.
 MAX_PLAUSIBLE_WAIT_S = 3600.0
+STREAMED_READ_AHEAD = 4  # body messages of an upload read before the app asks for them
 
 
 class RequestLifetime:
-    def __init__(self, app: ASGIApp, *, deadline_s: float, max_in_flight: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        deadline_s: float,
+        max_in_flight: int,
+        streamed: Collection[str] = (),
+    ) -> None:
         self.app = app
         self.deadline_s = deadline_s
         self.max_in_flight = max_in_flight
+        self.streamed = frozenset(streamed)
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -53,12 +67,23 @@ class RequestLifetime:
             return
         self.in_flight += 1
         try:
-            await self._run(scope, receive, send, budget_s)
+            if is_streamed(scope, self.streamed):
+                await self._run(scope, receive, send, None, read_ahead=STREAMED_READ_AHEAD)
+            else:
+                await self._run(scope, receive, send, budget_s)
         finally:
             self.in_flight -= 1
 
-    async def _run(self, scope: Scope, receive: Receive, send: Send, budget_s: float) -> None:
-        messages: asyncio.Queue[Message] = asyncio.Queue()
+    async def _run(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        budget_s: float | None,
+        *,
+        read_ahead: int = 0,  # 0: the whole body (small: BodyLimit refuses more)
+    ) -> None:
+        messages: asyncio.Queue[Message] = asyncio.Queue(read_ahead)
         gone = asyncio.Event()
         started = False
         answered = False  # the deadline's 504 went out: the app's own response is dropped
@@ -66,9 +91,10 @@ class RequestLifetime:
         async def pump() -> None:
             while True:
                 message = await receive()
-                await messages.put(message)
                 if message["type"] == "http.disconnect":
-                    gone.set()
+                    gone.set()  # first: a full queue (an app that stopped reading) waits
+                await messages.put(message)
+                if gone.is_set():
                     return
 
         async def tracked_send(message: Message) -> None:

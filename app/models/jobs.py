@@ -42,8 +42,10 @@ class Import(Base):
     failed_count: Mapped[int] = mapped_column(Integer, server_default="0")
     next_seq: Mapped[int] = mapped_column(Integer, server_default="0")
     chunk_count: Mapped[int] = mapped_column(Integer, server_default="0")
-    # The client's Idempotency-Key: the same upload sent twice is one import.
+    # The client's Idempotency-Key: the same upload sent twice is one import. With the
+    # upload's SHA-256 (hex), so that the key sent with another body is refused.
     client_key: Mapped[str | None] = mapped_column(Text)
+    request_hash: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -1,6 +1,15 @@
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Identity, Index, Text, func
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    Text,
+    func,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base
@@ -14,6 +23,9 @@ class User(Base):
     # Stored lower-cased: the unique index then makes email case-insensitive.
     email: Mapped[str] = mapped_column(Text, unique=True)
     password_hash: Mapped[str] = mapped_column(Text)
+    # Carried in every token (claim "ver"); a password change bumps it, so the tokens issued
+    # before stop working for writes (app/dependencies.py `_current_user`).
+    token_version: Mapped[int] = mapped_column(Integer, server_default="0")
     bio: Mapped[str] = mapped_column(Text, server_default="")
     image: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -29,6 +29,7 @@ from app.cache.store import Cache
 from app.config import Settings
 from app.db import make_engine, make_sessionmaker
 from app.observability import logs, metrics
+from app.redis import make_cache_redis
 from app.transaction import AfterCommit
 from app.webhooks.targets import allowed_networks
 from app.workers import jobs
@@ -76,14 +77,16 @@ def build_worker(settings: Settings) -> Worker[Ctx]:
         raise SystemExit("REDIS_URL is required by the job worker")
     redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, health_check_interval=30)
     queue = WorkerQueue(redis, name=settings.queue_name)
+    cache_redis = make_cache_redis(settings, shared=redis)
 
     async def startup(ctx: Ctx) -> None:
         engine = make_engine(settings)
         ctx["settings"] = settings
         ctx["engine"] = engine
         ctx["sessions"] = make_sessionmaker(engine)
-        # Imports add articles and tags: their commits bump the cache versions readers check.
-        cache = Cache(redis if settings.cache_enabled else None)
+        # Imports add articles and tags: their commits bump the cache versions readers check,
+        # in the cache's Redis (REDIS_CACHE_URL, else this one).
+        cache = Cache(cache_redis if settings.cache_enabled else None)
         ctx["effects"] = AfterCommit(cache=cache, jobs=queue, settings=settings)
         ctx["http"] = httpx.AsyncClient(
             timeout=settings.webhook_timeout_s,
@@ -99,6 +102,8 @@ def build_worker(settings: Settings) -> Worker[Ctx]:
     async def shutdown(ctx: Ctx) -> None:
         await ctx["http"].aclose()
         await ctx["engine"].dispose()
+        if cache_redis is not None and cache_redis is not redis:
+            await cache_redis.aclose()
         metrics.withdraw_this_process()
         log.info("worker stopped")
 

@@ -1,20 +1,27 @@
 """Bulk imports: upload, worker, counts, per-line errors, limits, exactly once."""
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
+import time
+import tracemalloc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import orjson
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from app.imports import loader
+from app.config import Settings
+from app.imports import chunks, loader
 from app.main import create_app
+from app.state import AppState
 from app.workers import jobs
 from tests.concurrency.conftest import make_users
 from tests.conftest import ROOT, serve_with_state
@@ -225,6 +232,12 @@ async def test_import_limits_and_ownership(jobs_client, engine, job_settings, re
     assert again.status_code == 202
     assert again.headers["Idempotent-Replayed"] == "true"
     assert again.json()["import"]["id"] == first.json()["import"]["id"]
+    # The same key with another body is refused, as for every other keyed write.
+    other_body = await jobs_client.post(
+        "/imports", content=big + ndjson(1), headers=owner | {"Idempotency-Key": "k1"}
+    )
+    assert other_body.status_code == 422
+    assert "different request" in other_body.json()["errors"]["body"][0]
     async with engine.connect() as conn:
         assert await conn.scalar(text("SELECT count(*) FROM imports")) == 1
 
@@ -259,3 +272,170 @@ async def test_streamed_body_over_the_import_limit_is_413(engine, job_settings, 
     async with engine.connect() as conn:  # the failed upload left nothing behind
         assert await conn.scalar(text("SELECT count(*) FROM imports")) == 0
         assert await conn.scalar(text("SELECT count(*) FROM import_chunks")) == 0
+
+
+@asynccontextmanager
+async def client_with(
+    committing_state: AppState, settings: Settings, **changes: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The API over the real pool with these settings changed (the queue left out)."""
+    changed = settings.model_copy(update=changes)
+    state = replace(committing_state, settings=changed)
+    transport = httpx.ASGITransport(app=serve_with_state(create_app(changed), state))
+    async with httpx.AsyncClient(transport=transport, base_url=ROOT + "/api", timeout=30) as client:
+        yield client
+
+
+async def trickle(pieces: list[bytes], gap_s: float) -> AsyncIterator[bytes]:
+    for piece in pieces:
+        await asyncio.sleep(gap_s)
+        yield piece
+
+
+async def import_rows(engine: AsyncEngine) -> tuple[int, int]:
+    async with engine.connect() as conn:
+        imports = await conn.scalar(text("SELECT count(*) FROM imports"))
+        chunks = await conn.scalar(text("SELECT count(*) FROM import_chunks"))
+    return imports, chunks
+
+
+async def test_blank_lines_count_against_the_line_limit(engine, job_settings, committing_state):
+    [headers] = await make_users(engine, job_settings, 1)
+    async with client_with(committing_state, job_settings, import_max_lines=50) as client:
+        padded = await client.post(
+            "/imports", content=ndjson(10) + b"\n" * 30 + b" \t \r\n" * 10, headers=headers
+        )
+        assert padded.status_code == 202, padded.text
+        assert padded.json()["import"]["totalLines"] == 10  # the articles, not the padding
+        blank = await client.post("/imports", content=ndjson(10) + b"\n" * 41, headers=headers)
+    assert blank.status_code == 413
+    assert "blank lines included" in blank.json()["errors"]["body"][0]
+    assert await import_rows(engine) == (1, 1)
+
+
+async def test_blank_lines_keep_the_line_numbers(engine, job_settings, committing_state):
+    [headers] = await make_users(engine, job_settings, 1)
+    body = b"\n\n" + ndjson(2) + b"   \n\n" + b"{not json\n" + b"\n" * 5 + ndjson(1) + b"\n"
+    async with client_with(committing_state, job_settings) as client:
+        import_id = await upload(client, headers, body)
+    async with engine.connect() as conn:
+        first_line, data = (
+            await conn.execute(text("SELECT first_line, data FROM import_chunks"))
+        ).one()
+    good, errors, counted = loader.parse(first_line, data)
+    assert (len(good), counted) == (3, 4)
+    assert errors == [(7, errors[0][1])]  # lines 1-2 and 5-6 blank, 8-12 blank, 13 good
+    assert import_id
+
+
+@pytest.mark.parametrize(("lead", "limit_mib"), [(b"", 1), (ndjson(1), 10)])
+async def test_blank_lines_cost_no_more_than_their_bytes(lead, limit_mib):
+    """Eight MiB of blank lines once peaked at 58 MiB (a bytes object and a list slot per
+    line). Leading blank lines are dropped; inside a chunk each keeps one byte."""
+
+    class Session:
+        async def execute(self, *_: Any) -> None:
+            return None
+
+    async def body() -> AsyncIterator[bytes]:
+        yield lead
+        piece = b"\n" * 65_536
+        for _ in range(128):  # 8 MiB
+            yield piece
+
+    writer = chunks.ChunkWriter(cast(AsyncSession, Session()), import_id=1, batch_lines=1000)
+    tracemalloc.start()
+    try:
+        async for number, line in chunks.numbered_lines(body()):
+            await writer.add(number, line)
+        await writer.close()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert writer.lines == 8 * 2**20 + lead.count(b"\n")
+    assert writer.articles == lead.count(b"\n")
+    assert peak < limit_mib * 2**20
+
+
+async def test_a_trickling_upload_outlives_the_request_deadline(
+    engine, job_settings, committing_state
+):
+    """Paced, not timed: slower than REQUEST_DEADLINE_S in all, each piece within the idle
+    timeout of the one before."""
+    [headers] = await make_users(engine, job_settings, 1)
+    body = ndjson(30)
+    pieces = [body[i : i + len(body) // 6 + 1] for i in range(0, len(body), len(body) // 6 + 1)]
+    async with client_with(
+        committing_state, job_settings, request_deadline_s=0.3, import_chunk_idle_s=1.0
+    ) as client:
+        started = time.monotonic()
+        response = await client.post("/imports", content=trickle(pieces, 0.2), headers=headers)
+        took = time.monotonic() - started
+        assert (await client.get("/tags")).status_code == 200  # other routes keep theirs
+    assert response.status_code == 202, response.text
+    assert took > 1.0
+    assert response.json()["import"]["totalLines"] == 30
+
+
+async def test_a_stalled_upload_is_408_and_leaves_nothing(engine, job_settings, committing_state):
+    [headers] = await make_users(engine, job_settings, 1)
+    body = ndjson(300)
+    async with client_with(
+        committing_state,
+        job_settings,
+        request_deadline_s=5.0,
+        import_chunk_idle_s=0.3,
+        import_batch_lines=100,  # chunks were already written when it stalls
+    ) as client:
+
+        async def stalls() -> AsyncIterator[bytes]:
+            yield body[: len(body) * 2 // 3]
+            await asyncio.sleep(1.5)
+            yield body[len(body) * 2 // 3 :]
+
+        started = time.monotonic()
+        response = await client.post("/imports", content=stalls(), headers=headers)
+    assert response.status_code == 408
+    assert "stalled" in response.json()["errors"]["body"][0]
+    assert time.monotonic() - started < 1.4
+    assert await import_rows(engine) == (0, 0)  # rolled back, chunks included
+
+
+async def test_concurrent_uploads_are_bounded(engine, job_settings, committing_state):
+    """One upload per user at a time (429), IMPORT_MAX_CONCURRENT per process (503); both
+    with Retry-After, in the RealWorld error shape."""
+    alice, bob, carol = await make_users(engine, job_settings, 3)
+    release = asyncio.Event()
+
+    async def held() -> AsyncIterator[bytes]:
+        yield ndjson(2)
+        await release.wait()
+        yield ndjson(1, prefix="Late")
+
+    async with client_with(committing_state, job_settings, import_max_concurrent=2) as client:
+        first = asyncio.create_task(client.post("/imports", content=held(), headers=alice))
+        await eventually(lambda: _advisory_locks(engine, at_least=1), within=10, interval=0.02)
+
+        same_user = await client.post("/imports", content=ndjson(1), headers=alice)
+        assert same_user.status_code == 429
+        assert same_user.headers["Retry-After"] == "5"
+        assert same_user.json()["errors"]["body"][0].startswith("an import of yours")
+
+        second = asyncio.create_task(client.post("/imports", content=held(), headers=bob))
+        await eventually(lambda: _advisory_locks(engine, at_least=2), within=10, interval=0.02)
+        full = await client.post("/imports", content=ndjson(1), headers=carol)
+        assert full.status_code == 503
+        assert full.headers["Retry-After"] == "5"
+        assert full.json() == {"errors": {"body": ["too many uploads in progress, retry shortly"]}}
+
+        release.set()
+        assert (await first).status_code == 202
+        assert (await second).status_code == 202
+        after = await client.post("/imports", content=ndjson(1), headers=carol)
+        assert after.status_code == 202  # the slots are free again
+
+
+async def _advisory_locks(engine: AsyncEngine, *, at_least: int) -> bool:
+    async with engine.connect() as conn:
+        locks = await conn.scalar(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"))
+    return int(locks or 0) >= at_least
