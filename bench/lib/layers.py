@@ -17,6 +17,7 @@ request, then replayed on its own. Rows, outermost first:
 """
 
 import asyncio
+import secrets
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -136,7 +137,8 @@ async def measure(url: str, n: int, only: str | None = None) -> list[Row]:
             raise SystemExit("no articles: seed the database first (python -m bench.seed)")
         slug: str = first[0]
 
-    settings = Settings(database_url=url)
+    # A throwaway signing key: the API refuses to start without one of its own.
+    settings = Settings(database_url=url, jwt_secret=secrets.token_urlsafe(48))
     app = create_app(settings)
     endpoints = {
         "GET /api/articles?limit=20": ("/api/articles", b"limit=20"),

@@ -2,6 +2,7 @@
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -44,6 +45,8 @@ class Api:
         # connection). Either can be overridden from the environment.
         self._env = {"DB_PREPARED_STATEMENTS": "true", "DB_POOL_SIZE": "32"} | self._env
         self._env |= {"DATABASE_URL": database_url, "LOG_LEVEL": "WARNING"}
+        # A throwaway signing key of the run's own: the API refuses to start without one.
+        self._env.setdefault("JWT_SECRET", secrets.token_urlsafe(48))
         self._factory = target.endswith(":create_app")
         self._log = logs / ("uvicorn.log" if self._factory else "uvicorn-bare.log")
         self._process: subprocess.Popen[bytes] | None = None

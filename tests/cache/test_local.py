@@ -53,7 +53,7 @@ async def workers(
         clients.append(client)
         pairs.append((client, cache))
     for _, cache in pairs:
-        await _until(lambda cache=cache: cache.listener is not None and cache.listener.trusted)
+        await _until(lambda listener=cache.listener: listener is not None and listener.trusted)
     yield pairs
     for client, cache in pairs:
         await client.aclose()
