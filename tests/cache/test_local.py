@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
+from functools import partial
 
 import httpx
 import orjson
@@ -34,6 +35,10 @@ async def _until(check: Callable[[], bool], within: float = 5.0) -> float:
     return time.monotonic() - started
 
 
+def _trusted(cache: Cache) -> bool:
+    return cache.listener is not None and cache.listener.trusted
+
+
 @pytest.fixture
 async def workers(
     settings: Settings, committing_state: AppState, redis: Redis, redis_server: RedisServer
@@ -53,7 +58,7 @@ async def workers(
         clients.append(client)
         pairs.append((client, cache))
     for _, cache in pairs:
-        await _until(lambda listener=cache.listener: listener is not None and listener.trusted)
+        await _until(partial(_trusted, cache))
     yield pairs
     for client, cache in pairs:
         await client.aclose()
