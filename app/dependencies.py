@@ -20,7 +20,7 @@ from app.middleware.idempotency import SESSION_SCOPE_KEY
 from app.models import User
 from app.responses import public_read
 from app.schemas import Storable
-from app.security import PasswordHashing
+from app.security import PasswordHashing, read_token
 from app.state import AppState, app_state
 from app.users import service as users
 
@@ -100,8 +100,26 @@ MaybeViewerId = Annotated[int | None, Depends(_maybe_viewer_id)]
 ViewerId = Annotated[int, Depends(_viewer_id)]
 
 
-async def _current_user(viewer_id: ViewerId, session: SessionDep) -> User:
-    return await users.get_by_id(session, viewer_id)
+async def _current_user(request: Request, viewer_id: ViewerId, session: SessionDep) -> User:
+    """The token's user, as writes need it: loaded, and the token's version checked against
+    the user's, so that a password change revokes every token issued before it (401).
+
+    Routes that take only the viewer's id (ViewerId, MaybeViewerId, ReadsDep: the flags of
+    public reads, the feed, one's own imports and webhooks) skip this query, and so this
+    check: there a revoked token works until it expires (JWT_TTL_SECONDS).
+    """
+    user = await users.get_by_id(session, viewer_id)
+    if user.token_version != _token_version(request):
+        raise Unauthorized("token revoked by a password change: log in again")
+    return user
+
+
+def _token_version(request: Request) -> int:
+    # The edge keeps only the id: a write decodes the token (valid, or it would not be here)
+    # once more for its version.
+    authorization = edge.header(request.scope, b"authorization") or b""
+    token = authorization.decode("latin-1").partition(" ")[2].strip()
+    return read_token(token, secret=app_state(request.scope).settings.jwt_secret)[1]
 
 
 CurrentUser = Annotated[User, Depends(_current_user)]

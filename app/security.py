@@ -14,6 +14,7 @@ from app.errors import Unauthorized
 _ALGORITHM = "HS256"
 MAX_USER_ID = 2**63  # exclusive: ids are PostgreSQL bigints
 MAX_USER_ID_DIGITS = len(str(MAX_USER_ID))
+MAX_TOKEN_VERSION = 2**31  # exclusive: `users.token_version` is an integer
 
 # argon2id with OWASP's recommended minimum (Password Storage Cheat Sheet: 19 MiB, 2 passes,
 # 1 lane): about 35 ms of one core per hash here. argon2-cffi's default, RFC 9106's
@@ -59,14 +60,26 @@ class PasswordHashing:
             return False
 
 
-def make_token(user_id: int, *, secret: str, ttl_seconds: int) -> str:
+def make_token(user_id: int, *, secret: str, ttl_seconds: int, version: int = 0) -> str:
+    """`version`: the user's token version (`User.token_version`), checked on writes."""
     now = datetime.now(UTC)
-    claims = {"sub": str(user_id), "iat": now, "exp": now + timedelta(seconds=ttl_seconds)}
+    claims = {
+        "sub": str(user_id),
+        "ver": version,
+        "iat": now,
+        "exp": now + timedelta(seconds=ttl_seconds),
+    }
     return jwt.encode(claims, secret, algorithm=_ALGORITHM)
 
 
 def read_user_id(token: str, *, secret: str) -> int:
     """The user id a token vouches for; forged, expired or malformed tokens are Unauthorized."""
+    return read_token(token, secret=secret)[0]
+
+
+def read_token(token: str, *, secret: str) -> tuple[int, int]:
+    """(user id, token version) of a valid token. A token without a version (issued before
+    versions existed) is version 0, every user's first."""
     try:
         claims = jwt.decode(
             token, secret, algorithms=[_ALGORITHM], options={"require": ["exp", "sub"]}
@@ -81,4 +94,8 @@ def read_user_id(token: str, *, secret: str) -> int:
         raise Unauthorized("invalid or expired token")
     if len(subject) > MAX_USER_ID_DIGITS or not 0 < int(subject) < MAX_USER_ID:
         raise Unauthorized("invalid or expired token")
-    return int(subject)
+    version = claims.get("ver", 0)
+    # An int the users table can hold (bool is an int to Python, not to make_token).
+    if type(version) is not int or not 0 <= version < MAX_TOKEN_VERSION:
+        raise Unauthorized("invalid or expired token")
+    return int(subject), version

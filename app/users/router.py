@@ -17,7 +17,12 @@ router = APIRouter(tags=["User and Authentication"])
 
 
 def _response(user: UserRow, settings: SettingsDep) -> UserResponse:
-    token = make_token(user.id, secret=settings.jwt_secret, ttl_seconds=settings.jwt_ttl_seconds)
+    token = make_token(
+        user.id,
+        secret=settings.jwt_secret,
+        ttl_seconds=settings.jwt_ttl_seconds,
+        version=user.token_version,
+    )
     return UserResponse(
         user=User(
             email=user.email, token=token, username=user.username, bio=user.bio, image=user.image
@@ -52,7 +57,7 @@ async def current_user(user: CurrentUser, settings: SettingsDep) -> UserResponse
     return _response(user, settings)
 
 
-@router.put("/user", responses=error_responses(401, 409))
+@router.put("/user", responses=error_responses(401, 403, 409))
 async def update_user(
     body: UpdateUserRequest,
     user: CurrentUser,
@@ -60,7 +65,8 @@ async def update_user(
     hashing: HashingDep,
     settings: SettingsDep,
 ) -> UserResponse:
-    """Update the logged-in user; only the fields sent change."""
+    """Update the logged-in user; only the fields sent change. A new email or password needs
+    `currentPassword`; a new password revokes the tokens issued before (a new one comes back)."""
     changes = body.user.model_dump(exclude_unset=True, by_alias=False)
     user = await users.update(session, hashing, user=user, changes=changes)
     return _response(user, settings)

@@ -34,7 +34,8 @@ class LoginUser(Schema):
 
 
 class UpdateUser(Schema):
-    """Only the fields present are changed; `image: null` clears the image."""
+    """Only the fields present are changed; `image: null` clears the image. A new email or
+    password takes `currentPassword` too (not in the RealWorld spec: an extension)."""
 
     model_config = ConfigDict(json_schema_extra={"minProperties": 1})
 
@@ -43,10 +44,19 @@ class UpdateUser(Schema):
     password: Password | SkipJsonSchema[None] = None
     bio: Bio | None = None
     image: ImageUrl | None = None
+    current_password: (
+        Annotated[
+            str,
+            StringConstraints(min_length=1, max_length=256),
+            Storable,
+            Field(description="required to change email or password"),
+        ]
+        | SkipJsonSchema[None]
+    ) = None
 
     @model_validator(mode="after")
     def _no_null_credentials(self) -> Self:
-        for field in ("email", "username", "password"):
+        for field in ("email", "username", "password", "current_password"):
             if field in self.model_fields_set and getattr(self, field) is None:
                 raise ValueError(f"{field} may not be null")
         return self

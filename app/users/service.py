@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.cache import versions
 from app.cache.store import changed
-from app.errors import Conflict, Invalid, NotFound, Unauthorized
+from app.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
 from app.models import User
 from app.security import PasswordHashing
 
@@ -90,14 +90,20 @@ async def get_by_username(session: AsyncSession, username: str) -> User:
 async def update(
     session: AsyncSession, hashing: PasswordHashing, *, user: User, changes: dict[str, Any]
 ) -> User:
-    """Apply the given fields; at least one is required."""
+    """Apply the given fields; at least one is required. A new email or password needs the
+    current password (`current_password`); a new password revokes every token issued before
+    (the caller answers with a new one)."""
+    current_password = changes.pop("current_password", None)
     if not changes:
         raise Invalid("user: at least one field is required")
-    if "password" in changes:
-        changes["password_hash"] = await hashing.hash(changes.pop("password"))
     for field in ("username", "email"):
         if changes.get(field) == getattr(user, field):
             del changes[field]
+    if changes.keys() & {"email", "password"}:
+        await _check_current_password(hashing, user, current_password)
+    if "password" in changes:
+        changes["password_hash"] = await hashing.hash(changes.pop("password"))
+        changes["token_version"] = user.token_version + 1
     await _ensure_free(session, username=changes.get("username"), email=changes.get("email"))
     for field, value in changes.items():
         setattr(user, field, "" if field == "bio" and value is None else value)
@@ -109,6 +115,16 @@ async def update(
     if changes.keys() & {"username", "bio", "image"}:
         changed(session, versions.AUTHORS)  # profiles are embedded in articles and comments
     return user
+
+
+async def _check_current_password(
+    hashing: PasswordHashing, user: User, current_password: str | None
+) -> None:
+    """Whoever holds a token (a stolen one too) must not take the account over with it."""
+    if current_password is None:
+        raise Invalid("user.currentPassword: required to change email or password")
+    if not await hashing.verify(user.password_hash, current_password):
+        raise Forbidden("user.currentPassword: the current password is wrong")
 
 
 async def _ensure_free(session: AsyncSession, *, username: str | None, email: str | None) -> None:
