@@ -126,7 +126,7 @@ class Nginx(Component):
 
     def _write_config(self) -> None:
         config = self.config
-        for sub in ("tmp", "tls"):
+        for sub in ("tmp", "tls", "cache"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         self._certificate()
         nofile = system.raise_nofile_limit()
@@ -142,6 +142,8 @@ class Nginx(Component):
                 "IMPORT_MAX_BYTES": import_max_bytes(),
                 "PROXY_READ_TIMEOUT_S": math.ceil(config.sizing.db_pool_timeout) + 20,
                 "UPSTREAM_MAX_CONNS": config.sizing.upstream_max_conns,
+                # STACK_MICROCACHE=0: every anonymous GET reaches the API (the baseline).
+                "MICROCACHE": "conduit_micro" if os.environ.get("STACK_MICROCACHE") != "0" else "off",
                 "NOFILE": nofile,
                 "WORKER_CONNECTIONS": min(16_384, nofile - 64),
             },

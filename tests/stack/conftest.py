@@ -39,7 +39,9 @@ class Stack:
         result = subprocess.run(  # noqa: S603 - our own script
             [sys.executable, "-m", "scripts.stack", *args],
             cwd=ROOT,
-            env=os.environ | self.settings,
+            # The stack signs with the secret it generates (secrets.json, read by the tests),
+            # not the one tests/conftest.py gives in-process apps.
+            env={k: v for k, v in os.environ.items() if k != "JWT_SECRET"} | self.settings,
             capture_output=True,
             text=True,
             timeout=timeout,
