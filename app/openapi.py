@@ -15,12 +15,15 @@ class GenericErrorModel(BaseModel):
 
 
 _DESCRIPTIONS = {
-    401: "Missing, malformed, forged or expired token",
-    403: "Not allowed: not the author, or following oneself",
+    401: "Missing, malformed, forged, expired or revoked token",
+    403: "Not allowed: not the author, following oneself, or a wrong current password",
     404: "Not found",
+    408: "The upload stalled: no data within IMPORT_CHUNK_IDLE_S",
     409: "Username or email already taken",
     413: "Request body too large",
     422: "Invalid request",
+    429: "Too many at once: retry after Retry-After seconds",
+    503: "Busy: retry after Retry-After seconds",
 }
 
 

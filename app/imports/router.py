@@ -17,8 +17,8 @@ NDJSON_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "description": 'One article per line: `{"title", "description", "body", '
-        '"tagList"}` (or `{"article": {...}}`). At most IMPORT_MAX_LINES lines and '
-        "IMPORT_MAX_BYTES bytes.",
+        '"tagList"}` (or `{"article": {...}}`). At most IMPORT_MAX_LINES lines (blank '
+        "ones included) and IMPORT_MAX_BYTES bytes.",
         "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
     }
 }
@@ -27,7 +27,7 @@ NDJSON_BODY: dict[str, Any] = {
 @router.post(
     "",
     status_code=202,
-    responses=error_responses(401, 409, 413),
+    responses=error_responses(401, 408, 409, 413, 429, 503),
     openapi_extra=NDJSON_BODY,
 )
 async def create_import(
@@ -39,7 +39,9 @@ async def create_import(
     idempotency_key: IdempotencyKey = None,
 ) -> ImportResponse:
     """Import articles as the current user; answers at once, the worker imports them. The
-    same Idempotency-Key again answers the import it started."""
+    same Idempotency-Key with the same body answers the import it started (another body:
+    422). One upload per user at a time (429); each piece of the body within
+    IMPORT_CHUNK_IDLE_S of the one before (408)."""
     limits = imports.Limits(
         max_lines=settings.import_max_lines, batch_lines=settings.import_batch_lines
     )
