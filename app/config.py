@@ -38,10 +38,13 @@ class Settings(BaseSettings):
     # load tests send every user from 127.0.0.1; the deployment manifests turn them on.
     rate_limit_auth_per_minute: int = Field(default=0, ge=0)
     rate_limit_writes_per_minute: int = Field(default=0, ge=0)
-    # Overload: each request's time budget (then 504), and how many requests one process
-    # takes at once before it answers 503 + Retry-After instead of queueing (docs/ARCHITECTURE.md "Overload").
+    # Overload (docs/ARCHITECTURE.md "Overload"): each request's time budget (then 504); how
+    # many requests one process works on at once; and how many more may wait for a turn, each
+    # only if the wait the process predicts fits its budget (else 503 + Retry-After at once).
+    # MAX_QUEUED=0: no waiting at all, 503 as soon as MAX_IN_FLIGHT are busy.
     request_deadline_s: float = Field(default=5.0, gt=0)
     max_in_flight: int = Field(default=256, ge=1)
+    max_queued: int = Field(default=2048, ge=0)
     # Migrations and DDL bypass PgBouncer; defaults to DATABASE_URL.
     direct_database_url: str | None = None
     db_pool_size: int = Field(default=10, ge=1)
@@ -113,6 +116,18 @@ class Settings(BaseSettings):
     # The in-process tier in front of the shared cache, per worker (docs/ARCHITECTURE.md
     # "Cache"): bytes of documents kept; 0 turns it off.
     cache_local_bytes: int = Field(default=32 * 1024 * 1024, ge=0)
+    # Streaming replicas for public reads (docs/ARCHITECTURE.md "Replicas"): a JSON list of
+    # URLs, each through a PgBouncer of its own; empty, every read goes to DATABASE_URL. A
+    # replica further behind than REPLICA_MAX_LAG_S, or down, serves nothing until it is
+    # back; each API process polls every replica's replayed position every REPLICA_POLL_S.
+    database_replica_urls: list[str] = []
+    replica_max_lag_s: float = Field(default=2.0, gt=0, le=60)
+    replica_poll_s: float = Field(default=0.1, gt=0, le=5)
+
+    @field_validator("database_replica_urls")
+    @classmethod
+    def _normalise_replicas(cls, urls: list[str]) -> list[str]:
+        return [async_url(url) for url in urls]
 
     @field_validator("database_url", "direct_database_url")
     @classmethod

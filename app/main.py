@@ -34,7 +34,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.routing import compile_path
 
-from app import jwt_secret
+from app import jwt_secret, replicas
 from app.articles.router import router as articles_router
 from app.cache.store import Cache
 from app.comments.router import router as comments_router
@@ -101,9 +101,17 @@ def create_app(
             tracing.instrument_engine(engine, tracer_provider)
         redis = make_redis(settings)  # the job queue's and rate limits': never evicts
         cache_redis = make_cache_redis(settings, shared=redis)  # may evict (REDIS_CACHE_URL)
-        cache = Cache(
+        # Read replicas (DATABASE_REPLICA_URLS): reads through `router`, unless there are none.
+        positions = replicas.write_positions(settings, redis, engine)
+        router = replicas.Replicas(settings, engine, positions) if positions else None
+        cache = (replicas.RoutedCache if router else Cache)(
             cache_redis if settings.cache_enabled else None, local_bytes=settings.cache_local_bytes
         )
+        if router is not None:
+            if tracer_provider is not None:
+                for node in router.nodes:
+                    tracing.instrument_engine(node.engine, tracer_provider)
+            router.start()
         if settings.cache_enabled and (url := settings.redis_cache_url or settings.redis_url):
             cache.listen(url, connect_timeout_s=settings.redis_timeout_s)  # L1's invalidations
         try:
@@ -111,15 +119,18 @@ def create_app(
                 AppState(
                     settings=settings,
                     engine=engine,
-                    connect=engine.connect,
+                    connect=router.connect if router else engine.connect,
                     sessions=make_sessionmaker(engine),
                     redis=redis,
                     jobs=make_queue(settings, redis),
                     cache=cache,
                     hashing=PasswordHashing(settings.password_hash_threads),
+                    positions=positions,
                 )
             )
         finally:
+            if router is not None:
+                await router.close()
             await cache.close()
             if cache_redis is not None and cache_redis is not redis:
                 await cache_redis.aclose()
@@ -180,6 +191,7 @@ def create_app(
         RequestLifetime,
         deadline_s=settings.request_deadline_s,
         max_in_flight=settings.max_in_flight,
+        max_queued=settings.max_queued,
         streamed=(IMPORTS_PATH,),
     )
     app.add_middleware(

@@ -109,7 +109,8 @@ async def test_client_gone_cancels_the_work(settings, committing_state, engine):
 
 
 async def test_admission_sheds_load_but_never_probes(client_for, engine):
-    client = client_for(max_in_flight=2, request_deadline_s=3)
+    """The count rule (MAX_QUEUED=0); the waiting line: tests/test_admission.py."""
+    client = client_for(max_in_flight=2, max_queued=0, request_deadline_s=3)
     busy = [asyncio.create_task(client.get("/api/test/slow")) for _ in range(2)]
     await asyncio.sleep(0.3)
     started = time.monotonic()
@@ -224,7 +225,7 @@ async def test_a_request_that_waited_out_its_budget_is_refused_at_once():
     assert sent[0]["status"] == 503
     assert (b"retry-after", b"1") in sent[0]["headers"]
     assert orjson.loads(sent[1]["body"]) == {"errors": {"body": ["server busy, retry shortly"]}}
-    assert lifetime.in_flight == 0
+    assert (lifetime.admission.busy, lifetime.admission.queued) == (0, 0)
 
 
 async def test_time_spent_queued_comes_off_the_deadline():

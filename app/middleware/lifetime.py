@@ -1,5 +1,5 @@
-"""Every request lives within a deadline, dies with its client, and is refused at once when
-the process already has more in flight than it can finish in time.
+"""Every request lives within a deadline, dies with its client, and waits for its turn only
+as long as it can still be answered in time.
 
 - Deadline (REQUEST_DEADLINE_S): past it the request's task is cancelled (psycopg cancels the
   running statement on the server, the transaction rolls back) and the client gets 504. It
@@ -8,8 +8,11 @@ the process already has more in flight than it can finish in time.
   budget; a request that has already waited the whole budget gets 503 without any work.
 - Client gone: the request's task is cancelled as soon as the server sees the disconnect,
   so an overloaded process stops working for nobody and recovers when the load drops.
-- Admission (MAX_IN_FLIGHT per process): beyond it, 503 with Retry-After without any work.
-  Health probes and /metrics are never shed, timed out or counted.
+- Admission (admission.py): MAX_IN_FLIGHT requests are worked on at once; the others wait in
+  a bounded line (MAX_QUEUED) if the wait it predicts fits their budget, else 503 with a
+  Retry-After from the line's drain time, without any work. The wait counts against the
+  deadline, and a client that leaves while waiting leaves the line. Health probes and
+  /metrics are never shed, timed out or counted.
 - Streamed uploads (`streamed` paths, POST: bulk imports) have no deadline, as they last as
   long as the client's link needs; they are paced instead (uploads.py). They still die with
   their client, and are read at most a few messages ahead of the app, so a fast client
@@ -24,10 +27,12 @@ import logging
 import math
 import time
 from collections.abc import Collection, Iterable
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.middleware import edge
+from app.middleware.admission import Admission
 from app.middleware.uploads import is_streamed
 from app.observability import metrics
 
@@ -46,13 +51,13 @@ class RequestLifetime:
         *,
         deadline_s: float,
         max_in_flight: int,
+        max_queued: int = 0,
         streamed: Collection[str] = (),
     ) -> None:
         self.app = app
         self.deadline_s = deadline_s
-        self.max_in_flight = max_in_flight
+        self.admission = Admission(slots=max_in_flight, max_queued=max_queued)
         self.streamed = frozenset(streamed)
-        self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in EXEMPT:
@@ -62,28 +67,25 @@ class RequestLifetime:
         if budget_s <= 0:  # nobody may be waiting any more: no work for a stale request
             await _shed(send, "queued")
             return
-        if self.in_flight >= self.max_in_flight:
-            await _shed(send, "overload")
+        if not self.admission.admits(budget_s):
+            await _shed(send, "overload", self.admission.retry_after_s())
             return
-        self.in_flight += 1
-        try:
-            if is_streamed(scope, self.streamed):
-                await self._run(scope, receive, send, None, read_ahead=STREAMED_READ_AHEAD)
-            else:
-                await self._run(scope, receive, send, budget_s)
-        finally:
-            self.in_flight -= 1
+        if is_streamed(scope, self.streamed):
+            await self._run(scope, receive, send, budget_s, streamed=True)
+        else:
+            await self._run(scope, receive, send, budget_s)
 
     async def _run(
         self,
         scope: Scope,
         receive: Receive,
         send: Send,
-        budget_s: float | None,
+        budget_s: float,
         *,
-        read_ahead: int = 0,  # 0: the whole body (small: BodyLimit refuses more)
+        streamed: bool = False,
     ) -> None:
-        messages: asyncio.Queue[Message] = asyncio.Queue(read_ahead)
+        # All of a small body (BodyLimit refuses more); a few messages of an upload ahead.
+        messages: asyncio.Queue[Message] = asyncio.Queue(STREAMED_READ_AHEAD if streamed else 0)
         gone = asyncio.Event()
         started = False
         answered = False  # the deadline's 504 went out: the app's own response is dropped
@@ -108,11 +110,34 @@ class RequestLifetime:
             await self.app(scope, messages.get, tracked_send)
 
         pump_task = asyncio.create_task(pump())
-        app_task = asyncio.create_task(serve())
         gone_task = asyncio.create_task(gone.wait())
+        ticket = self.admission.enter()
+        in_line = True  # until it holds a slot, or has left the line
+        app_task: asyncio.Task[None] | None = None
+        served_from = 0.0
         try:
+            if not ticket.done():  # in line: until a slot, the client leaves, or no time is left
+                arrived = time.monotonic()
+                line: set[asyncio.Future[Any]] = {ticket, gone_task}
+                await asyncio.wait(
+                    line,
+                    timeout=budget_s - self.admission.service_s,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if not ticket.done():
+                    self.admission.leave(ticket)
+                    in_line = False
+                    if not gone.is_set():  # its budget would end before its service could
+                        await _shed(send, "queued", self.admission.retry_after_s())
+                    return
+                budget_s -= time.monotonic() - arrived
+            served_from = time.monotonic()
+            in_line = False
+            app_task = asyncio.create_task(serve())
             await asyncio.wait(
-                {app_task, gone_task}, timeout=budget_s, return_when=asyncio.FIRST_COMPLETED
+                {app_task, gone_task},
+                timeout=None if streamed else budget_s,
+                return_when=asyncio.FIRST_COMPLETED,
             )
             if app_task.done():
                 if app_task.cancelled():  # cancelled from inside (not by us): a clean 503
@@ -149,6 +174,10 @@ class RequestLifetime:
             if gone.is_set() and not answered:  # (after an answer, receive() says "disconnect")
                 log.info("client went away: %s %s cancelled", scope["method"], scope["path"])
         finally:
+            if in_line:  # cancelled while waiting
+                self.admission.leave(ticket)
+            elif app_task is not None:
+                self.admission.release(time.monotonic() - served_from)
             pump_task.cancel()
             gone_task.cancel()
 
@@ -167,7 +196,9 @@ def queued_s(headers: Iterable[tuple[bytes, bytes]], now: float) -> float:
     return 0.0
 
 
-async def _shed(send: Send, reason: str) -> None:
+async def _shed(send: Send, reason: str, retry_after_s: int = 1) -> None:
     """503 + Retry-After at once, counted by reason."""
     metrics.HTTP_SHED.labels(reason).inc()
-    await edge.send_error(send, 503, "server busy, retry shortly", headers=[edge.retry_after(1)])
+    await edge.send_error(
+        send, 503, "server busy, retry shortly", headers=[edge.retry_after(retry_after_s)]
+    )

@@ -23,10 +23,6 @@ PGBOUNCER_CLIENT_RESERVE = 100
 # What a variant (STACK_VARIANT) runs of its own, beside the stack's data tier.
 VARIANT_COMPONENTS = ("api", "nginx")
 API_DATABASES = ("pgbouncer", "direct")
-# Requests nginx lets through per API worker at once (bench/README.md "Overload", 2 cores):
-# 256 per worker (all MAX_IN_FLIGHT) kept served p99 at 4.8 s of the 5 s budget on a
-# saturated machine, 64 at 3.3 s with the same goodput; enough to keep the pool busy.
-UPSTREAM_CONNS_PER_WORKER = 64
 
 
 class StackError(Exception):
@@ -92,11 +88,12 @@ def default_db_pool_size(server_pool: int, workers: int) -> int:
 
 
 def admission(workers: int, number: Callable[[str, int], int]) -> dict[str, int]:
-    """nginx lets at most UPSTREAM_CONNS_PER_WORKER x K requests reach the API at once, and
-    the API's listen backlog holds that many: nothing waits unseen in front of the app, where
-    neither its admission nor its deadline can see it (deadline: app/middleware/lifetime.py)."""
-    max_in_flight = number("MAX_IN_FLIGHT", 256)  # app/config.py's default
-    per_worker = min(UPSTREAM_CONNS_PER_WORKER, max_in_flight)
+    """The API decides who waits and who is refused (app/middleware/admission.py): it sees
+    the real line and each request's budget. nginx passes on what K workers can hold (each
+    MAX_IN_FLIGHT at work + MAX_QUEUED waiting, app/config.py's defaults) and answers 503 at
+    once beyond. A request that waited in the API's listen backlog has spent that time of its
+    budget: nginx stamps X-Request-Start when it hands it on (app/middleware/lifetime.py)."""
+    per_worker = number("MAX_IN_FLIGHT", 256) + number("MAX_QUEUED", 2048)
     max_conns = number("STACK_UPSTREAM_MAX_CONNS", workers * per_worker)
     backlog = min(max(max_conns, 256), 4096) if max_conns else 4096
     return {"upstream_max_conns": max_conns, "api_backlog": number("STACK_API_BACKLOG", backlog)}
