@@ -16,6 +16,7 @@ from starlette.types import Scope
 from app.cache.store import Cache
 from app.config import Settings
 from app.db import Connect
+from app.replicas import WritePositions
 from app.security import PasswordHashing
 
 STATE_KEY = "conduit"
@@ -33,6 +34,8 @@ class AppState:
     jobs: Queue | None  # SAQ, over the same Redis client
     cache: Cache
     hashing: PasswordHashing
+    # With read replicas: where commits record their WAL position (app/replicas.py).
+    positions: WritePositions | None = None
 
 
 def as_lifespan_state(state: AppState) -> dict[str, AppState]:

@@ -4,12 +4,15 @@ Every transaction that changes data ends here, whoever opened it: the request's 
 (app/dependencies.py), the idempotency middleware (which commits the effect together with
 the stored response) and the job worker's `session_scope`. After the commit, in this order:
 
-1. the cache versions the transaction recorded (`app.cache.store.changed`) are bumped, so
+1. with read replicas, a transaction that changed what reads show records the primary's
+   WAL position (app/replicas.py): the writer's reads, and cache loads, then go only to a
+   replica that has replayed it;
+2. the cache versions the transaction recorded (`app.cache.store.changed`) are bumped, so
    the next read of any process rebuilds what the write changed;
-2. the jobs it deferred (`app.queue.defer`) are enqueued, so a job never refers to rows
+3. the jobs it deferred (`app.queue.defer`) are enqueued, so a job never refers to rows
    that were rolled back.
 
-Neither step raises: a Redis outage postpones the invalidation (this process reads from
+No step raises: a Redis outage postpones the invalidation (this process reads from
 PostgreSQL until it is published) and leaves the jobs to the worker's periodic relay.
 A rollback forgets both.
 """
@@ -25,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app import queue
 from app.cache.store import Cache, take_changes
 from app.config import Settings
+from app.replicas import WritePositions
 
 
 class Effects(Protocol):
@@ -36,6 +40,8 @@ class Effects(Protocol):
     def jobs(self) -> Queue | None: ...
     @property
     def settings(self) -> Settings: ...
+    @property
+    def positions(self) -> WritePositions | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +49,7 @@ class AfterCommit:
     cache: Cache
     jobs: Queue | None
     settings: Settings
+    positions: WritePositions | None = None
 
 
 @asynccontextmanager
@@ -65,7 +72,10 @@ async def begin(
 
 async def commit(session: AsyncSession, effects: Effects) -> None:
     await session.commit()
-    await effects.cache.publish(take_changes(session))
+    changes = take_changes(session)
+    if changes and effects.positions is not None:
+        await effects.positions.record()  # before the invalidations: see app/replicas.py
+    await effects.cache.publish(changes)
     await queue.flush(session, effects.jobs, effects.settings)
 
 

@@ -135,6 +135,36 @@ DB_RETRIES = Counter(
     ["reason"],
 )
 
+# ---- Read replicas (app/replicas.py; only with DATABASE_REPLICA_URLS) ----
+DB_READS = Counter(
+    "conduit_db_reads_total",
+    "Public reads (connections opened for them), by the node that served them: primary or replica-N.",
+    ["node"],
+)
+DB_READ_FALLBACKS = Counter(
+    "conduit_db_read_fallbacks_total",
+    "Reads sent to the primary although replicas are configured, by reason: no_replica (none "
+    "in rotation), behind (none has replayed what the reader must see), unknown (Redis "
+    "unavailable), error (a replica failed under the read, which ran again on the primary).",
+    ["reason"],
+)
+DB_REPLICA_LAG = Gauge(
+    "conduit_db_replica_lag_seconds",
+    "How long ago the primary was where the replica has replayed to (+Inf: down), as polled.",
+    ["replica"],
+    multiprocess_mode="livemax",
+)
+DB_REPLICA_IN_ROTATION = Gauge(
+    "conduit_db_replica_in_rotation",
+    "1 while every API process sends reads to the replica, else 0.",
+    ["replica"],
+    multiprocess_mode="livemin",
+)
+DB_WRITE_POSITIONS_LOST = Counter(
+    "conduit_db_write_positions_lost_total",
+    "Commits whose WAL position could not be recorded (Redis or the primary unreachable).",
+)
+
 # ---- Cache and idempotency ----
 CACHE_REQUESTS = Counter(
     "conduit_cache_requests_total",
