@@ -25,6 +25,7 @@ from saq.job import Job, Status
 from saq.queue.redis import RedisQueue
 from saq.types import TimersDict
 
+from app import replicas
 from app.cache.store import Cache
 from app.config import Settings
 from app.db import make_engine, make_sessionmaker
@@ -87,7 +88,11 @@ def build_worker(settings: Settings) -> Worker[Ctx]:
         # Imports add articles and tags: their commits bump the cache versions readers check,
         # in the cache's Redis (REDIS_CACHE_URL, else this one).
         cache = Cache(cache_redis if settings.cache_enabled else None)
-        ctx["effects"] = AfterCommit(cache=cache, jobs=queue, settings=settings)
+        # With read replicas, commits that change reads record their WAL position too.
+        positions = replicas.write_positions(settings, redis, engine)
+        ctx["effects"] = AfterCommit(
+            cache=cache, jobs=queue, settings=settings, positions=positions
+        )
         ctx["http"] = httpx.AsyncClient(
             timeout=settings.webhook_timeout_s,
             follow_redirects=False,  # a redirect could point anywhere: it is a failed attempt
