@@ -143,10 +143,12 @@ class Reads:
         )
 
 
-async def _reads(request: Request, viewer_id: MaybeViewerId) -> Reads:
+async def _reads(request: Request) -> Reads:
+    # One dependency node for the hottest routes (FastAPI solves each node per request): the
+    # token is read here, not through MaybeViewerId; OPTIONAL_AUTH documents it.
     state = app_state(request.scope)
     return Reads(
-        viewer_id=viewer_id,
+        viewer_id=edge.viewer_id(request.scope, state.settings.jwt_secret),
         connect=state.connect,
         cache=state.cache,
         if_none_match=request.headers.get("if-none-match"),
