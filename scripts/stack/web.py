@@ -30,13 +30,23 @@ class Api(Component):
     def pid(self) -> int | None:
         return system.read_pid(self.dir / "api.pid", "uvicorn", f"--port\0{self.port}\0")
 
-    def start(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+    @property
+    def listen_host(self) -> str:
+        """Where uvicorn listens (an API host of `make cluster` has an address of its own)."""
+        return self.config.host
+
+    @property
+    def proxy(self) -> str:
+        """nginx's address as the API sees it: the only peer whose X-Forwarded-For it trusts."""
+        return "127.0.0.1"
+
+    def command(self) -> list[str]:
         config, sizing = self.config, self.config.sizing
-        command = [
+        return [
             str(Path(system.python()).parent / "uvicorn"),
             *("app.main:create_app", "--factory"),
-            *("--host", config.host, "--port", str(self.port), "--workers", str(sizing.workers)),
+            *("--host", self.listen_host, "--port", str(self.port)),
+            *("--workers", str(sizing.workers)),
             *("--loop", "uvloop", "--http", "httptools"),
             # Small: nginx's max_conns bounds what it sends, so no queue hides in front of the
             # workers (STACK_UPSTREAM_MAX_CONNS, deploy/stack/README.md).
@@ -48,9 +58,14 @@ class Api(Component):
             *("--timeout-worker-healthcheck", "20"),
             # Longer than nginx's upstream keepalive_timeout (60s), see deploy/stack/nginx.conf.
             *("--timeout-keep-alive", "75"),
-            *("--proxy-headers", "--forwarded-allow-ips", "127.0.0.1"),
+            *("--proxy-headers", "--forwarded-allow-ips", self.proxy),
             *("--no-access-log", "--no-server-header", "--log-level", config.log_level.lower()),
         ]
+
+    def start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        config, sizing = self.config, self.config.sizing
+        command = self.command()
         via = "straight to PostgreSQL" if config.api_database == "direct" else "via PgBouncer"
         log(
             f"starting {sizing.workers} API workers on {self.port} "
@@ -74,7 +89,7 @@ class Api(Component):
         (self.dir / "api.pid").write_text(f"{process.pid}\n")
 
     def ready(self) -> bool:
-        return http_ok(f"http://{self.config.host}:{self.port}/readyz")
+        return http_ok(f"http://{self.listen_host}:{self.port}/readyz")
 
     def reload(self, pid: int) -> None:
         """SIGHUP: uvicorn starts a fresh worker, waits until it is ready, then retires an old
@@ -137,18 +152,28 @@ class Nginx(Component):
                 "HOST": config.host,
                 "HTTP_PORT": config.ports.http,
                 "HTTPS_PORT": config.ports.https,
-                "API_PORT": config.ports.api,
+                "API_SERVERS": "\n        ".join(self.api_servers()),
+                "PROBE_SERVERS": "\n        ".join(self.probe_servers()),
                 "MAX_BODY_BYTES": config.max_body_bytes,
                 "IMPORT_MAX_BYTES": import_max_bytes(),
                 "PROXY_READ_TIMEOUT_S": math.ceil(config.sizing.db_pool_timeout) + 20,
-                "UPSTREAM_MAX_CONNS": config.sizing.upstream_max_conns,
                 # STACK_MICROCACHE=0: every anonymous GET reaches the API (the baseline).
-                "MICROCACHE": "conduit_micro" if os.environ.get("STACK_MICROCACHE") != "0" else "off",
+                "MICROCACHE": "conduit_micro"
+                if os.environ.get("STACK_MICROCACHE") != "0"
+                else "off",
                 "NOFILE": nofile,
                 "WORKER_CONNECTIONS": min(16_384, nofile - 64),
             },
         )
         (self.dir / "nginx.conf").write_text(conf)
+
+    def api_servers(self) -> list[str]:
+        """The `server` lines of the API's upstream group."""
+        max_conns = self.config.sizing.upstream_max_conns
+        return [f"server 127.0.0.1:{self.config.ports.api} max_conns={max_conns};"]
+
+    def probe_servers(self) -> list[str]:
+        return [f"server 127.0.0.1:{self.config.ports.api};"]
 
     def _run(self, args: list[str]) -> None:
         """`nginx -t` first, so a bad config is reported before anything changes."""
