@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from app.config import Settings
+from scripts.stack.config import StackConfig
+from scripts.stack.web import Api
 from tests.deploy.manifests import (
     COMPOSE_FILE,
     K8S_API,
@@ -112,9 +114,10 @@ def test_k8s_trusts_forwarded_headers_from_the_ingress_controller_only():
         assert all("ipBlock" not in source for source in rule["from"])
 
 
-def test_the_stack_trusts_forwarded_headers_from_loopback_only():
-    web = (ROOT / "scripts" / "stack" / "web.py").read_text()
-    assert '"--proxy-headers", "--forwarded-allow-ips", "127.0.0.1"' in web
+def test_the_stack_trusts_forwarded_headers_from_loopback_only(tmp_path):
+    command = Api(StackConfig.from_env({"STACK_DIR": str(tmp_path)})).command()
+    assert command[command.index("--forwarded-allow-ips") + 1] == "127.0.0.1"
+    assert "--proxy-headers" in command
 
 
 @pytest.mark.parametrize("conf", NGINX_CONFS)
