@@ -16,7 +16,7 @@ from app.webhooks.schemas import (
     NewWebhookRequest,
     SingleDeliveryResponse,
 )
-from app.webhooks.targets import allowed_networks
+from app.webhooks.targets import policy
 
 router = APIRouter(prefix="/webhooks", tags=["Webhooks"])
 Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
@@ -28,8 +28,8 @@ async def create_webhook(
 ) -> CreatedWebhookResponse:
     """Register a URL for `article.published` and/or `comment.created` on one's articles; the
     answer carries the signing secret, shown only here."""
-    allowed = allowed_networks(settings.webhook_allowed_networks)
-    webhook = await webhooks.create(session, user_id=user.id, data=body.webhook, allowed=allowed)
+    rules = policy(settings)
+    webhook = await webhooks.create(session, user_id=user.id, data=body.webhook, rules=rules)
     return CreatedWebhookResponse(webhook=webhook)
 
 

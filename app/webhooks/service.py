@@ -1,57 +1,38 @@
-"""Webhook subscriptions and deliveries. The API registers, lists and deletes webhooks and
-lists deliveries (dead letters included); the worker fans events out into deliveries, claims
-one attempt at a time and records its outcome with the next attempt's time."""
-
-import secrets
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+"""Webhook subscriptions and deliveries, the API's side: register, list and delete webhooks,
+list deliveries (dead letters included), send one again. The worker's side is attempts.py."""
 
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import queue
 from app.errors import Invalid, NotFound
 from app.models import OutboxEvent, Webhook, WebhookDelivery
-from app.webhooks import signing, targets
+from app.webhooks import attempts, signing, targets
 from app.webhooks.schemas import CreatedWebhook, Delivery, NewWebhook
 from app.webhooks.schemas import Webhook as WebhookSchema
 
 MAX_WEBHOOKS_PER_USER = 20
 
 
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    """One attempt of one delivery, leased to the worker that sends it."""
-
-    delivery_id: int
-    attempt: int  # attempts made before this one
-    url: str
-    secret: str
-    event_id: int
-    event_type: str
-    payload: dict[str, Any]
-    request_id: str | None
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    ok: bool
-    status: int | None = None
-    error: str | None = None
-
-
 async def create(
-    session: AsyncSession, *, user_id: int, data: NewWebhook, allowed: list[targets.Network]
+    session: AsyncSession, *, user_id: int, data: NewWebhook, rules: targets.Policy
 ) -> CreatedWebhook:
-    """Register a URL for some event types; it must resolve to addresses we may call."""
-    await targets.resolve(data.url, allowed)
+    """Register a URL for some event types; it must resolve to addresses we may call, and is
+    stored in the normal form the worker sends to."""
+    target = await targets.resolve(data.url, rules)
+    # The user's row lock makes the count and the insert one step: two registrations at once
+    # would both count 19 under READ COMMITTED. NO KEY UPDATE leaves foreign-key checks
+    # (the user's articles, follows) unblocked.
+    await session.execute(
+        text("SELECT 1 FROM users WHERE id = :id FOR NO KEY UPDATE"), {"id": user_id}
+    )
     count = await session.scalar(select(func.count()).where(Webhook.user_id == user_id))
     if (count or 0) >= MAX_WEBHOOKS_PER_USER:
         raise Invalid(f"webhook: at most {MAX_WEBHOOKS_PER_USER} per user")
     row = Webhook(
-        user_id=user_id, url=data.url, events=sorted(set(data.events)), secret=signing.new_secret()
+        user_id=user_id,
+        url=target.url.url,
+        events=sorted(set(data.events)),
+        secret=signing.new_secret(),
     )
     session.add(row)
     await session.flush()
@@ -124,157 +105,8 @@ async def redeliver(session: AsyncSession, *, user_id: int, delivery_id: int) ->
             )
         )
         await session.refresh(delivery)
-        _defer_attempt(session, delivery_id, 0)
+        attempts.defer_attempt(session, delivery_id, 0)
     return _delivery(delivery, event)
-
-
-# ---- worker side ----
-
-
-async def fan_out(session: AsyncSession, *, event_id: int) -> list[int]:
-    """One delivery per webhook of the event's owner that wants its type; the event is marked
-    relayed in the same transaction, so it fans out once. Returns the new deliveries' ids."""
-    locked = await session.scalar(
-        text(
-            "SELECT id FROM outbox_events WHERE id = :id AND relayed_at IS NULL "
-            "FOR UPDATE SKIP LOCKED"
-        ),
-        {"id": event_id},
-    )
-    if locked is None:  # relayed already, being relayed, or rolled back
-        return []
-    created = await session.scalars(
-        text(
-            "INSERT INTO webhook_deliveries (webhook_id, event_id) "
-            "SELECT w.id, e.id FROM outbox_events e "
-            "JOIN webhooks w ON w.user_id = e.owner_id AND e.type = ANY(w.events) "
-            "WHERE e.id = :id ON CONFLICT DO NOTHING RETURNING id"
-        ),
-        {"id": event_id},
-    )
-    ids = list(created)
-    await session.execute(
-        update(OutboxEvent).where(OutboxEvent.id == event_id).values(relayed_at=func.now())
-    )
-    for delivery_id in ids:
-        _defer_attempt(session, delivery_id, 0)
-    return ids
-
-
-async def claim(
-    session: AsyncSession, *, delivery_id: int, attempt: int, lease_s: float
-) -> Claimed | None:
-    """Lease attempt number `attempt` of a pending delivery; None when it is not due (made
-    already, in flight elsewhere, delivered, dead or deleted): running a job twice is harmless."""
-    row = (
-        await session.execute(
-            text(
-                "UPDATE webhook_deliveries d "
-                "SET lease_until = now() + make_interval(secs => :lease) "
-                "FROM webhooks w, outbox_events e "
-                "WHERE d.id = :id AND d.state = 'pending' AND d.attempts = :attempt "
-                "AND (d.lease_until IS NULL OR d.lease_until < now()) "
-                "AND w.id = d.webhook_id AND e.id = d.event_id "
-                "RETURNING d.id, d.attempts, w.url, w.secret, e.id, e.type, e.payload, "
-                "e.request_id, e.created_at"
-            ),
-            {"id": delivery_id, "attempt": attempt, "lease": lease_s},
-        )
-    ).first()
-    return None if row is None else Claimed(*row)
-
-
-async def record_attempt(
-    session: AsyncSession,
-    claimed: Claimed,
-    outcome: Outcome,
-    *,
-    max_attempts: int,
-    backoff_base_s: float,
-    backoff_max_s: float,
-) -> str:
-    """Store an attempt's outcome: delivered, dead (the last attempt failed), or pending with
-    the next attempt scheduled after an exponential backoff with jitter. Returns the state."""
-    attempts = claimed.attempt + 1
-    values: dict[str, Any] = {
-        "attempts": attempts,
-        "last_status": outcome.status,
-        "last_error": outcome.error,
-        "lease_until": None,
-    }
-    if outcome.ok:
-        values |= {"state": "delivered", "finished_at": func.now()}
-    elif attempts >= max_attempts:
-        values |= {"state": "dead", "finished_at": func.now()}
-    else:
-        delay = backoff(attempts, base_s=backoff_base_s, max_s=backoff_max_s)
-        when = datetime.now(UTC) + timedelta(seconds=delay)
-        values |= {"state": "pending", "next_attempt_at": when}
-        _defer_attempt(session, claimed.delivery_id, attempts, when.timestamp())
-    await session.execute(
-        update(WebhookDelivery)
-        .where(
-            WebhookDelivery.id == claimed.delivery_id, WebhookDelivery.attempts == claimed.attempt
-        )
-        .values(**values)
-    )
-    state: str = values["state"]
-    return state
-
-
-def backoff(attempts: int, *, base_s: float, max_s: float) -> float:
-    """Delay after the `attempts`-th failure: base * 2^(attempts-1), capped, with "equal
-    jitter" (between half and all of it), so retries of many deliveries spread out."""
-    ceiling = min(max_s, base_s * 2.0 ** (attempts - 1))
-    return ceiling / 2 + ceiling / 2 * secrets.randbelow(1001) / 1000
-
-
-async def unrelayed_events(session: AsyncSession, *, older_than_s: float, limit: int) -> list[int]:
-    """Events committed but not fanned out (the queue was down at commit, or lost the job)."""
-    ids = await session.scalars(
-        select(OutboxEvent.id)
-        .where(
-            OutboxEvent.relayed_at.is_(None),
-            OutboxEvent.created_at < func.now() - timedelta(seconds=older_than_s),
-        )
-        .order_by(OutboxEvent.id)
-        .limit(limit)
-    )
-    return list(ids)
-
-
-async def overdue_deliveries(
-    session: AsyncSession, *, older_than_s: float, limit: int
-) -> list[tuple[int, int]]:
-    """(id, attempts) of pending deliveries whose attempt should have started by now."""
-    rows = await session.execute(
-        select(WebhookDelivery.id, WebhookDelivery.attempts)
-        .where(
-            WebhookDelivery.state == "pending",
-            WebhookDelivery.next_attempt_at < func.now() - timedelta(seconds=older_than_s),
-            (WebhookDelivery.lease_until.is_(None)) | (WebhookDelivery.lease_until < func.now()),
-        )
-        .order_by(WebhookDelivery.next_attempt_at)
-        .limit(limit)
-    )
-    return [(delivery_id, attempts) for delivery_id, attempts in rows]
-
-
-def attempt_key(delivery_id: int, attempt: int) -> str:
-    return f"delivery:{delivery_id}:{attempt}"
-
-
-def _defer_attempt(
-    session: AsyncSession, delivery_id: int, attempt: int, scheduled: float = 0.0
-) -> None:
-    queue.defer(
-        session,
-        queue.DELIVER_WEBHOOK,
-        key=attempt_key(delivery_id, attempt),
-        scheduled=scheduled,
-        delivery_id=delivery_id,
-        attempt=attempt,
-    )
 
 
 def _delivery(delivery: WebhookDelivery, event: OutboxEvent) -> Delivery:

@@ -2,9 +2,10 @@
 transactions with `session_scope` (commit at the end, then the jobs it deferred are enqueued).
 
 run_import       one chunk per transaction until the import is done (imports/loader.py)
-relay_event      outbox event -> one delivery per matching webhook (webhooks/service.py)
+relay_event      outbox event -> one delivery per matching webhook (webhooks/attempts.py)
 deliver_webhook  one signed attempt; the next one is scheduled with backoff, or the dead letter
-relay            periodic: whatever PostgreSQL says is due but no job is carrying
+relay            periodic: whatever PostgreSQL says is due but no job is carrying, and attempts
+                 whose worker died (counted as failed)
 purge            periodic: expired idempotency keys, old relayed events
 """
 
@@ -25,8 +26,7 @@ from app.imports import service as imports
 from app.models import OutboxEvent, WebhookDelivery
 from app.observability import metrics
 from app.transaction import AfterCommit
-from app.webhooks import sender, targets
-from app.webhooks import service as webhooks
+from app.webhooks import attempts, sender, targets
 
 log = logging.getLogger("conduit.worker")
 
@@ -37,6 +37,11 @@ EVENT_RETENTION = timedelta(days=30)
 EVENT_GRACE_S = 2.0
 DELIVERY_GRACE_S = 5.0
 QUEUED_IMPORT_GRACE_S = 5.0
+# An attempt (resolution, connection, answer) ends WEBHOOK_TIMEOUT_S + ATTEMPT_MARGIN_S
+# after it starts, inside SAQ's job timeout (app/queue.py: + 10 s); its lease lasts longer
+# still, so the relay never counts as lost an attempt that is still running.
+ATTEMPT_MARGIN_S = 5.0
+LEASE_MARGIN_S = 30.0
 
 
 class Ctx(Context, total=False):
@@ -47,7 +52,7 @@ class Ctx(Context, total=False):
     sessions: async_sessionmaker[AsyncSession]
     effects: AfterCommit
     http: httpx.AsyncClient
-    allowed: list[targets.Network]
+    targets: targets.Policy
 
 
 def session_scope(ctx: Ctx) -> AbstractAsyncContextManager[AsyncSession]:
@@ -76,7 +81,7 @@ async def run_import(ctx: Ctx, *, import_id: int) -> dict[str, int | str]:
 async def relay_event(ctx: Ctx, *, event_id: int) -> int:
     """Fan an outbox event out into deliveries (once, whatever runs it) and enqueue them."""
     async with session_scope(ctx) as session:
-        return len(await webhooks.fan_out(session, event_id=event_id))
+        return len(await attempts.fan_out(session, event_id=event_id))
 
 
 async def deliver_webhook(ctx: Ctx, *, delivery_id: int, attempt: int) -> str:
@@ -84,24 +89,36 @@ async def deliver_webhook(ctx: Ctx, *, delivery_id: int, attempt: int) -> str:
     receiver answers (the attempt is leased, then recorded)."""
     settings = ctx["settings"]
     async with session_scope(ctx) as session:
-        claimed = await webhooks.claim(
+        claimed = await attempts.claim(
             session,
             delivery_id=delivery_id,
             attempt=attempt,
-            lease_s=settings.webhook_timeout_s + 30,
+            lease_s=settings.webhook_timeout_s + LEASE_MARGIN_S,
         )
     if claimed is None:
         return "skipped"
-    outcome = await sender.send(ctx["http"], claimed, ctx["allowed"])
+    outcome = await sender.send(
+        ctx["http"],
+        claimed,
+        ctx["targets"],
+        deadline_s=settings.webhook_timeout_s + ATTEMPT_MARGIN_S,
+    )
     async with session_scope(ctx) as session:
-        return await webhooks.record_attempt(
+        return await attempts.record_attempt(
             session,
-            claimed,
-            outcome,
-            max_attempts=settings.webhook_max_attempts,
-            backoff_base_s=settings.webhook_backoff_base_s,
-            backoff_max_s=settings.webhook_backoff_max_s,
+            delivery_id=claimed.delivery_id,
+            attempt=claimed.attempt,
+            outcome=outcome,
+            retries=_retries(settings),
         )
+
+
+def _retries(settings: Settings) -> attempts.Retries:
+    return attempts.Retries(
+        max_attempts=settings.webhook_max_attempts,
+        backoff_base_s=settings.webhook_backoff_base_s,
+        backoff_max_s=settings.webhook_backoff_max_s,
+    )
 
 
 async def relay(ctx: Ctx) -> dict[str, int]:
@@ -110,22 +127,19 @@ async def relay(ctx: Ctx) -> dict[str, int]:
     SAQ drops a job whose key is still queued, and every job re-checks its row."""
     settings = ctx["settings"]
     async with session_scope(ctx) as session:
-        events = await webhooks.unrelayed_events(
+        events = await attempts.unrelayed_events(
             session, older_than_s=EVENT_GRACE_S, limit=RELAY_BATCH
         )
         for event_id in events:
             queue.defer(session, queue.RELAY_EVENT, key=f"event:{event_id}", event_id=event_id)
-        overdue = await webhooks.overdue_deliveries(
+        lost = await attempts.record_lost_attempts(
+            session, limit=RELAY_BATCH, retries=_retries(settings)
+        )
+        overdue = await attempts.overdue_deliveries(
             session, older_than_s=DELIVERY_GRACE_S, limit=RELAY_BATCH
         )
         for delivery_id, attempt in overdue:
-            queue.defer(
-                session,
-                queue.DELIVER_WEBHOOK,
-                key=webhooks.attempt_key(delivery_id, attempt),
-                delivery_id=delivery_id,
-                attempt=attempt,
-            )
+            attempts.defer_attempt(session, delivery_id, attempt)
         stalled = await loader.stalled(
             session, queued_s=QUEUED_IMPORT_GRACE_S, running_s=2 * settings.job_heartbeat_s
         )
@@ -136,11 +150,17 @@ async def relay(ctx: Ctx) -> dict[str, int]:
     if (saq_queue := ctx.get("queue")) is not None:
         depth = await saq_queue.count("queued")
         metrics.JOB_QUEUE_DEPTH.labels(queue=saq_queue.name).set(depth)
-    if events or overdue or stalled:
+    if events or overdue or stalled or lost:
         log.info(
-            "relayed %d events, %d deliveries, %d imports", len(events), len(overdue), len(stalled)
+            "relayed %d events, %d deliveries, %d imports; %d lost attempts counted",
+            *(len(events), len(overdue), len(stalled), lost),
         )
-    return {"events": len(events), "deliveries": len(overdue), "imports": len(stalled)}
+    return {
+        "events": len(events),
+        "deliveries": len(overdue),
+        "imports": len(stalled),
+        "lost_attempts": lost,
+    }
 
 
 async def purge(ctx: Ctx) -> dict[str, int]:

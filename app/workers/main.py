@@ -32,7 +32,7 @@ from app.db import make_engine, make_sessionmaker
 from app.observability import logs, metrics
 from app.redis import make_cache_redis
 from app.transaction import AfterCommit
-from app.webhooks.targets import allowed_networks
+from app.webhooks import targets
 from app.workers import jobs
 from app.workers.jobs import Ctx
 
@@ -98,7 +98,7 @@ def build_worker(settings: Settings) -> Worker[Ctx]:
             follow_redirects=False,  # a redirect could point anywhere: it is a failed attempt
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         )
-        ctx["allowed"] = allowed_networks(settings.webhook_allowed_networks)
+        ctx["targets"] = targets.policy(settings)
         ctx["queue"] = queue
         log.info(
             "worker started: queue %r, concurrency %d", queue.name, settings.worker_concurrency

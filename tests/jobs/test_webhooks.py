@@ -182,33 +182,73 @@ async def test_redis_outage_at_commit_delays_delivery(
     assert len(receiver.hits) == 1
 
 
-async def test_private_and_loopback_targets_are_refused(client, session, settings):
+async def post_webhook(
+    client: httpx.AsyncClient, headers: dict[str, str], url: str
+) -> httpx.Response:
+    return await client.post(
+        "/webhooks", json={"webhook": {"url": url, "events": BOTH}}, headers=headers
+    )
+
+
+async def test_private_and_loopback_targets_are_refused_alike(client, session, settings):
     headers = auth(token_for((await make_user(session)).id, settings))
     for url in (
         "http://127.0.0.1:9/hook",
         "http://localhost/hook",
+        "http://no-such-host.invalid/hook",
         "http://10.1.2.3/hook",
         "http://169.254.169.254/latest/meta-data",
         "http://[::1]/hook",
-        "http://[::ffff:127.0.0.1]/hook",
         "http://0.0.0.0/hook",
+        # IPv6 forms that carry an IPv4 address: mapped, NAT64 (well-known and local-use),
+        # IPv4-compatible, 6to4, Teredo; the last two refused even around a public address
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://[::ffff:10.0.0.1]/hook",
+        "http://[64:ff9b::7f00:1]/hook",
+        "http://[64:ff9b::10.1.2.3]/hook",
+        "http://[64:ff9b:1::5db8:d822]/hook",
+        "http://[::7f00:1]/hook",
+        "http://[::93.184.216.34]/hook",
+        "http://[2002:7f00:1::1]/hook",
+        "http://[2002:5db8:d822::1]/hook",
+        "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/hook",
+        # public, but not a web port
+        "http://93.184.216.34:22/hook",
+        "https://93.184.216.34:6379/hook",
+    ):
+        response = await post_webhook(client, headers, url)
+        assert response.status_code == 422, (url, response.text)
+        # one message whatever the reason: nothing about what a name resolves to
+        assert response.json() == {"errors": {"body": [targets.REFUSED]}}, url
+    for url in (
         "ftp://example.com/hook",
         "http://user:pw@93.184.216.34/hook",
+        "http://2130706433/hook",  # 127.0.0.1 to inet_aton
+        "http://0x7f.1/hook",
+        "http://[fe80::1%25eth0]/hook",
+        "http://93.184.216.34:0/hook",
     ):
-        response = await client.post(
-            "/webhooks", json={"webhook": {"url": url, "events": BOTH}}, headers=headers
-        )
+        response = await post_webhook(client, headers, url)
         assert response.status_code == 422, (url, response.text)
-    public = await client.post(
-        "/webhooks",
-        json={"webhook": {"url": "https://93.184.216.34/hook", "events": ["comment.created"]}},
-        headers=headers,
+    for url in (
+        "https://93.184.216.34/hook",
+        "http://93.184.216.34:8080/hook",
+        "http://[64:ff9b::5db8:d822]/hook",  # NAT64 of a public address
+    ):
+        response = await post_webhook(client, headers, url)
+        assert response.status_code == 201, (url, response.text)
+
+
+def test_allowed_networks_take_any_port_and_others_only_web_ports():
+    rules = targets.Policy(
+        networks=(ipaddress.ip_network("127.0.0.1/32"),), ports=frozenset({80, 443})
     )
-    assert public.status_code == 201, public.text
-    allowed = targets.allowed_networks(["127.0.0.1/32"])
-    assert targets._permitted(ipaddress.ip_address("127.0.0.1"), allowed)
-    assert not targets._permitted(ipaddress.ip_address("127.0.0.2"), allowed)
-    assert not targets._permitted(ipaddress.ip_address("192.168.1.1"), allowed)
+    assert targets.permitted(ipaddress.ip_address("127.0.0.1"), 49152, rules)
+    assert targets.permitted(ipaddress.ip_address("::ffff:127.0.0.1"), 49152, rules)
+    assert not targets.permitted(ipaddress.ip_address("127.0.0.2"), 80, rules)
+    assert not targets.permitted(ipaddress.ip_address("192.168.1.1"), 80, rules)
+    assert targets.permitted(ipaddress.ip_address("93.184.216.34"), 443, rules)
+    assert not targets.permitted(ipaddress.ip_address("93.184.216.34"), 8443, rules)
 
 
 async def test_webhooks_list_and_delete_are_per_user(client, session, settings):
