@@ -41,10 +41,14 @@ class Server:
 
 @contextmanager
 def serve(database_url: str, directory: Path, **env: str) -> Iterator[Server]:
-    """One worker, no Redis, a random JWT secret of its own; `env` adds or replaces variables."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    """One worker, no Redis, a random JWT secret of its own; `env` adds or replaces variables.
+
+    The listening socket is bound here and handed over (`--fd`): a port found free and bound
+    later could be taken meanwhile by another test's server, which would then answer ours."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    port = listener.getsockname()[1]
     secret = secrets.token_urlsafe(48)
     inherited = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "APP_ENV")}
     environment = inherited | {
@@ -55,12 +59,17 @@ def serve(database_url: str, directory: Path, **env: str) -> Iterator[Server]:
     environment |= env
     command = [
         *(sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"),
-        *("--host", "127.0.0.1", "--port", str(port), "--no-access-log"),
+        *("--fd", str(listener.fileno()), "--no-access-log"),
     ]
     log_path = directory / "uvicorn.log"
-    with log_path.open("wb") as log:
+    with listener, log_path.open("wb") as log:
         process = subprocess.Popen(  # noqa: S603 - our own server
-            command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT
+            command,
+            cwd=ROOT,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            pass_fds=(listener.fileno(),),
         )
     server = Server(f"http://127.0.0.1:{port}", secret, log_path)
     try:
