@@ -193,7 +193,7 @@ async def test_fuzzed_urls_are_201_or_422_and_accepted_ones_are_normal_and_senda
         await _sends_to(stored, rules)
         deleted = await client.delete(f"/webhooks/{webhook['id']}", headers=headers)
         assert deleted.status_code == 204  # room under the per-user limit
-    assert outcomes["accepted"] > 10, (seed, outcomes)
+    assert outcomes["accepted"] > 5, (seed, outcomes)
     assert outcomes["refused target"] > 10, (seed, outcomes)
 
 
