@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app import transaction
+from app.articles import cursors
 from app.cache.store import Cache
 from app.config import Settings
 from app.db import Connect
@@ -175,6 +176,44 @@ async def _page(
 
 
 PageDep = Annotated[Page, Depends(_page)]
+
+
+@dataclass(frozen=True, slots=True)
+class ListPage:
+    """A page of an article list: `limit`, and `offset` or `cursor` (app/articles/pages.py),
+    with the key cursors are signed with."""
+
+    limit: int
+    offset: int
+    cursor: str | None
+    cursor_key: bytes
+
+
+async def _list_page(
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_LIMIT)] = 20,
+    offset: Annotated[
+        int,
+        Query(
+            ge=0,
+            le=2**31 - 1,
+            description="Rows to skip; at most 10000, deeper pages take `cursor` (422 beyond)",
+        ),
+    ] = 0,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description="Where the page starts: the `nextCursor` of the page before, as is "
+            "(an opaque, signed value; any other is 422). Its cost does not grow with depth.",
+        ),
+    ] = None,
+) -> ListPage:
+    key = cursors.signing_key(app_state(request.scope).settings.jwt_secret)
+    return ListPage(limit=limit, offset=offset, cursor=cursor, cursor_key=key)
+
+
+ListPageDep = Annotated[ListPage, Depends(_list_page)]
 
 Slug = Annotated[str, Path(max_length=300), Storable]
 Username = Annotated[str, Path(max_length=64), Storable]

@@ -20,24 +20,27 @@ from sqlalchemy import Select
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from starlette.types import Message, Receive, Scope, Send
 
-from app.articles import queries
+from app.articles import cursors, pages, queries
 from bench.lib.database import plain_url
 
 _DIALECT = PGDialect_psycopg()  # type: ignore[no-untyped-call]
 
 
-def _sql(statement: Select[str]) -> tuple[str, dict[str, object]]:
+def _sql(statement: Select[*tuple[Any, ...]]) -> tuple[str, dict[str, object]]:
     """The statement exactly as SQLAlchemy sends it through psycopg (`%(name)s` parameters),
     and the values of its literal parameters."""
     compiled = statement.compile(dialect=_DIALECT)
     return str(compiled), dict(compiled.params)
 
 
-_ANONYMOUS = {"page": _sql(queries.page(queries.Filters(), None, limit=1, offset=0)[0])}
+_ANONYMOUS = {"page": _sql(queries.page(queries.Filters(), None, queries.Window(limit=1))[0])}
 _ANONYMOUS["single"] = _sql(queries.single("", None)[0])
-_VIEWER = {"page": _sql(queries.page(queries.Filters(), 1, limit=1, offset=0)[0])}
+_VIEWER = {"page": _sql(queries.page(queries.Filters(), 1, queries.Window(limit=1))[0])}
 _VIEWER["single"] = _sql(queries.single("", 1)[0])
 _PREFIX = "/api/articles"
+# The API's nextCursor, signed the same way (its key comes from the same JWT_SECRET).
+_CURSOR_KEY = cursors.signing_key(os.environ.get("JWT_SECRET", ""))
+_LIST = queries.Filters().signature()
 
 _pool: AsyncConnectionPool[AsyncConnection[tuple[Any, ...]]] | None = None
 
@@ -67,6 +70,12 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         row = await cursor.fetchone()
     if row is None:  # an unknown slug
         await _answer(send, 404, b'{"errors":{"body":["article not found"]}}')
+        return
+    if path == _PREFIX:
+        document, on_page, last = row
+        limit = int(str(params["limit"]))
+        page = pages.finish(document, on_page, last, limit=limit, key=_CURSOR_KEY, query=_LIST)
+        await _answer(send, 200, page.encode())
         return
     await _answer(send, 200, row[0].encode())
 

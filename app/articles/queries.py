@@ -1,19 +1,23 @@
 """Statement builders for the article read path.
 
 Every read is ONE statement that returns the finished JSON document: PostgreSQL joins the
-author, evaluates the viewer's `favorited`/`following` as indexed EXISTS, counts the matches
-and renders the RealWorld shape with `json_build_object`. Python passes the text through:
+author, evaluates the viewer's `favorited`/`following` as indexed EXISTS, reads the count
+from the counters (app/counts) and renders the RealWorld shape with `json_build_object`. Python passes the text through:
 no per-row objects, no re-serialisation, one round trip (docs/ARCHITECTURE.md, "Read path").
 """
 
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
+from typing import Any
 
+import orjson
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
+    DateTime,
     Integer,
+    ScalarSelect,
     Select,
     Text,
     bindparam,
@@ -21,12 +25,18 @@ from sqlalchemy import (
     exists,
     false,
     func,
+    literal,
     literal_column,
+    or_,
     select,
+    union_all,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.orm import InstrumentedAttribute
 
+from app.articles import search as search_sql
+from app.articles.cursors import Position
+from app.counts import queries as counts
 from app.models import Article, Favorite, FavoriteCountShard, Follow, User
 
 # The RealWorld suite wants milliseconds and a zone: 2026-01-02T03:04:05.678Z
@@ -56,27 +66,52 @@ class Filters:
     author: str | None = None
     favorited_by: str | None = None
     followed_by: int | None = None  # the feed: authors this user follows
+    q: str | None = None  # full-text search (app/articles/search.py)
+
+    def signature(self) -> str:
+        """What a cursor of this list is bound to (app/articles/cursors.py)."""
+        return orjson.dumps(
+            [self.tag, self.author, self.favorited_by, self.followed_by, self.q]
+        ).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Which slice of the list: `offset` rows skipped, or the rows after a cursor's."""
+
+    limit: int
+    offset: int = 0
+    after: Position | None = None
 
 
 def page(
-    filters: Filters, viewer_id: int | None, *, limit: int, offset: int
-) -> tuple[Select[str], dict[str, object]]:
-    """`{"articles": [...], "articlesCount": n}`, newest first, with its parameters."""
+    filters: Filters, viewer_id: int | None, window: Window
+) -> tuple[Select[str, int, str], dict[str, object]]:
+    """(`{"articles": [...], "articlesCount": n}`, the rows on the page, the last row's
+    position as JSON `[created_at, id, tier]`), with its parameters. Newest first; a search
+    ranks title matches first (app/articles/search.py)."""
+    after = window.after
     statement = _page(
         tag=filters.tag is not None,
         author=filters.author is not None,
         favorited_by=filters.favorited_by is not None,
         followed_by=filters.followed_by is not None,
+        search=filters.q is not None,
+        after_tier=None if after is None else after.tier,
         viewer=viewer_id is not None,
     )
     params: dict[str, object] = {
+        "tag": filters.tag,
         "tags": [filters.tag],
         "author": filters.author,
         "favorited_by": filters.favorited_by,
         "followed_by": filters.followed_by,
+        "q": filters.q,
         "viewer_id": viewer_id,
-        "limit": limit,
-        "offset": offset,
+        "limit": window.limit,
+        "offset": window.offset,
+        "after_created_at": None if after is None else after.created_at,
+        "after_id": None if after is None else after.id,
     }
     return statement, params
 
@@ -98,30 +133,100 @@ def _single(*, viewer: bool) -> Select[str]:
 
 @cache
 def _page(
-    *, tag: bool, author: bool, favorited_by: bool, followed_by: bool, viewer: bool
-) -> Select[str]:
+    *,
+    tag: bool,
+    author: bool,
+    favorited_by: bool,
+    followed_by: bool,
+    search: bool,
+    after_tier: int | None,
+    viewer: bool,
+) -> Select[str, int, str]:
     clauses = _where(tag=tag, author=author, favorited_by=favorited_by, followed_by=followed_by)
-    rows = (
-        select(
-            _article_json(viewer=viewer, with_body=False).label("doc"),
-            Article.created_at,
-            Article.id,
-        )
-        .join_from(Article, User, User.id == Article.author_id)
-        .where(*clauses)
-        .order_by(Article.created_at.desc(), Article.id.desc())
-        .limit(bindparam("limit", type_=Integer))
-        .offset(bindparam("offset", type_=Integer))
-        .subquery()
+    rows = _rows(clauses, search=search, after_tier=after_tier).cte("page")
+    order = (rows.c.tier, rows.c.created_at.desc(), rows.c.id.desc())
+    # The documents are built for the page's rows only, not for the rows an offset skips.
+    in_order = aggregate_order_by(_article_json(viewer=viewer, with_body=False), *order)
+    articles = (
+        select(func.coalesce(func.json_agg(in_order), literal_column("'[]'::json")))
+        .select_from(rows)
+        .join(Article, Article.id == rows.c.id)
+        .join(User, User.id == Article.author_id)
+        .scalar_subquery()
     )
-    in_order = aggregate_order_by(rows.c.doc, rows.c.created_at.desc(), rows.c.id.desc())
-    articles = select(func.coalesce(func.json_agg(in_order), literal_column("'[]'::json")))
-    total = select(func.count()).select_from(Article).where(*clauses)
-    document = func.json_build_object(
-        _key("articles"), articles.scalar_subquery(),
-        _key("articlesCount"), total.scalar_subquery(),
-    )  # fmt: skip
-    return select(cast(document, Text))
+    document: list[ColumnElement[Any]] = [_key("articles"), articles]
+    found = search_sql.counted(*clauses) if search else None
+    if found is not None:
+        document += [
+            _key("articlesCount"), func.least(found.c.n, search_sql.COUNT_LIMIT),
+            _key("articlesCountExact"), found.c.n <= search_sql.COUNT_LIMIT,
+        ]  # fmt: skip
+    else:
+        count = _count(tag=tag, author=author, favorited_by=favorited_by, followed_by=followed_by)
+        document += [_key("articlesCount"), count]
+    on_page = select(func.count()).select_from(rows).scalar_subquery()
+    last = (
+        select(func.json_build_array(rows.c.created_at, rows.c.id, rows.c.tier))
+        .order_by(rows.c.tier.desc(), rows.c.created_at, rows.c.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    statement = select(cast(func.json_build_object(*document), Text), on_page, cast(last, Text))
+    return statement if found is None else statement.select_from(found)
+
+
+def _rows(
+    clauses: list[ColumnElement[bool]], *, search: bool, after_tier: int | None
+) -> Select[*tuple[Any, ...]]:
+    """The page's (tier, created_at, id), in order. A search is two lists one after the
+    other (tier 0, then tier 1), a plain list one; each is read newest first and stops
+    after the page's rows."""
+    parts = []
+    for tier in (0, 1) if search else (0,):
+        if after_tier is not None and tier < after_tier:
+            continue  # the cursor is past this tier
+        matching = search_sql.tier_clauses(tier) if search else []
+        keyset = _after() if after_tier == tier else []
+        part = (
+            select(literal(tier).label("tier"), Article.created_at, Article.id)
+            .where(*clauses, *matching, *keyset)
+            .order_by(Article.created_at.desc(), Article.id.desc())
+        )
+        parts.append(part)
+    if len(parts) == 1:
+        return parts[0].limit(_LIMIT).offset(_OFFSET)
+    tiers = union_all(*(part.limit(_LIMIT + _OFFSET) for part in parts)).subquery("tiers")
+    return (
+        select(tiers)
+        .order_by(tiers.c.tier, tiers.c.created_at.desc(), tiers.c.id.desc())
+        .limit(_LIMIT)
+        .offset(_OFFSET)
+    )
+
+
+_LIMIT = bindparam("limit", type_=Integer)
+_OFFSET = bindparam("offset", type_=Integer)
+
+
+def _after() -> list[ColumnElement[bool]]:
+    """Rows after the cursor's in (created_at DESC, id DESC) order; `created_at <=` alone
+    is what the (created_at DESC, id DESC) and (author_id, created_at DESC) indexes start
+    their scan from."""
+    created_at = bindparam("after_created_at", type_=DateTime(timezone=True))
+    last_id = bindparam("after_id", type_=BigInteger)
+    return [
+        Article.created_at <= created_at,
+        or_(Article.created_at < created_at, Article.id < last_id),
+    ]
+
+
+def _author_id() -> ScalarSelect[int]:
+    return select(User.id).where(User.username == bindparam("author", type_=Text)).scalar_subquery()
+
+
+def _fan_id() -> ScalarSelect[int]:
+    fan = bindparam("favorited_by", type_=Text)
+    return select(User.id).where(User.username == fan).scalar_subquery()
 
 
 def _where(
@@ -132,18 +237,38 @@ def _where(
     if tag:
         clauses.append(Article.tag_list.contains(bindparam("tags", type_=ARRAY(Text))))  # GIN, `@>`
     if author:
-        writer = select(User.id).where(User.username == bindparam("author", type_=Text))
-        clauses.append(Article.author_id == writer.scalar_subquery())
+        clauses.append(Article.author_id == _author_id())
     if favorited_by:
-        fan = select(User.id).where(User.username == bindparam("favorited_by", type_=Text))
-        favorites = select(Favorite.article_id).where(Favorite.user_id == fan.scalar_subquery())
+        favorites = select(Favorite.article_id).where(Favorite.user_id == _fan_id())
         clauses.append(Article.id.in_(favorites))
     if followed_by:
-        follower = bindparam("followed_by", type_=BigInteger)
         clauses.append(
-            Article.author_id.in_(select(Follow.followee_id).where(Follow.follower_id == follower))
+            Article.author_id.in_(select(Follow.followee_id).where(Follow.follower_id == _FOLLOWER))
         )
     return clauses
+
+
+_FOLLOWER = bindparam("followed_by", type_=BigInteger)
+
+
+def _count(*, tag: bool, author: bool, favorited_by: bool, followed_by: bool) -> ColumnElement[int]:
+    """`articlesCount` from the counters (app/counts) when one filter (or none) applies.
+    Two filters at once (tag and author, tag and favorited) have no counter of their own:
+    they are counted, which costs at most the rows of the narrower filter (an author's
+    articles, a user's favorites: the planner starts from the more selective index)."""
+    chosen = [tag, author, favorited_by, followed_by]
+    if not any(chosen):
+        return counts.everything()
+    if sum(chosen) > 1:
+        clauses = _where(tag=tag, author=author, favorited_by=favorited_by, followed_by=followed_by)
+        return select(func.count()).select_from(Article).where(*clauses).scalar_subquery()
+    if tag:
+        return counts.tagged(bindparam("tag", type_=Text))
+    if author:
+        return counts.written_by(_author_id())
+    if favorited_by:
+        return counts.favorited_by(_fan_id())
+    return counts.followed_by(_FOLLOWER)
 
 
 def favorites_count() -> ColumnElement[int]:

@@ -1,12 +1,19 @@
 """Article routes. Bodies are JSON text built by PostgreSQL (`RawJSON`); `response_model`
 keeps their schema in the OpenAPI document."""
 
-from fastapi import APIRouter, Response
+from typing import Annotated, Any
+from urllib.parse import quote
 
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import RedirectResponse
+
+from app.articles import fields
 from app.articles import service as articles
 from app.articles.schemas import (
     MultipleArticlesResponse,
     NewArticleRequest,
+    SelectedArticleResponse,
+    SelectedArticlesResponse,
     SingleArticleResponse,
     UpdateArticleRequest,
 )
@@ -14,7 +21,7 @@ from app.dependencies import (
     OPTIONAL_AUTH,
     CurrentUser,
     Filter,
-    PageDep,
+    ListPageDep,
     ReadsDep,
     SessionDep,
     Slug,
@@ -23,21 +30,51 @@ from app.dependencies import (
 )
 from app.openapi import error_responses
 from app.responses import RawJSON
+from app.schemas import Storable
 
 router = APIRouter(prefix="/articles", tags=["Articles", "Favorites"])
 _LIST = MultipleArticlesResponse
 _ONE = SingleArticleResponse
+# Reads that take `fields=`: the full shape, or the fields asked for.
+_LIST_READ = MultipleArticlesResponse | SelectedArticlesResponse
+_ONE_READ = SingleArticleResponse | SelectedArticleResponse
+
+Fields = Annotated[
+    str | None, Query(max_length=500, pattern=fields.PATTERN, description=fields.DESCRIPTION)
+]
+Search = Annotated[
+    str | None,
+    Query(
+        max_length=200,
+        description="Full-text search over title, description and body (English stems; "
+        '`"a phrase"`, `or`, `-word` as in web search). Title matches come first, then '
+        "the others, newest first within each; combines with the filters and both ways "
+        "of paging.",
+    ),
+    Storable,
+]
+_MOVED: dict[int | str, dict[str, Any]] = {
+    301: {
+        "description": "An old slug (the title changed since): `Location` is the article's URL now",
+        "headers": {"Location": {"schema": {"type": "string"}}},
+    }
+}
 
 
-@router.get("", response_model=_LIST, responses=error_responses(401), openapi_extra=OPTIONAL_AUTH)
+@router.get(
+    "", response_model=_LIST_READ, responses=error_responses(401), openapi_extra=OPTIONAL_AUTH
+)
 async def list_articles(
     reads: ReadsDep,
-    page: PageDep,
+    page: ListPageDep,
     tag: Filter = None,
     author: Filter = None,
     favorited: Filter = None,
+    q: Search = None,
+    fields: Fields = None,
 ) -> Response:
-    """Most recent articles, optionally by tag, author or the user who favorited them."""
+    """Most recent articles, optionally by tag, author, the user who favorited them, or
+    words (`q`); page by `offset` or by `cursor`."""
     document = await articles.list_articles(
         reads.connect,
         reads.cache,
@@ -45,17 +82,29 @@ async def list_articles(
         tag=tag,
         author=author,
         favorited_by=favorited,
+        q=q,
         limit=page.limit,
         offset=page.offset,
+        cursor=page.cursor,
+        cursor_key=page.cursor_key,
+        only=fields,
     )
     return reads.answer(document)
 
 
-@router.get("/feed", response_model=_LIST, responses=error_responses(401))
-async def feed(viewer_id: ViewerId, state: StateDep, page: PageDep) -> RawJSON:
+@router.get("/feed", response_model=_LIST_READ, responses=error_responses(401))
+async def feed(
+    viewer_id: ViewerId, state: StateDep, page: ListPageDep, fields: Fields = None
+) -> RawJSON:
     """Most recent articles by the authors the current user follows."""
     document = await articles.feed(
-        state.connect, viewer_id=viewer_id, limit=page.limit, offset=page.offset
+        state.connect,
+        viewer_id=viewer_id,
+        limit=page.limit,
+        offset=page.offset,
+        cursor=page.cursor,
+        cursor_key=page.cursor_key,
+        only=fields,
     )
     return RawJSON(document)
 
@@ -69,14 +118,28 @@ async def create_article(
 
 
 @router.get(
-    "/{slug}", response_model=_ONE, responses=error_responses(401, 404), openapi_extra=OPTIONAL_AUTH
+    "/{slug}",
+    response_model=_ONE_READ,
+    responses=error_responses(401, 404) | _MOVED,
+    openapi_extra=OPTIONAL_AUTH,
 )
-async def get_article(slug: Slug, reads: ReadsDep) -> Response:
-    """One article, with its body."""
+async def get_article(
+    slug: Slug, reads: ReadsDep, request: Request, fields: Fields = None
+) -> Response:
+    """One article, with its body; an old slug answers 301 with the current URL."""
     document = await articles.get_cached(
-        reads.connect, reads.cache, slug=slug, viewer_id=reads.viewer_id
+        reads.connect, reads.cache, slug=slug, viewer_id=reads.viewer_id, only=fields
     )
+    if isinstance(document, articles.Moved):
+        return _moved(request, document.slug)
     return reads.answer(document)
+
+
+def _moved(request: Request, slug: str) -> Response:
+    """301 to the same path and query with the article's slug now in place of the old one."""
+    path = f"{request.url.path.rsplit('/', 1)[0]}/{quote(slug, safe='')}"
+    query = request.url.query
+    return RedirectResponse(f"{path}?{query}" if query else path, status_code=301)
 
 
 @router.put("/{slug}", response_model=_ONE, responses=error_responses(401, 403, 404))

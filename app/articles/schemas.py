@@ -23,7 +23,8 @@ class NewArticle(Schema):
 
 
 class UpdateArticle(Schema):
-    """Only the fields present change; the slug stays, so links keep working."""
+    """Only the fields present change. A new title gives a new slug; the old one keeps
+    leading to the article (GET: 301 to the new URL; writes act on the article)."""
 
     model_config = ConfigDict(json_schema_extra={"minProperties": 1})
 
@@ -64,4 +65,53 @@ class SingleArticleResponse(Schema):
 
 class MultipleArticlesResponse(Schema):
     articles: list[ArticleSummary]
+    articles_count: int = Field(
+        description="How many articles match in all (a search counts up to 1000: "
+        "then `articlesCountExact` is false)"
+    )
+    articles_count_exact: bool | SkipJsonSchema[None] = Field(
+        default=None, description="Searches (`q`) only: false when the count stopped at 1000"
+    )
+    next_cursor: str | None = Field(
+        default=None,
+        description="Pass as `cursor` for the next page; null on the last page",
+    )
+
+
+class ProfileFields(Schema):
+    """A profile with only the fields `fields=author.…` asked for."""
+
+    username: str | SkipJsonSchema[None] = None
+    bio: str | SkipJsonSchema[None] = None
+    image: str | None = None
+    following: bool | SkipJsonSchema[None] = None
+
+
+class ArticleFields(Schema):
+    """An article with only the fields `fields=` asked for."""
+
+    slug: str | SkipJsonSchema[None] = None
+    title: str | SkipJsonSchema[None] = None
+    description: str | SkipJsonSchema[None] = None
+    body: str | SkipJsonSchema[None] = None
+    tag_list: list[str] | SkipJsonSchema[None] = None
+    created_at: Timestamp | SkipJsonSchema[None] = None
+    updated_at: Timestamp | SkipJsonSchema[None] = None
+    favorited: bool | SkipJsonSchema[None] = None
+    favorites_count: int | SkipJsonSchema[None] = None
+    author: ProfileFields | SkipJsonSchema[None] = None
+
+
+class SelectedArticleResponse(Schema):
+    """`GET /articles/{slug}?fields=…`: the article with only the fields asked for."""
+
+    article: ArticleFields
+
+
+class SelectedArticlesResponse(Schema):
+    """A list with `fields=…`: each article with only the fields asked for."""
+
+    articles: list[ArticleFields]
     articles_count: int
+    articles_count_exact: bool | SkipJsonSchema[None] = None
+    next_cursor: str | None = None

@@ -2,16 +2,17 @@
 the article as its author sees it right after the change, read in the same transaction."""
 
 import secrets
-from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import orjson
-from slugify import slugify
-from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy import ARRAY, BigInteger, Text, delete, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.articles import queries
+from app.articles import fields, pages, queries, slugs
 from app.articles.schemas import NewArticle
 from app.cache import versions
 from app.cache.store import Cache, changed, dumps, item_changed
@@ -28,9 +29,9 @@ from app.retry import in_savepoint
 Reader = AsyncConnection | AsyncSession
 
 COUNT_SHARDS = 16
+FOREIGN_KEY_VIOLATION = "23503"
 
-# `/articles/feed` is a route of its own, so no article may be called "feed".
-RESERVED_SLUGS = frozenset({"feed"})
+RESERVED_SLUGS = slugs.RESERVED
 
 # Only the pages clients ask for are cached: the usual sizes, on page boundaries, the first
 # CACHED_PAGES deep. Any other page is read from PostgreSQL, so that varying limit and offset
@@ -47,19 +48,28 @@ async def list_articles(
     tag: str | None,
     author: str | None,
     favorited_by: str | None,
+    q: str | None = None,
     limit: int,
     offset: int,
+    cursor: str | None = None,
+    cursor_key: bytes,
+    only: str | None = None,
 ) -> str:
-    """A page of articles, newest first, and how many match in all: one statement, JSON out,
-    through the shared cache."""
-    filters = queries.Filters(tag=tag, author=author, favorited_by=favorited_by)
+    """A page of articles (newest first; a search `q`: title matches first), how many match
+    in all and the next page's cursor: one statement, JSON out, through the shared cache.
+    `only`: the article fields to keep (`fields=`, app/articles/fields.py)."""
+    selection = fields.parse(only, allowed=fields.SUMMARY_FIELDS)
+    filters = queries.Filters(tag=tag, author=author, favorited_by=favorited_by, q=q)
+    window = pages.window(filters, limit=limit, offset=offset, cursor=cursor, key=cursor_key)
 
     async def load(viewer: int | None) -> str:
         async with connect() as db:
-            return await _document(db, *queries.page(filters, viewer, limit=limit, offset=offset))
+            return await pages.load(db, filters, viewer, window, key=cursor_key)
 
-    if not cached_page(limit=limit, offset=offset):
-        return await load(viewer_id)
+    # A cursor page is not cached: cursors are endless keys, and such a page costs the same
+    # at any depth.
+    if window.after is not None or not cached_page(limit=limit, offset=offset):
+        return _shaped(await load(viewer_id), selection)
     # A page depends on which articles it lists ("articles": publish, delete; a favoriter's
     # page: their favorites) and on what each of them shows (`article:<slug>`, as an item).
     stamp = [versions.ARTICLES, versions.AUTHORS]
@@ -69,14 +79,18 @@ async def list_articles(
         cache,
         connect,
         family="articles",
-        key=f"articles:{dumps([tag, author, favorited_by, limit, offset])}",
+        key=f"articles:{dumps([tag, author, favorited_by, q, limit, offset])}",
         versions=stamp,
         viewer_id=viewer_id,
         load=load,
         items=_listed,
     )
     assert document is not None  # noqa: S101 - a page always exists
-    return document
+    return _shaped(document, selection)
+
+
+def _shaped(document: str, selection: fields.Selection | None) -> str:
+    return document if selection is None else selection.apply(document)
 
 
 def cached_page(*, limit: int, offset: int) -> bool:
@@ -88,16 +102,44 @@ def _listed(page: str) -> list[str]:
     return [versions.article(article["slug"]) for article in orjson.loads(page)["articles"]]
 
 
-async def feed(connect: Connect, *, viewer_id: int, limit: int, offset: int) -> str:
+async def feed(
+    connect: Connect,
+    *,
+    viewer_id: int,
+    limit: int,
+    offset: int,
+    cursor: str | None = None,
+    cursor_key: bytes,
+    only: str | None = None,
+) -> str:
     """A page of articles by the authors the viewer follows, newest first, as JSON (personal:
     never cached)."""
+    selection = fields.parse(only, allowed=fields.SUMMARY_FIELDS)
     filters = queries.Filters(followed_by=viewer_id)
+    window = pages.window(filters, limit=limit, offset=offset, cursor=cursor, key=cursor_key)
     async with connect() as db:
-        return await _document(db, *queries.page(filters, viewer_id, limit=limit, offset=offset))
+        document = await pages.load(db, filters, viewer_id, window, key=cursor_key)
+    return _shaped(document, selection)
 
 
-async def get_cached(connect: Connect, cache: Cache, *, slug: str, viewer_id: int | None) -> str:
-    """`{"article": ...}` with its body, as the viewer sees it, through the shared cache."""
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """The slug asked for is an old one: the article is now at `slug`."""
+
+    slug: str
+
+
+async def get_cached(
+    connect: Connect,
+    cache: Cache,
+    *,
+    slug: str,
+    viewer_id: int | None,
+    only: str | None = None,
+) -> str | Moved:
+    """`{"article": ...}` with its body, as the viewer sees it, through the shared cache; or
+    where the article went, for a slug it had before its title changed."""
+    selection = fields.parse(only, allowed=fields.ARTICLE_FIELDS)
 
     async def load(viewer: int | None) -> str | None:
         async with connect() as db:
@@ -112,9 +154,13 @@ async def get_cached(connect: Connect, cache: Cache, *, slug: str, viewer_id: in
         viewer_id=viewer_id,
         load=load,
     )
-    if document is None:
+    if document is not None:
+        return _shaped(document, selection)
+    async with connect() as db:
+        current = await slugs.moved_to(db, slug)
+    if current is None:
         raise NotFound(f"article {slug!r} not found")
-    return document
+    return Moved(current)
 
 
 async def get(db: Reader, *, slug: str, viewer_id: int | None) -> str:
@@ -126,8 +172,10 @@ async def get(db: Reader, *, slug: str, viewer_id: int | None) -> str:
 
 
 async def get_row(session: AsyncSession, slug: str) -> ArticleRow:
-    """The article row for a write; NotFound when the slug is unknown."""
+    """The article row for a write, by its slug or one it had before; NotFound if none."""
     article = await session.scalar(select(ArticleRow).where(ArticleRow.slug == slug))
+    if article is None:
+        article = await slugs.formerly(session, slug)
     if article is None:
         raise NotFound(f"article {slug!r} not found")
     return article
@@ -141,21 +189,23 @@ async def create(session: AsyncSession, *, author: User, data: NewArticle) -> st
     if tags:
         rows = [{"name": name} for name in tags]
         await session.execute(insert(Tag).values(rows).on_conflict_do_nothing())
-    base = slugify(data.title, max_length=80) or "article"
-    for candidate in _slug_candidates(base):
-        slug = await session.scalar(
+    for candidate in slugs.candidates(slugs.base(data.title)):
+        row = select(
+            literal(candidate, Text),
+            literal(data.title, Text),
+            literal(data.description, Text),
+            literal(data.body, Text),
+            literal(tags, ARRAY(Text)),
+            literal(author.id, BigInteger),
+        ).where(slugs.unused(candidate))
+        statement = (
             insert(ArticleRow)
-            .values(
-                slug=candidate,
-                title=data.title,
-                description=data.description,
-                body=data.body,
-                tag_list=tags,
-                author_id=author.id,
-            )
+            .from_select(_NEW_ROW, row)
             .on_conflict_do_nothing(index_elements=[ArticleRow.slug])
             .returning(ArticleRow.slug)
         )
+        # The counters' triggers lock a few shared rows: a deadlock is retried, not a 503.
+        slug = await in_savepoint(session, partial(session.scalar, statement))
         if slug is not None:
             published(session)
             document = await get(session, slug=slug, viewer_id=author.id)
@@ -166,6 +216,9 @@ async def create(session: AsyncSession, *, author: User, data: NewArticle) -> st
     raise AssertionError("unreachable: slug candidates are endless")
 
 
+_NEW_ROW = ("slug", "title", "description", "body", "tag_list", "author_id")
+
+
 def published(session: AsyncSession) -> None:
     """Inside a write that adds articles: every list shows them, and their tags are in use."""
     changed(session, versions.ARTICLES, versions.TAGS)
@@ -174,27 +227,36 @@ def published(session: AsyncSession) -> None:
 async def update_article(
     session: AsyncSession, *, slug: str, user: User, changes: dict[str, Any]
 ) -> str:
-    """Change title, description or body of one's own article."""
+    """Change title, description or body of one's own article; a new title gives a new
+    slug, and the old one keeps leading to the article (app/articles/slugs.py)."""
     article = await _own(session, slug=slug, user=user)
     if not changes:
         raise Invalid("article: at least one field is required")
     if any(value is None for value in changes.values()):
         raise Invalid("article: fields may not be null")
+    current = article.slug
+    if "title" in changes:
+        current = await slugs.follow_title(session, article, changes["title"])
     await session.execute(
         update(ArticleRow)
         .where(ArticleRow.id == article.id)
         .values(**changes, updated_at=func.now())
     )
-    item_changed(session, versions.article(slug))  # what it shows, not which lists show it
-    return await get(session, slug=slug, viewer_id=user.id)
+    # What it shows, not which lists show it; under a new slug, also its comments' page.
+    item_changed(session, versions.article(article.slug), versions.article(current))
+    if current != article.slug:
+        changed(session, versions.comments(article.slug))
+    return await get(session, slug=current, viewer_id=user.id)
 
 
 async def delete_article(session: AsyncSession, *, slug: str, user: User) -> None:
     """Delete one's own article with its comments and favorites."""
     article = await _own(session, slug=slug, user=user)
-    await session.execute(delete(ArticleRow).where(ArticleRow.id == article.id))
-    changed(session, versions.ARTICLES, versions.comments(slug))
-    item_changed(session, versions.article(slug))
+    removal = delete(ArticleRow).where(ArticleRow.id == article.id)
+    # The counters' triggers lock a few shared rows: a deadlock is retried, not a 503.
+    await in_savepoint(session, lambda: session.execute(removal))
+    changed(session, versions.ARTICLES, versions.comments(article.slug))
+    item_changed(session, versions.article(article.slug))
 
 
 async def favorite(session: AsyncSession, *, slug: str, user: User) -> str:
@@ -210,10 +272,16 @@ async def favorite(session: AsyncSession, *, slug: str, user: User) -> str:
         )
         if added is not None:
             await _count(session, article.id, 1)
-            _favorites_changed(session, slug, user)
+            _favorites_changed(session, article.slug, user)
 
-    await in_savepoint(session, add)
-    return await get(session, slug=slug, viewer_id=user.id)
+    try:
+        await in_savepoint(session, add)
+    except IntegrityError as exc:
+        if getattr(exc.orig, "sqlstate", None) != FOREIGN_KEY_VIOLATION:
+            raise
+        # Deleted by its author between our read and our insert.
+        raise NotFound(f"article {slug!r} not found") from None
+    return await get(session, slug=article.slug, viewer_id=user.id)
 
 
 async def unfavorite(session: AsyncSession, *, slug: str, user: User) -> str:
@@ -228,10 +296,10 @@ async def unfavorite(session: AsyncSession, *, slug: str, user: User) -> str:
         )
         if removed is not None:
             await _count(session, article.id, -1)
-            _favorites_changed(session, slug, user)
+            _favorites_changed(session, article.slug, user)
 
     await in_savepoint(session, remove)
-    return await get(session, slug=slug, viewer_id=user.id)
+    return await get(session, slug=article.slug, viewer_id=user.id)
 
 
 def _favorites_changed(session: AsyncSession, slug: str, user: User) -> None:
@@ -260,16 +328,3 @@ async def _own(session: AsyncSession, *, slug: str, user: User) -> ArticleRow:
     if article.author_id != user.id:
         raise Forbidden("only the author may change this article")
     return article
-
-
-async def _document(db: Reader, statement: Select[str], params: dict[str, object]) -> str:
-    document = await db.scalar(statement, params)
-    assert document is not None  # noqa: S101 - an aggregate always yields one row
-    return document
-
-
-def _slug_candidates(base: str) -> Iterator[str]:
-    if base not in RESERVED_SLUGS:
-        yield base
-    while True:
-        yield f"{base}-{secrets.token_hex(4)}"

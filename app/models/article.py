@@ -2,6 +2,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
+    Computed,
     ForeignKey,
     Identity,
     Index,
@@ -11,10 +12,18 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, TSVECTOR
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base
+
+# Weights: title A, description B, body C. The same text as migration 7c1e0a4d2b9f's.
+SEARCH_VECTOR = (
+    "setweight(to_tsvector('english'::regconfig, title), 'A') || "
+    "setweight(to_tsvector('english'::regconfig, description), 'B') || "
+    "setweight(to_tsvector('english'::regconfig, body), 'C')"
+)
+TITLE_VECTOR = "to_tsvector('english'::regconfig, title)"
 
 
 class Article(Base):
@@ -32,11 +41,17 @@ class Article(Base):
     favorites_count: Mapped[int] = mapped_column(Integer, server_default="0")
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # Full-text search (`?q=`), kept by PostgreSQL; deferred: no write or read of a row needs
+    # it in Python, and it is as large as the body.
+    search: Mapped[str] = mapped_column(TSVECTOR, Computed(SEARCH_VECTOR), deferred=True)
 
     __table_args__ = (
         Index("ix_articles_created_at_id", text("created_at DESC"), text("id DESC")),
         Index("ix_articles_author_id_created_at", "author_id", text("created_at DESC")),
         Index("ix_articles_tag_list", "tag_list", postgresql_using="gin"),
+        Index("ix_articles_search", "search", postgresql_using="gin"),
+        # The title's words alone: search ranks title matches first (app/articles/search.py).
+        Index("ix_articles_title_search", text(TITLE_VECTOR), postgresql_using="gin"),
     )
 
 
@@ -74,3 +89,15 @@ class Tag(Base):
     __tablename__ = "tags"
 
     name: Mapped[str] = mapped_column(Text, primary_key=True)
+
+
+class ArticleSlug(Base):
+    """A slug an article had before its title changed: old links still reach it."""
+
+    __tablename__ = "article_slugs"
+
+    slug: Mapped[str] = mapped_column(Text, primary_key=True)
+    article_id: Mapped[int] = mapped_column(
+        ForeignKey("articles.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -79,7 +79,7 @@ async def test_unknown_slug_is_404_everywhere(client, session, settings):
         assert response.json()["errors"]["body"]
 
 
-async def test_update_article_by_author_keeps_slug(client, session, settings):
+async def test_update_article_title_gives_a_new_slug(client, session, settings):
     author = await make_user(session)
     article = await make_article(session, author, slug="keep-me")
     response = await client.put(
@@ -90,12 +90,21 @@ async def test_update_article_by_author_keeps_slug(client, session, settings):
     assert response.status_code == 200
     updated = response.json()["article"]
     assert (updated["slug"], updated["title"], updated["body"]) == (
-        "keep-me",
+        "new-title",
         "New title",
         "With two hands",
     )
     assert updated["description"] == article.description
     assert updated["updatedAt"] >= updated["createdAt"]
+
+
+async def test_update_article_without_a_new_title_keeps_the_slug(client, session, settings):
+    author = await make_user(session)
+    await make_article(session, author, slug="keep-me", title="Keep me")
+    headers = auth(token_for(author.id, settings))
+    for change in ({"body": "With two hands"}, {"title": "Keep  ME!"}):
+        response = await client.put("/articles/keep-me", json={"article": change}, headers=headers)
+        assert response.json()["article"]["slug"] == "keep-me"
 
 
 async def test_update_or_delete_by_someone_else_is_403(client, session, settings):
@@ -270,6 +279,6 @@ async def test_json_built_by_postgres_matches_the_documented_schema(client, sess
     assert set(one["author"]) == keys(Profile)
     page = (await client.get("/articles", headers=headers)).json()
     assert MultipleArticlesResponse.model_validate(page)
-    assert set(page) == {"articles", "articlesCount"}
+    assert set(page) == {"articles", "articlesCount", "nextCursor"}
     assert set(page["articles"][0]) == keys(ArticleSummary)
     assert page["articles"][0]["author"]["image"] == "https://i.io/a.png"

@@ -125,7 +125,7 @@ async def test_only_the_usual_pages_are_cached(settings, committing_state, engin
         (author,) = await make_users(engine, settings, 1)
         await publish(client, author, "Paged")
         before = await redis.dbsize()
-        for params in ({"limit": 7}, {"limit": 10, "offset": 3}, {"limit": 20, "offset": 10**6}):
+        for params in ({"limit": 7}, {"limit": 10, "offset": 3}, {"limit": 20, "offset": 10_000}):
             page = await client.get("/articles", params=params)
             assert page.status_code == 200
             assert page.json()["articlesCount"] == 1

@@ -1,0 +1,90 @@
+"""Slugs follow titles; an old slug still reaches the article: GET answers 301 to the current
+URL, writes act on the article itself, and no other article takes the old slug."""
+
+import httpx
+
+from tests.conftest import auth, token_for
+from tests.factories import make_article, make_user
+
+
+async def _retitle(
+    client: httpx.AsyncClient, slug: str, title: str, headers: dict[str, str]
+) -> str:
+    response = await client.put(
+        f"/articles/{slug}", json={"article": {"title": title}}, headers=headers
+    )
+    assert response.status_code == 200, response.text
+    new: str = response.json()["article"]["slug"]
+    return new
+
+
+async def test_an_old_slug_still_reaches_the_article(client, session, settings):
+    author = await make_user(session)
+    await make_article(session, author, slug="first-title", title="First title")
+    headers = auth(token_for(author.id, settings))
+    assert await _retitle(client, "first-title", "Second title", headers) == "second-title"
+    assert await _retitle(client, "second-title", "Third title", headers) == "third-title"
+
+    for old in ("first-title", "second-title"):
+        moved = await client.get(f"/articles/{old}?fields=slug")
+        assert moved.status_code == 301
+        assert moved.headers["location"] == "/api/articles/third-title?fields=slug"
+        followed = await client.get(f"/articles/{old}", follow_redirects=True)
+        assert followed.json()["article"]["title"] == "Third title"
+    assert (await client.get("/articles/never-was")).status_code == 404
+
+
+async def test_writes_to_an_old_slug_act_on_the_article(client, session, settings):
+    author = await make_user(session)
+    fan = await make_user(session)
+    await make_article(session, author, slug="before", title="Before")
+    headers = auth(token_for(author.id, settings))
+    await _retitle(client, "before", "After", headers)
+
+    liked = await client.post(
+        "/articles/before/favorite", headers=auth(token_for(fan.id, settings))
+    )
+    assert (liked.json()["article"]["slug"], liked.json()["article"]["favoritesCount"]) == (
+        "after",
+        1,
+    )
+    comment = await client.post(
+        "/articles/before/comments", json={"comment": {"body": "hi"}}, headers=headers
+    )
+    assert comment.status_code == 200
+    assert len((await client.get("/articles/after/comments")).json()["comments"]) == 1
+    edited = await client.put(
+        "/articles/before", json={"article": {"body": "new"}}, headers=headers
+    )
+    assert edited.json()["article"]["body"] == "new"
+    assert (await client.delete("/articles/before", headers=headers)).status_code == 204
+    assert (await client.get("/articles/after")).status_code == 404
+    assert (await client.get("/articles/before")).status_code == 404
+
+
+async def test_an_old_slug_is_not_given_to_another_article(client, session, settings):
+    author = await make_user(session)
+    await make_article(session, author, slug="shared-name", title="Shared name")
+    headers = auth(token_for(author.id, settings))
+    await _retitle(client, "shared-name", "Renamed", headers)
+
+    body = {"article": {"title": "Shared name", "description": "d", "body": "b"}}
+    created = (await client.post("/articles", json=body, headers=headers)).json()["article"]
+    assert created["slug"].startswith("shared-name-")
+    assert (await client.get("/articles/shared-name")).status_code == 301
+
+    # Its own article may take it back.
+    assert await _retitle(client, "renamed", "Shared name", headers) == "shared-name"
+    assert (await client.get("/articles/shared-name")).json()["article"]["title"] == "Shared name"
+    assert (await client.get("/articles/renamed")).status_code == 301
+
+
+async def test_a_title_taken_by_another_article_gets_a_suffix(client, session, settings):
+    author = await make_user(session)
+    await make_article(session, author, slug="taken", title="Taken")
+    await make_article(session, author, slug="mine", title="Mine")
+    headers = auth(token_for(author.id, settings))
+    new = await _retitle(client, "mine", "Taken", headers)
+    assert new.startswith("taken-")
+    assert len(new) == len("taken-") + 8
+    assert await _retitle(client, new, "Taken!", headers) == new  # same words: same slug
