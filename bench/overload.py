@@ -1,6 +1,7 @@
-"""`make bench-overload`: issue 9's overload benchmark. wrk ramps mixed reads through nginx up
-to 10,000 connections, against the running stack (shedding on: MAX_IN_FLIGHT per worker) and
-against the same stack with shedding off (bench/lib/targets.py NOSHED) started beside it, in one run.
+"""`make bench-overload`: the overload benchmark. wrk ramps mixed reads through nginx up to
+10,000 connections, against the running stack ("on": admission by waiting time) and against
+the same stack with the count rule it replaced (bench/lib/targets.py COUNT) started beside it,
+in one run (`--targets on,count,off`: "off" is no admission at all).
 
     make stack && make bench-overload              # 500 / 2,000 / 5,000 / 10,000, 20 s each
     make bench-overload BENCH_ARGS=--quick         # 200 / 1,000 connections, 5 s each
@@ -44,6 +45,7 @@ from bench.lib.markdown import figure
 from bench.lib.paths import folder
 from bench.lib.samplers import BACKENDS, INTERVAL_S, measured
 from bench.lib.targets import (
+    COUNT,
     NOSHED,
     STACK,
     Architecture,
@@ -56,7 +58,9 @@ from bench.lib.targets import (
 )
 from bench.lib.wrk import ensure_wrk, mixed_script, run_wrk, wrk_version
 
-TARGETS: dict[str, Architecture] = {"on": STACK, "off": NOSHED}
+# "on": the stack as it is (admission by waiting time); "count": the rule before it; "off": no
+# admission at all.
+TARGETS: dict[str, Architecture] = {"on": STACK, "count": COUNT, "off": NOSHED}
 MIX = {"list": 0.4, "tag": 0.1, "article": 0.4, "comments": 0.1, "profile": 0.0}
 CPU_IDLE_CORES = 0.25  # API workers at rest, polled for /metrics every 100 ms: ~0.1 core
 HOLD_S = 1.0  # idle that long on every signal: the watch stops
@@ -82,7 +86,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="2 small, short steps")
     parser.add_argument("--steps", type=runs.ints, help="connections (500,2000,5000,10000)")
     parser.add_argument("--duration", type=int, help="seconds per step (20; quick 5)")
-    parser.add_argument("--targets", default="on,off", help="shedding on, off, or both")
+    parser.add_argument(
+        "--targets", default="on,count", help="comma-separated: on (waiting line), count, off"
+    )
     parser.add_argument(
         "--retry-after",
         action="store_true",
@@ -375,7 +381,7 @@ class Overload:
 
 def one_line(step: Mapping[str, Any]) -> str:
     return (
-        f"shedding {step['shedding']:<3} {step['connections']:>6,} conns  "
+        f"shedding {step['shedding']:<5} {step['connections']:>6,} conns  "
         f"goodput {step['goodput']:8,.1f}/s  served p99 {figure(step['served_p99_ms'])} ms  "
         f"shed {figure(step['shed_share'], '.1%')}  504 {figure(step['deadline_share'], '.1%')}  "
         f"other non-2xx {step['other_non_2xx']:,}  socket errors {step['socket_errors']:,}  "

@@ -70,6 +70,15 @@ NOSHED = Architecture(
     "REQUEST_DEADLINE_S stays",
     {"MAX_IN_FLIGHT": "1000000", "STACK_UPSTREAM_MAX_CONNS": "0"},
 )
+# bench.overload's "count rule": admission as it was before the waiting line (MAX_QUEUED=0:
+# 503 as soon as MAX_IN_FLIGHT are busy; nginx passes at most 64 per worker, 2 workers here).
+COUNT = Architecture(
+    "count",
+    "stack, count rule",
+    "the stack with MAX_QUEUED=0 and nginx max_conns 128 (2 workers x 64): refused at once "
+    "beyond a fixed count, as before admission by waiting time",
+    {"MAX_QUEUED": "0", "STACK_UPSTREAM_MAX_CONNS": "128"},
+)
 # bench.onoff's "observability off" (not one of make bench's baselines either): no /metrics,
 # no HTTP metrics, no access log lines, no traces whatever the environment says.
 NOOBS = Architecture(
