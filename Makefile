@@ -78,3 +78,14 @@ stack: install  ## start (or check) the whole stack; installs Debian packages wh
 
 stack-down: install  ## stop every component of the stack (data stays in .stack/)
 	$(VENV)/bin/python -m scripts.stack down
+
+# Several API hosts on this machine (docs/OPERATIONS.md "Several hosts: make cluster"): N hosts
+# in network namespaces (CLUSTER_HOSTS, default 3) → PgBouncer → PostgreSQL primary + streaming
+# replica, Redis, the job worker; nginx on 127.0.0.1:8280; state and cluster.env under .cluster/.
+.PHONY: cluster cluster-down
+
+cluster: install  ## start (or check) the cluster; root: installs Debian packages, makes namespaces
+	$(VENV)/bin/python -m scripts.cluster up
+
+cluster-down: install  ## stop the cluster and remove its network (data stays in .cluster/)
+	$(VENV)/bin/python -m scripts.cluster down
