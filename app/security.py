@@ -17,10 +17,10 @@ MAX_USER_ID_DIGITS = len(str(MAX_USER_ID))
 MAX_TOKEN_VERSION = 2**31  # exclusive: `users.token_version` is an integer
 
 # argon2id with OWASP's recommended minimum (Password Storage Cheat Sheet: 19 MiB, 2 passes,
-# 1 lane): about 35 ms of one core per hash here. argon2-cffi's default, RFC 9106's
-# low-memory profile (64 MiB, 3 passes, 4 lanes), costs 280 ms of CPU per login on this
-# 2-core machine: a burst of 300 logins would hold both cores for 40 s. Hashes record their
-# own parameters, so older ones still verify, and a login upgrades them (`needs_rehash`).
+# 1 lane). argon2-cffi's default, RFC 9106's low-memory profile (64 MiB, 3 passes, 4 lanes),
+# costs several times more CPU per login: on a small machine a burst of logins would hold
+# every core for tens of seconds (the burst scenario in docs/BENCHMARKS.md). Hashes record
+# their own parameters, so older ones still verify, and a login upgrades them (`needs_rehash`).
 HASHER = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 
 
@@ -88,12 +88,19 @@ def read_token(token: str, *, secret: str) -> tuple[int, int]:
         # PyJWT lets some malformed claims through as plain errors (`"exp": Infinity`).
         raise Unauthorized("invalid or expired token") from exc
     subject = claims["sub"]
-    # Only what make_token writes: ASCII digits naming a bigint id ("1_0", " 1" or 2**70
-    # would reach PostgreSQL and the logs as something no user is).
+    # Only what make_token writes: the digits of a bigint id, without leading zeros ("1_0",
+    # " 1" or 2**70 would reach PostgreSQL and the logs as something no user is; "01" would
+    # be a second spelling of user 1). Times as numbers, as make_token writes them: PyJWT
+    # would also take "1_0" or other digits through int().
     if not (isinstance(subject, str) and subject.isascii() and subject.isdigit()):
         raise Unauthorized("invalid or expired token")
-    if len(subject) > MAX_USER_ID_DIGITS or not 0 < int(subject) < MAX_USER_ID:
+    if len(subject) > MAX_USER_ID_DIGITS or subject != str(int(subject)):
         raise Unauthorized("invalid or expired token")
+    if not 0 < int(subject) < MAX_USER_ID:
+        raise Unauthorized("invalid or expired token")
+    for claim in ("exp", "iat", "nbf"):
+        if claim in claims and type(claims[claim]) not in (int, float):
+            raise Unauthorized("invalid or expired token")
     version = claims.get("ver", 0)
     # An int the users table can hold (bool is an int to Python, not to make_token).
     if type(version) is not int or not 0 <= version < MAX_TOKEN_VERSION:
