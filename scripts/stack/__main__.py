@@ -13,7 +13,7 @@ import sys
 from scripts.stack import system
 from scripts.stack.base import Component
 from scripts.stack.config import StackConfig, StackError
-from scripts.stack.data import PgBouncer, Postgres, Redis
+from scripts.stack.data import PgBouncer, Postgres, Redis, RedisCache
 from scripts.stack.monitoring import Exporter, Prometheus
 from scripts.stack.web import Api, Nginx
 from scripts.stack.worker import JobWorker
@@ -24,7 +24,8 @@ def components(config: StackConfig) -> list[Component]:
     if config.variant:
         return [Api(config), Nginx(config)]
     return [
-        *(Postgres(config), PgBouncer(config), Redis(config), Api(config), Nginx(config)),
+        *(Postgres(config), PgBouncer(config), Redis(config), RedisCache(config)),
+        *(Api(config), Nginx(config)),
         JobWorker(config),
         *(Exporter(config), Prometheus(config)),
     ]
@@ -62,7 +63,7 @@ def status(chosen: list[Component]) -> bool:
         state = (
             "not running" if pid is None else f"pid {pid}, {'ready' if answers else 'NOT READY'}"
         )
-        system.log(f"{component.name:<10} {state}")
+        system.log(f"{component.name:<11} {state}")
     return healthy
 
 

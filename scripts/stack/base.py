@@ -37,7 +37,7 @@ class Component:
 
     @property
     def port(self) -> int:
-        port: int = getattr(self.config.ports, self.name)
+        port: int = getattr(self.config.ports, self.name.replace("-", "_"))
         return port
 
     def rotate_logs(self) -> None:

@@ -39,6 +39,7 @@ class Ports:
     redis: int
     prometheus: int = 9090
     exporter: int = 9127
+    redis_cache: int = 6381
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,7 @@ class StackConfig:
                 redis=number("STACK_REDIS_PORT", 6380),
                 prometheus=number("STACK_PROMETHEUS_PORT", 9090),
                 exporter=number("STACK_EXPORTER_PORT", 9127),
+                redis_cache=number("STACK_REDIS_CACHE_PORT", 6381),
             ),
             sizing=sizing,
             max_body_bytes=number("MAX_BODY_BYTES", 1_048_576),
@@ -212,7 +214,13 @@ class StackConfig:
 
     @property
     def redis_url(self) -> str:
+        """The job queue and the rate limits: a Redis that never evicts."""
         return f"redis://{self.host}:{self.ports.redis}/0"
+
+    @property
+    def redis_cache_url(self) -> str:
+        """The read cache (and its invalidation channel): a Redis that may evict (volatile-lru)."""
+        return f"redis://{self.host}:{self.ports.redis_cache}/0"
 
     @property
     def api_url(self) -> str:
@@ -227,6 +235,7 @@ class StackConfig:
             "DIRECT_DATABASE_URL": self.direct_database_url,
             "PGBOUNCER_ADMIN_URL": self.pgbouncer_admin_url,
             "REDIS_URL": self.redis_url,
+            "REDIS_CACHE_URL": self.redis_cache_url,
             "PROMETHEUS_URL": f"http://{self.host}:{self.ports.prometheus}",
             "API_WORKERS": str(self.sizing.workers),
             "PGBOUNCER_POOL_SIZE": str(self.sizing.server_pool),
@@ -235,11 +244,12 @@ class StackConfig:
         }
 
     def api_env(self) -> dict[str, str]:
-        """Environment variables the API workers read (app/config.py)."""
+        """Environment variables the API workers read (app/config.py); the job worker too."""
         return {
             "DATABASE_URL": self.api_database_url,
             "DIRECT_DATABASE_URL": self.direct_database_url,
             "REDIS_URL": self.redis_url,
+            "REDIS_CACHE_URL": self.redis_cache_url,
             "DB_POOL_SIZE": str(self.sizing.db_pool_size),
             "DB_MAX_OVERFLOW": str(self.sizing.db_max_overflow),
             "DB_POOL_TIMEOUT": str(self.sizing.db_pool_timeout),

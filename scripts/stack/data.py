@@ -1,4 +1,5 @@
-"""The data tier: PostgreSQL (roles, database, migrations), PgBouncer in front of it, Redis."""
+"""The data tier: PostgreSQL (roles, database, migrations), PgBouncer in front of it, and two
+Redis: one that never evicts (job queue, rate limits), one for the read cache that may."""
 
 # ruff: noqa: S603 - runs the stack's own programs (pg_ctl, initdb, pgbouncer, redis-server)
 
@@ -174,8 +175,11 @@ class PgBouncer(Component):
 
 @dataclass(frozen=True)
 class Redis(Component):
+    """The job queue and the rate-limit counters (REDIS_URL): `maxmemory-policy noeviction`."""
+
     name: str = "redis"
     port_variable: str = "STACK_REDIS_PORT"
+    template: str = "redis.conf"
 
     def pid(self) -> int | None:
         return system.read_pid(
@@ -184,9 +188,9 @@ class Redis(Component):
 
     def start(self) -> None:
         system.make_service_dir(self.dir)
-        conf = render("redis.conf", {"HOST": self.config.host, "PORT": self.port, "DIR": self.dir})
+        conf = render(self.template, {"HOST": self.config.host, "PORT": self.port, "DIR": self.dir})
         system.write_service_file(self.dir / "redis.conf", conf)
-        log(f"starting Redis on {self.port}")
+        log(f"starting {self.name} (Redis) on {self.port}")
         system.run_as_service(
             ["redis-server", str(self.dir / "redis.conf")], log_file=self.log_file
         )
@@ -199,3 +203,13 @@ class Redis(Component):
             return False
         finally:
             client.close()
+
+
+@dataclass(frozen=True)
+class RedisCache(Redis):
+    """The read cache, its leases and its invalidation channel (REDIS_CACHE_URL): a second
+    redis-server that may evict, `volatile-lru` only (deploy/stack/redis-cache.conf)."""
+
+    name: str = "redis-cache"
+    port_variable: str = "STACK_REDIS_CACHE_PORT"
+    template: str = "redis-cache.conf"

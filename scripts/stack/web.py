@@ -15,7 +15,7 @@ from scripts.stack import system
 from scripts.stack.base import Component, http_ok
 from scripts.stack.config import ROOT, render
 from scripts.stack.system import log
-from scripts.stack.worker import import_max_bytes
+from scripts.stack.worker import import_chunk_idle_s, import_max_bytes
 
 
 @dataclass(frozen=True)
@@ -156,6 +156,7 @@ class Nginx(Component):
                 "PROBE_SERVERS": "\n        ".join(self.probe_servers()),
                 "MAX_BODY_BYTES": config.max_body_bytes,
                 "IMPORT_MAX_BYTES": import_max_bytes(),
+                "IMPORT_CHUNK_IDLE_S": import_chunk_idle_s(),
                 "PROXY_READ_TIMEOUT_S": math.ceil(config.sizing.db_pool_timeout) + 20,
                 # STACK_MICROCACHE=0: every anonymous GET reaches the API (the baseline).
                 "MICROCACHE": "conduit_micro"

@@ -4,6 +4,7 @@ environment as the API (PgBouncer, Redis, secrets), with a small pool of its own
 
 # ruff: noqa: S603 - runs the project's own worker
 
+import math
 import os
 import signal
 import subprocess
@@ -26,6 +27,12 @@ QUEUE_NAME = "conduit"
 def import_max_bytes() -> int:
     """IMPORT_MAX_BYTES as the API reads it (app/config.py): nginx's limit for /api/imports."""
     return int(os.environ.get("IMPORT_MAX_BYTES") or 100 * 1024 * 1024)
+
+
+def import_chunk_idle_s() -> int:
+    """IMPORT_CHUNK_IDLE_S as the API reads it (app/config.py), in whole seconds: how long
+    nginx waits between two reads of an /api/imports body."""
+    return math.ceil(float(os.environ.get("IMPORT_CHUNK_IDLE_S") or 30))
 
 
 @dataclass(frozen=True)

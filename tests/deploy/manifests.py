@@ -170,8 +170,9 @@ def stack_nginx_conf() -> str:
     return "\n".join(line.split("#", 1)[0] for line in text.splitlines())
 
 
-def nginx_locations(conf: str) -> list[tuple[str, str, str]]:
-    """(modifier, pattern, body) of every location block; braces inside quotes skipped."""
+def _location_blocks(conf: str) -> list[tuple[re.Match[str], int]]:
+    """Each `location ... {` match with the index just past its closing brace; braces inside
+    quotes skipped."""
     found = []
     for match in re.finditer(r"location\s+(?:(=|~\*?|\^~)\s+)?(\S+)\s*\{", conf):
         depth, quote, end = 1, "", match.end()
@@ -184,8 +185,16 @@ def nginx_locations(conf: str) -> list[tuple[str, str, str]]:
             elif char in "{}":
                 depth += 1 if char == "{" else -1
             end += 1
-        found.append((match.group(1) or "", match.group(2), conf[match.end() : end - 1]))
+        found.append((match, end))
     return found
+
+
+def nginx_locations(conf: str) -> list[tuple[str, str, str]]:
+    """(modifier, pattern, body) of every location block."""
+    return [
+        (match.group(1) or "", match.group(2), conf[match.end() : end - 1])
+        for match, end in _location_blocks(conf)
+    ]
 
 
 def nginx_location(conf: str, path: str) -> str | None:
@@ -280,3 +289,64 @@ def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
 def pod_labels(workload: Doc) -> dict[str, str]:
     labels: dict[str, str] = workload["spec"]["template"]["metadata"]["labels"]
     return labels
+
+
+# ---- nginx directives ----
+
+
+def nginx_outside_locations(conf: str) -> str:
+    """The config with every location block cut out: what the http and server levels set."""
+    kept, start = [], 0
+    for match, end in _location_blocks(conf):
+        kept.append(conf[start : match.start()])
+        start = end
+    return "".join([*kept, conf[start:]])
+
+
+def nginx_directive(text: str, name: str) -> list[str]:
+    """The arguments of every `name ...;` in text (one string each, in order)."""
+    return [m.group(1).strip() for m in re.finditer(rf"(?m)^\s*{name}\s+([^;]*);", text)]
+
+
+# ---- Redis ----
+
+
+def redis_argv_settings(argv: list[str]) -> dict[str, str]:
+    """`redis-server --name value ...` as {name: value}."""
+    assert argv[0] == "redis-server", argv
+    settings = {}
+    for flag, value in itertools.pairwise(argv[1:]):
+        if flag.startswith("--"):
+            settings[flag.removeprefix("--")] = value
+    return settings
+
+
+def redis_conf_settings(text: str) -> dict[str, str]:
+    """A redis.conf as {name: value} (the last one wins, quotes dropped)."""
+    settings = {}
+    for line in text.splitlines():
+        words = shlex.split(line, comments=True)
+        if words:
+            settings[words[0]] = " ".join(words[1:])
+    return settings
+
+
+def memory_bytes(value: str) -> int:
+    """Redis (`256mb`), Kubernetes (`320Mi`) or compose (`512M`) memory sizes, every unit
+    read as binary (close enough to compare a maxmemory with a limit)."""
+    match = re.fullmatch(r"(\d+)\s*([a-zA-Z]*)", value.strip())
+    assert match, value
+    units = {
+        "": 1,
+        "b": 1,
+        "k": 1024,
+        "kb": 1024,
+        "ki": 1024,
+        "m": 1024**2,
+        "mb": 1024**2,
+        "mi": 1024**2,
+        "g": 1024**3,
+        "gb": 1024**3,
+        "gi": 1024**3,
+    }
+    return int(match.group(1)) * units[match.group(2).lower()]

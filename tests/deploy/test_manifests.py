@@ -36,6 +36,8 @@ from tests.deploy.manifests import (
     k8s,
     k8s_pgbouncer,
     nginx_conf,
+    nginx_directive,
+    nginx_outside_locations,
     nginx_seconds,
     nginx_size,
     nginx_upstreams,
@@ -251,8 +253,9 @@ def test_nginx_balances_the_api_replicas_over_keepalive():
     assert "application/json" in conf
     assert "listen 8080 " in conf
     assert [interpolate(port) for port in services()["nginx"]["ports"]] == ["127.0.0.1:8080:8080"]
-    (body_size,) = [line.split()[1] for line in conf.splitlines() if "client_max_body_size" in line]
-    assert nginx_size(body_size.rstrip(";")) == Settings.model_fields["max_body_bytes"].default
+    # Everywhere but the bulk imports (tests/deploy/test_imports_edge.py).
+    (body_size,) = nginx_directive(nginx_outside_locations(conf), "client_max_body_size")
+    assert nginx_size(body_size) == Settings.model_fields["max_body_bytes"].default
 
 
 # ---- PgBouncer and the connection budget ----
