@@ -70,7 +70,7 @@ bench-observability: install  ## after `make stack`: issue 8, read req/s with me
 	$(VENV)/bin/python -m bench.onoff observability $(BENCH_ARGS)
 
 # The scale topology on this machine (deploy/stack/README.md): nginx :8080 → uvicorn workers →
-# PgBouncer :6432 → PostgreSQL :5433, Redis :6380; state and stack.env under .stack/.
+# PgBouncer :6432 → PostgreSQL :5433, Redis :6380 (queue) and :6381 (cache); state and stack.env under .stack/.
 .PHONY: stack stack-down
 
 stack: install  ## start (or check) the whole stack; installs Debian packages when root

@@ -109,7 +109,8 @@ class Settings(BaseSettings):
     # it well below DB_POOL_SIZE. Beyond it 503 + Retry-After (one per user: 429).
     import_max_concurrent: int = Field(default=4, ge=1)
     # The read cache's own Redis (docs/OPERATIONS.md): unset, the cache shares REDIS_URL.
-    # Point it at an instance with `maxmemory-policy allkeys-lru`, and keep REDIS_URL (job
+    # Point it at an instance with `maxmemory-policy volatile-lru` (entries and leases expire;
+    # versions and the invalidation sequence must not be evicted), and keep REDIS_URL (job
     # queue, rate limits) on one with `noeviction`: a full cache then evicts cache entries,
     # never queued jobs or counters.
     redis_cache_url: str | None = None

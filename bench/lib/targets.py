@@ -133,11 +133,13 @@ class Stack:
         pgbouncer = urlsplit(self.env["DATABASE_URL"]).port
         postgres = urlsplit(self.env["DIRECT_DATABASE_URL"]).port
         redis = urlsplit(self.env["REDIS_URL"]).port
+        redis_cache = urlsplit(self.env.get("REDIS_CACHE_URL") or self.env["REDIS_URL"]).port
         return {
             "STACK_DIR": str(self.dir),
             "STACK_PGBOUNCER_PORT": str(pgbouncer),
             "STACK_POSTGRES_PORT": str(postgres),
             "STACK_REDIS_PORT": str(redis),
+            "STACK_REDIS_CACHE_PORT": str(redis_cache),
             "STACK_WORKERS": str(self.workers),
             "STACK_PGBOUNCER_POOL_SIZE": self.env.get("PGBOUNCER_POOL_SIZE", "20"),
         }

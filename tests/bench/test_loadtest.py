@@ -13,18 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.stack.conftest import PORT_VARIABLES
+
 ROOT = Path(__file__).resolve().parents[2]
 STATE = ROOT / ".stack" / "bench-test"
-PORTS = (
-    "STACK_HTTP_PORT",
-    "STACK_HTTPS_PORT",
-    "STACK_API_PORT",
-    "STACK_PGBOUNCER_PORT",
-    "STACK_POSTGRES_PORT",
-    "STACK_REDIS_PORT",
-    "STACK_PROMETHEUS_PORT",
-    "STACK_EXPORTER_PORT",
-)
+PORTS = PORT_VARIABLES  # every port of the stack, picked free
 
 
 def _free_ports(count: int) -> list[int]:
@@ -57,7 +50,8 @@ def stack_env() -> Iterator[dict[str, str]]:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent run waits for this one
         ports_file = STATE / "ports"
         if ports_file.exists():  # left over from an interrupted run
-            old = dict(zip(PORTS, ports_file.read_text().split(), strict=True))
+            # (a file from before a port was added names fewer: the rest were never used)
+            old = dict(zip(PORTS, ports_file.read_text().split(), strict=False))
             _run(["-m", "scripts.stack", "down"], {"STACK_DIR": str(STATE)} | old, 120)
         ports = _free_ports(len(PORTS))
         ports_file.write_text(" ".join(map(str, ports)))
