@@ -42,7 +42,7 @@ FAST_HASHING = PasswordHashing(4, PasswordHasher(time_cost=1, memory_cost=1024, 
 
 
 # Suites that start a whole stack of their own: `make test-fast` leaves them out.
-_STACK_SUITES = ("stack", "faults")
+_STACK_SUITES = ("stack", "faults", "cluster")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

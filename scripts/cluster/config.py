@@ -72,6 +72,7 @@ class ClusterConfig:
             "STACK_DIR": str(state),
             "STACK_WORKERS": str(workers),  # uvicorn --workers on each host
             "STACK_PGBOUNCER_POOL_SIZE": str(server_pool),
+            "STACK_GRACEFUL_SHUTDOWN_S": env.get("CLUSTER_GRACEFUL_SHUTDOWN_S", "20"),
             # Every API process of every host shares each PgBouncer's pool.
             "DB_POOL_SIZE": env.get("DB_POOL_SIZE")
             or str(default_db_pool_size(server_pool, hosts * workers)),

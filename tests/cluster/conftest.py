@@ -1,0 +1,136 @@
+"""The cluster suite runs against a cluster of its own (scripts/cluster): state in
+.cluster/test, its own bridge (10.77.1.0/24, prefix "cnt") and free ports, so a developer's
+`make cluster` is left alone; brought up once per run and stopped at the end. Root only (it
+makes network namespaces), like `make cluster` itself. Nothing here skips."""
+
+import fcntl
+import json
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from app.security import make_token
+
+ROOT = Path(__file__).resolve().parents[2]
+STATE = ROOT / ".cluster" / "test"
+PORT_VARIABLES = (
+    "CLUSTER_HTTP_PORT",
+    "CLUSTER_HTTPS_PORT",
+    "CLUSTER_POSTGRES_PORT",
+    "CLUSTER_PGBOUNCER_PORT",
+    "CLUSTER_REPLICA_PORT",
+    "CLUSTER_REPLICA_PGBOUNCER_PORT",
+    "CLUSTER_REDIS_PORT",
+)
+MAX_LAG_S = 1.0  # the staleness the tests hold the replica to (REPLICA_MAX_LAG_S)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    settings: dict[str, str]
+
+    def cli(self, *args: str, timeout: float = 240) -> None:
+        """`python -m scripts.cluster ARGS` against this cluster; fail with its output."""
+        result = subprocess.run(  # noqa: S603 - our own script
+            [sys.executable, "-m", "scripts.cluster", *args],
+            cwd=ROOT,
+            env={k: v for k, v in os.environ.items() if k != "JWT_SECRET"} | self.settings,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if result.returncode != 0:
+            pytest.fail(f"scripts.cluster {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+
+    @property
+    def env(self) -> dict[str, str]:
+        lines = (STATE / "cluster.env").read_text().splitlines()
+        return dict(line.split("=", 1) for line in lines if "=" in line)
+
+    @property
+    def api_url(self) -> str:
+        return self.env["API_URL"]
+
+    @property
+    def hosts(self) -> list[str]:
+        """Each API host's own base URL (its namespace's address)."""
+        return self.env["API_HOSTS"].split()
+
+    @property
+    def replica_superuser_url(self) -> str:
+        secrets = json.loads((STATE / "secrets.json").read_text())
+        env = self.env
+        host_port = env["REPLICA_DIRECT_URL"].split("@", 1)[1].rsplit("/", 1)[0]
+        return f"postgresql://postgres:{secrets['postgres']}@{host_port}/postgres"
+
+    def users(self, count: int) -> list[tuple[int, dict[str, str]]]:
+        """Committed users straight into the primary, with tokens signed by the cluster's
+        secret: (user id, Authorization header)."""
+        prefix = f"cl{uuid.uuid4().hex[:8]}n"  # the data outlives a run
+        with psycopg.connect(self.env["DIRECT_DATABASE_URL"], autocommit=True) as conn:
+            rows = conn.execute(
+                "INSERT INTO users (username, email, password_hash) "
+                "SELECT %(p)s || n, %(p)s || n || '@x.io', 'x' FROM generate_series(1, %(c)s) n "
+                "RETURNING id",
+                {"p": prefix, "c": count},
+            ).fetchall()
+        secret = json.loads((STATE / "secrets.json").read_text())["jwt"]
+        return [
+            (
+                row[0],
+                {"Authorization": f"Token {make_token(row[0], secret=secret, ttl_seconds=3600)}"},
+            )
+            for row in rows
+        ]
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _settings(ports: list[int]) -> dict[str, str]:
+    return {
+        "CLUSTER_DIR": str(STATE),
+        "CLUSTER_PREFIX": "cnt",
+        "CLUSTER_SUBNET": "10.77.1",
+        "CLUSTER_HOSTS": "3",
+        "CLUSTER_WORKERS": "1",
+        "REPLICA_MAX_LAG_S": str(MAX_LAG_S),
+        "CLUSTER_GRACEFUL_SHUTDOWN_S": "2",
+        **{name: str(port) for name, port in zip(PORT_VARIABLES, ports, strict=True)},
+    }
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    STATE.mkdir(parents=True, exist_ok=True)
+    with (STATE.parent / "test.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent run waits for this one
+        ports_file = STATE / "ports"
+        if ports_file.exists():  # left over from an interrupted run
+            Cluster(_settings([int(p) for p in ports_file.read_text().split()])).cli("down")
+        ports = _free_ports(len(PORT_VARIABLES))
+        ports_file.write_text(" ".join(map(str, ports)))
+        cluster = Cluster(_settings(ports))
+        try:
+            cluster.cli("up")
+            yield cluster
+        finally:
+            cluster.cli("down")
+            ports_file.unlink()
