@@ -5,6 +5,7 @@ and nginx reaches the hosts, nothing else."""
 
 # ruff: noqa: S603, S607 - runs ip(8)
 
+import shutil
 import subprocess
 from dataclasses import dataclass
 
@@ -49,6 +50,10 @@ class Network:
         """Idempotent: what exists is kept."""
         if not is_root():
             raise StackError("make cluster creates network namespaces: run it as root")
+        if shutil.which("ip") is None:  # iproute2: in most images, not in every one
+            subprocess.run(
+                ["apt-get", "install", "-y", "--no-install-recommends", "iproute2"], check=True
+            )
         if not self._exists(self.bridge):
             log(f"bridge {self.bridge} {self.gateway}/24")
             ip("link", "add", self.bridge, "type", "bridge")
