@@ -67,6 +67,7 @@ def stack_env() -> Iterator[dict[str, str]]:
             ports_file.unlink()
 
 
+@pytest.mark.stack  # a private stack of its own: `make test-fast` leaves it out
 def test_quick_smallest_step_runs_end_to_end(stack_env: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "results"
     args = ["-m", "bench.loadtest", "--quick", "--stack-dir", str(STATE), "--out", str(out)]
