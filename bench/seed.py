@@ -3,6 +3,7 @@ bench/lib/seeding.py). Every user's password is `password`:
 
     .venv/bin/python -m bench.seed --size small --truncate
     .venv/bin/python -m bench.seed --users 10000 --articles 100000   # defaults
+    .venv/bin/python -m bench.seed --size large --truncate   # 1,000,000 articles (bench.sizes)
 """
 
 import argparse

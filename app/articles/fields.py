@@ -6,6 +6,7 @@ one cached document serves every selection, and nothing else changes (counts, cu
 Unknown names are refused with 422, naming the fields there are.
 """
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -34,9 +35,13 @@ DESCRIPTION = (
     "`author.username` one of its fields); the others are left out of the response. "
     "In lists: {}. One article also has `body`. Unknown names: 422."
 ).format(", ".join(f"`{name}`" for name in SUMMARY_FIELDS))
-# What the parameter looks like (names are checked against the read's own fields); blank
-# is everything.
-PATTERN = r"^\s*([A-Za-z.]+\s*(,\s*[A-Za-z.]+\s*)*)?$"
+
+
+def pattern(names: Iterable[str]) -> str:
+    """The parameter's language, for the OpenAPI document: these names, comma-separated, or
+    blank (everything). `parse` enforces the same, with a message that names the fields."""
+    name = "(?:" + "|".join(re.escape(n) for n in names) + ")"
+    return rf"^\s*({name}\s*(,\s*{name}\s*)*)?$"
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,8 @@ _INSERT_ARTICLES = text(
     "FROM unnest(CAST(:slugs AS text[]), CAST(:titles AS text[]), "
     "CAST(:descriptions AS text[]), CAST(:bodies AS text[]), CAST(:tags AS text[])) "
     "WITH ORDINALITY AS input(slug, title, description, body, tags, n) "
+    # A slug an article had before its title changed leads there: not given again.
+    "WHERE NOT EXISTS (SELECT FROM article_slugs AS old WHERE old.slug = input.slug) "
     "ORDER BY n ON CONFLICT (slug) DO NOTHING RETURNING slug"
 )
 

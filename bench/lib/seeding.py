@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from app.counts.drift import REBUILD
 from app.security import HASHER
 from bench.lib.database import plain_url
 
@@ -25,6 +26,10 @@ PASSWORD = "password"  # noqa: S105 - every seeded user's password, for bench lo
 YEAR_S = 365 * 24 * 3600
 TAG_ZIPF_S = 1.1  # tag popularity ~ 1 / rank^s: a few tags everywhere, a long tail
 TABLES = ("favorites", "follows", "comments", "articles", "tags", "users")
+# Their triggers keep the list counters (app/models/counts.py): off during COPY (a statement
+# trigger would hold every copied row in a transition table), then the counters are rebuilt.
+COUNTED = ("articles", "favorites")
+COUNTERS = ("article_count_shards", "tag_count_shards", "user_count_shards")
 LOREM = (
     "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt "
     "ut labore et dolore magna aliqua enim ad minim veniam quis nostrud exercitation ullamco "
@@ -52,6 +57,15 @@ PRESETS = {
     "default": Sizes(),
     "small": Sizes(
         users=200, articles=2_000, comments=5_000, favorites=10_000, follows=2_000, tags=100
+    ),
+    # Ten times the default: what issue 20's size benchmark (bench.sizes) compares with small.
+    "large": Sizes(
+        users=100_000,
+        articles=1_000_000,
+        comments=5_000_000,
+        favorites=10_000_000,
+        follows=1_000_000,
+        tags=5_000,
     ),
 }
 
@@ -282,6 +296,10 @@ def load(conn: psycopg.Connection[Any], seeder: Seeder, *, truncate: bool) -> in
         names = sql.SQL(", ").join(map(sql.Identifier, TABLES))
         cursor.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(names))
         restore = detach_secondary(cursor)
+        for table in COUNTED:
+            cursor.execute(
+                sql.SQL("ALTER TABLE {} DISABLE TRIGGER USER").format(sql.Identifier(table))
+            )
         for table, columns, rows in COPIES:
             started = time.perf_counter()
             count = copy_rows(cursor, table, columns, rows(seeder))
@@ -292,6 +310,13 @@ def load(conn: psycopg.Connection[Any], seeder: Seeder, *, truncate: bool) -> in
         for statement in restore:
             cursor.execute(statement)
         report(f"{len(restore)} indexes and foreign keys", started)
+        started = time.perf_counter()
+        cursor.execute(REBUILD)
+        for table in COUNTED:
+            cursor.execute(
+                sql.SQL("ALTER TABLE {} ENABLE TRIGGER USER").format(sql.Identifier(table))
+            )
+        report("list counters (app/counts)", started)
         for table in ("users", "articles", "comments"):  # the API inserts after the seeded ids
             query = sql.SQL(
                 "SELECT setval(pg_get_serial_sequence({}, 'id'), "
@@ -314,8 +339,9 @@ def fill(url: str, sizes: Sizes, *, seed: int = 1, truncate: bool) -> None:
         rows = load(conn, seeder, truncate=truncate)
         vacuuming = time.perf_counter()
         # Planner statistics and visibility map, as a database that has been live a while has.
+        vacuumed = (*TABLES, *COUNTERS)
         conn.execute(
-            sql.SQL("VACUUM (ANALYZE) {}").format(sql.SQL(", ").join(map(sql.Identifier, TABLES)))
+            sql.SQL("VACUUM (ANALYZE) {}").format(sql.SQL(", ").join(map(sql.Identifier, vacuumed)))
         )
         report("VACUUM (ANALYZE)", vacuuming)
     took = time.perf_counter() - started

@@ -2,7 +2,11 @@
 URL, writes act on the article itself, and no other article takes the old slug."""
 
 import httpx
+from sqlalchemy import select
 
+from app.articles.schemas import NewArticle
+from app.imports.loader import _insert
+from app.models import Article
 from tests.conftest import auth, token_for
 from tests.factories import make_article, make_user
 
@@ -88,3 +92,14 @@ async def test_a_title_taken_by_another_article_gets_a_suffix(client, session, s
     assert new.startswith("taken-")
     assert len(new) == len("taken-") + 8
     assert await _retitle(client, new, "Taken!", headers) == new  # same words: same slug
+
+
+async def test_an_import_does_not_take_an_old_slug(client, session, settings):
+    author = await make_user(session)
+    await make_article(session, author, slug="imported-name", title="Imported name")
+    await _retitle(client, "imported-name", "Renamed", auth(token_for(author.id, settings)))
+    batch = [NewArticle(title="Imported name", description="d", body="b")]
+    await _insert(session, author_id=author.id, batch=batch)
+    slugs = set(await session.scalars(select(Article.slug).where(Article.author_id == author.id)))
+    assert "imported-name" not in slugs
+    assert any(slug.startswith("imported-name-") for slug in slugs)

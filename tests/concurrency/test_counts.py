@@ -30,10 +30,8 @@ async def _publish(client: httpx.AsyncClient, headers: dict[str, str], rng: rand
 
 async def _ids(engine: AsyncEngine, names: list[str]) -> list[int]:
     async with engine.connect() as conn:
-        rows = await conn.execute(
-            text("SELECT username, id FROM users WHERE username = ANY(:names)"), {"names": names}
-        )
-        by_name = dict(rows.all())
+        found = text("SELECT username, id FROM users WHERE username = ANY(:names)")
+        by_name = {row.username: int(row.id) for row in await conn.execute(found, {"names": names})}
     return [by_name[name] for name in names]
 
 
