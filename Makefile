@@ -34,7 +34,7 @@ fmt: install
 test: lint  ## lint, type-check, then the whole suite against real PostgreSQL
 	$(VENV)/bin/pytest -q
 
-test-fast: lint  ## the inner loop: everything but the suites that start a stack (tests/stack, tests/faults)
+test-fast: lint  ## the inner loop: everything but the suites that start a stack (tests/stack, tests/faults, tests/cluster)
 	$(VENV)/bin/pytest -q -m "not stack"
 
 test-faults: install  ## fault injection under load through a private stack (tests/faults; make test runs it too)

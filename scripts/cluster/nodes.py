@@ -67,6 +67,7 @@ class Replica(Postgres):
         system.check_service_can_reach(self.dir)
         if not (self.data / "PG_VERSION").exists():
             self._clone()
+        self._follow_primary()
         sizing = self.config.sizing
         settings = render(
             "postgresql.conf",
@@ -86,6 +87,26 @@ class Replica(Postgres):
         pg_ctl = [str(POSTGRES_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log_file)]
         system.run_as_service([*pg_ctl, "-w", "-t", "60", "start"], log_file=self.log_file)
 
+    @property
+    def _conninfo(self) -> str:
+        return (
+            f"host={self.config.host} port={self.primary_port} user=postgres "
+            f"password={self.config.secrets.postgres} application_name={SLOT}"
+        )
+
+    def _follow_primary(self) -> None:
+        """Where to stream from, as of now (the primary's port may have changed since the
+        clone): postgresql.auto.conf, which pg_basebackup -R wrote and which wins over
+        every other file."""
+        auto = self.data / "postgresql.auto.conf"
+        kept = [
+            line
+            for line in auto.read_text().splitlines()
+            if not line.startswith(("primary_conninfo", "primary_slot_name"))
+        ]
+        kept += [f"primary_conninfo = '{self._conninfo}'", f"primary_slot_name = '{SLOT}'"]
+        system.write_service_file(auto, "\n".join(kept) + "\n")
+
     def _clone(self) -> None:
         log(f"pg_basebackup from the primary into {self.data}")
         with connect(self.primary_url) as conn:  # a slot left by an earlier clone goes
@@ -95,15 +116,10 @@ class Replica(Postgres):
                     " WHERE slot_name = {}"
                 ).format(sql.Literal(SLOT))
             )
-        secrets = self.config.secrets
-        conninfo = (
-            f"host={self.config.host} port={self.primary_port} user=postgres "
-            f"password={secrets.postgres} application_name={SLOT}"
-        )
         system.run_as_service(
             [
                 str(POSTGRES_BIN / "pg_basebackup"),
-                *("-d", conninfo, "-D", str(self.data), "-R", "-X", "stream"),
+                *("-d", self._conninfo, "-D", str(self.data), "-R", "-X", "stream"),
                 *("-C", "-S", SLOT, "--checkpoint", "fast"),
             ],
             log_file=self.log_file,
