@@ -59,6 +59,8 @@ async def list_articles(
     in all and the next page's cursor: one statement, JSON out, through the shared cache.
     `only`: the article fields to keep (`fields=`, app/articles/fields.py)."""
     selection = fields.parse(only, allowed=fields.SUMMARY_FIELDS)
+    if q is not None and not q.strip():
+        q = None  # a blank search is no search
     filters = queries.Filters(tag=tag, author=author, favorited_by=favorited_by, q=q)
     window = pages.window(filters, limit=limit, offset=offset, cursor=cursor, key=cursor_key)
 

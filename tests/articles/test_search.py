@@ -28,6 +28,8 @@ async def test_search_finds_words_by_their_stem(client, session):
     assert (await _slugs(client, '?q="dragon flew"'))[0] == ["flying"]
     assert (await _slugs(client, "?q=dragon -flying"))[0] == ["trains"]
     assert (await _slugs(client, "?q=the"))[0] == []  # a stop word alone matches nothing
+    blank = await _slugs(client, "?q=%20")  # a blank search is no search
+    assert (len(blank[0]), "articlesCountExact" in blank[1]) == (3, False)
 
 
 async def test_title_matches_come_first_then_newest(client, session):

@@ -1,5 +1,5 @@
 """`articlesCount` stays equal to count(*) under concurrent storms of publish, delete,
-favorite, unfavorite, follow, unfollow and bulk imports (real commits), and
+favorite, unfavorite, follow, unfollow, bulk imports and tag changes (real commits), and
 `python -m app.counts` reports drift when there is some, and repairs it."""
 
 import random
@@ -96,7 +96,15 @@ async def test_counts_equal_count_star_after_a_storm(
             storm.append(client.post(f"/profiles/{name}/follow", headers=fan))
         storm.append(client.delete(f"/profiles/{rng.choice(names)}/follow", headers=fan))
         storm.append(_publish(client, fan, rng))
+
+    async def retagged(slug: str, tags: list[str]) -> None:
+        # No route edits tags; a maintenance script might, and the update trigger counts it.
+        async with engine.begin() as conn:
+            retag = text("UPDATE articles SET tag_list = CAST(:tags AS text[]) WHERE slug = :slug")
+            await conn.execute(retag, {"tags": tags, "slug": slug})
+
     storm += [imported(author_id) for author_id in ids[:3]]
+    storm += [retagged(slug, rng.sample(TAGS, 2)) for slug in rng.sample(slugs, 10)]
     rng.shuffle(storm)
     results = await gather(storm)
 
