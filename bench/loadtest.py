@@ -43,7 +43,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     runs.add_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="small data, fewer and shorter steps")
-    parser.add_argument("--architectures", default=",".join(ARCHITECTURES))
+    parser.add_argument(
+        "--architectures",
+        default="stack,nocache,direct,single",
+        help=f"comma-separated, of {','.join(ARCHITECTURES)}",
+    )
     parser.add_argument("--phases", default="wrk,journeys,storm,scenarios")
     parser.add_argument("--connections", type=runs.ints, help="wrk steps (default 100,1000,5000)")
     parser.add_argument(

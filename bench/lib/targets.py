@@ -60,16 +60,6 @@ SINGLE = Architecture(
     {"STACK_WORKERS": "1"},
     nginx=False,
 )
-ARCHITECTURES = {a.key: a for a in (STACK, NOCACHE, DIRECT, SINGLE)}
-# bench.overload's "shedding off" (not one of make bench's baselines): no admission control,
-# the request deadline and the rest of the stack as they are.
-NOSHED = Architecture(
-    "noshed",
-    "stack, shedding off",
-    "the stack with MAX_IN_FLIGHT=1000000 and no nginx max_conns: no 503 at admission; "
-    "REQUEST_DEADLINE_S stays",
-    {"MAX_IN_FLIGHT": "1000000", "STACK_UPSTREAM_MAX_CONNS": "0"},
-)
 # bench.overload's "count rule": admission as it was before the waiting line (MAX_QUEUED=0:
 # 503 as soon as MAX_IN_FLIGHT are busy; nginx passes at most 64 per worker, 2 workers here).
 COUNT = Architecture(
@@ -78,6 +68,31 @@ COUNT = Architecture(
     "the stack with MAX_QUEUED=0 and nginx max_conns 128 (2 workers x 64): refused at once "
     "beyond a fixed count, as before admission by waiting time",
     {"MAX_QUEUED": "0", "STACK_UPSTREAM_MAX_CONNS": "128"},
+)
+# The stack as it was before the cache hierarchy and admission by waiting time: Redis the
+# only cache tier (no L1, no nginx micro-cache) and the count rule. The same code, configured
+# back: what issue 19's and 18's figures are compared with.
+BEFORE = Architecture(
+    "before",
+    "stack, Redis cache only, count rule",
+    "the stack with CACHE_LOCAL_BYTES=0 (no in-process tier), STACK_MICROCACHE=0 (no nginx "
+    "micro-cache), MAX_QUEUED=0 and nginx max_conns 128 (the count rule)",
+    {
+        "CACHE_LOCAL_BYTES": "0",
+        "STACK_MICROCACHE": "0",
+        "MAX_QUEUED": "0",
+        "STACK_UPSTREAM_MAX_CONNS": "128",
+    },
+)
+ARCHITECTURES = {a.key: a for a in (STACK, NOCACHE, DIRECT, SINGLE, COUNT, BEFORE)}
+# bench.overload's "shedding off" (not one of make bench's baselines): no admission control,
+# the request deadline and the rest of the stack as they are.
+NOSHED = Architecture(
+    "noshed",
+    "stack, shedding off",
+    "the stack with MAX_IN_FLIGHT=1000000 and no nginx max_conns: no 503 at admission; "
+    "REQUEST_DEADLINE_S stays",
+    {"MAX_IN_FLIGHT": "1000000", "STACK_UPSTREAM_MAX_CONNS": "0"},
 )
 # bench.onoff's "observability off" (not one of make bench's baselines either): no /metrics,
 # no HTTP metrics, no access log lines, no traces whatever the environment says.
