@@ -161,6 +161,7 @@ class Replicas:
         ]
         self._samples = _Samples(keep_s=self.max_lag_s + 1)
         self._poller: asyncio.Task[None] | None = None
+        self._pending: dict[str, asyncio.Future[int | None]] = {}  # per node, see `_ask`
 
     def start(self) -> None:
         self._poller = asyncio.create_task(self._poll_forever(), name="replica-poller")
@@ -169,6 +170,9 @@ class Replicas:
         if self._poller is not None:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
+        for pending in self._pending.values():
+            pending.cancel()
+        await asyncio.gather(*self._pending.values(), return_exceptions=True)
         for node in self.nodes:
             await node.engine.dispose()
 
@@ -212,11 +216,11 @@ class Replicas:
             await asyncio.sleep(max(0.0, self.poll_s - (time.monotonic() - started)))
 
     async def poll(self) -> None:
-        """One round: the primary's position, then every replica's, at once."""
+        """One round: the primary's position and every replica's, at once."""
         at = time.monotonic()
         primary, *replayed = await asyncio.gather(
-            self._position(self.primary, _INSERT_LSN),
-            *(self._position(node.engine, _REPLAYED_LSN) for node in self.nodes),
+            self._ask(PRIMARY, self.primary, _INSERT_LSN),
+            *(self._ask(node.name, node.engine, _REPLAYED_LSN) for node in self.nodes),
         )
         if primary is not None:  # else: no new writes can happen, keep judging by the last
             self._samples.add(at, primary)
@@ -232,13 +236,28 @@ class Replicas:
             in_rotation = node.in_rotation(now, self.max_lag_s)
             metrics.DB_REPLICA_IN_ROTATION.labels(node.name).set(int(in_rotation))
 
-    async def _position(self, engine: AsyncEngine, query: Any) -> int | None:
-        try:
-            async with asyncio.timeout(max(self.poll_s * 5, 1.0)), engine.connect() as conn:
-                position: int | None = await conn.scalar(query)
-        except (DBAPIError, PoolTimeout, OSError, TimeoutError):
+    async def _ask(self, name: str, engine: AsyncEngine, query: Any) -> int | None:
+        """The node's position, None if it failed or has not answered within the round's
+        time. A query that hangs (a PgBouncer waiting for its stopped server) is left to
+        finish in the background, and the node is not asked again before it has: cancelling
+        it would wait just as long, for the connection to be cleaned up."""
+        if (pending := self._pending.get(name)) is None:
+            pending = asyncio.ensure_future(_position(engine, query))
+            self._pending[name] = pending
+        done, _ = await asyncio.wait({pending}, timeout=max(self.poll_s * 5, 0.5))
+        if not done:
             return None
-        return position
+        del self._pending[name]
+        return pending.result()
+
+
+async def _position(engine: AsyncEngine, query: Any) -> int | None:
+    try:
+        async with engine.connect() as conn:
+            position: int | None = await conn.scalar(query)
+    except (DBAPIError, PoolTimeout, OSError):
+        return None
+    return position
 
 
 class RoutedConnection(AsyncConnection):

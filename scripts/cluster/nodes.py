@@ -3,6 +3,7 @@ replica in, the replica (pg_basebackup, streaming), its PgBouncer, one API per h
 namespace, and nginx over every host."""
 
 import os
+import re
 import signal
 from contextlib import suppress
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ SLOT = "conduit_replica"  # the replica's physical replication slot: the primary
 # nginx's passive health check: one failed attempt (refused, reset, timed out) takes a host
 # out for FAIL_TIMEOUT_S, then one request tries it again.
 FAIL_TIMEOUT_S = 2
+REPLICA_QUERY_WAIT_S = 2
 
 
 def _hba(subnet: str) -> str:
@@ -139,6 +141,22 @@ class ReplicaPgBouncer(PgBouncer):
     @property
     def port(self) -> int:
         return self.config.ports.pgbouncer
+
+    def after_ready(self) -> None:
+        """A read queued here longer than REPLICA_QUERY_WAIT_S (the replica stopped, or its
+        pool busy) fails, and the API runs it on the primary (app/replicas.py) within the
+        request's 5 s deadline; the primary's PgBouncer keeps the stack's 5 s."""
+        ini = self.dir / "pgbouncer.ini"
+        text = ini.read_text()
+        wanted = re.sub(
+            r"^query_wait_timeout = \d+$",
+            f"query_wait_timeout = {REPLICA_QUERY_WAIT_S}",
+            text,
+            flags=re.MULTILINE,
+        )
+        if wanted != text and (pid := self.pid()) is not None:
+            system.write_service_file(ini, wanted)
+            os.kill(pid, signal.SIGHUP)  # PgBouncer rereads its ini, connections stay
 
 
 @dataclass(frozen=True)
