@@ -8,10 +8,12 @@ JWT_SECRET, a random secret is generated on the first run and kept in $DATA_DIR/
 
 import atexit
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, MutableMapping
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 
@@ -41,6 +43,10 @@ def main() -> None:
             Path(os.environ.setdefault(MULTIPROC_ENV, str(DATA_DIR / "metrics")))
         )
     atexit.register(_start_background())  # stopped when the server returns (Ctrl-C)
+    # uvicorn re-raises the signal that stopped it once it has shut down. SIGTERM's default
+    # action would end this process there, before atexit stops the worker, Redis and the
+    # embedded PostgreSQL: as an exit instead, they go down as with Ctrl-C.
+    signal.signal(signal.SIGTERM, _exit)
     print(f"serving http://{host}:{port}/api  (docs: http://{host}:{port}/docs)", flush=True)  # noqa: T201
     uvicorn.run(
         "app.main:create_app",
@@ -53,6 +59,10 @@ def main() -> None:
         log_level=settings.log_level.lower(),
         access_log=False,
     )
+
+
+def _exit(_signal: int, _frame: FrameType | None) -> None:
+    sys.exit(0)
 
 
 def provide_jwt_secret(environ: MutableMapping[str, str], data_dir: Path) -> None:
