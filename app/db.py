@@ -51,12 +51,12 @@ class Base(DeclarativeBase):
 def make_engine(
     settings: Settings, url: str | None = None, *, pooled: bool = True, autocommit: bool = False
 ) -> AsyncEngine:
-    """One pool per process, sized by settings (see README "Connection budget").
+    """One pool per process, sized by settings (docs/OPERATIONS.md, "Connection budget").
 
     `autocommit` (the API's engine): pooled connections stay in autocommit, so a
     single-statement read takes one as it is, with no BEGIN/COMMIT round trips and no switch
-    of mode on every checkout and checkin (measured alone, that switch cost a read 0.3-0.5 ms
-    of CPU, a third of its time in SQLAlchemy). Transactions are opened only by sessions
+    of mode on every checkout and checkin (measured alone, that switch was a third of a read's
+    time in SQLAlchemy: bench/README.md). Transactions are opened only by sessions
     (`make_sessionmaker`), which switch their connection to READ COMMITTED for their length.
     """
     options: dict[str, Any] = {
