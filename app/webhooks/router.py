@@ -44,9 +44,10 @@ async def list_webhooks(viewer_id: ViewerId, session: SessionDep) -> MultipleWeb
 # `:int`: "/webhooks/deliveries" must not route here as the webhook "deliveries" (DELETE on it
 # is a 405 naming GET, not a 422 about an id).
 @router.delete("/{webhook_id:int}", status_code=204, responses=error_responses(401, 404))
-async def delete_webhook(webhook_id: Id, viewer_id: ViewerId, session: SessionDep) -> Response:
+async def delete_webhook(webhook_id: Id, user: CurrentUser, session: SessionDep) -> Response:
     """Delete a webhook and its deliveries."""
-    await webhooks.remove(session, user_id=viewer_id, webhook_id=webhook_id)
+    # CurrentUser, not ViewerId: a write checks that the token was not revoked.
+    await webhooks.remove(session, user_id=user.id, webhook_id=webhook_id)
     return Response(status_code=204)
 
 
@@ -69,8 +70,8 @@ async def list_deliveries(
     "/deliveries/{delivery_id}/retry", status_code=202, responses=error_responses(401, 404)
 )
 async def retry_delivery(
-    delivery_id: Id, viewer_id: ViewerId, session: SessionDep
+    delivery_id: Id, user: CurrentUser, session: SessionDep
 ) -> SingleDeliveryResponse:
     """Send a delivery again (a dead letter, typically) with a fresh series of attempts."""
-    delivery = await webhooks.redeliver(session, user_id=viewer_id, delivery_id=delivery_id)
+    delivery = await webhooks.redeliver(session, user_id=user.id, delivery_id=delivery_id)
     return SingleDeliveryResponse(delivery=delivery)

@@ -242,6 +242,8 @@ async def test_a_password_change_revokes_the_tokens_issued_before(client):
         ("GET", "/user", None),
         ("PUT", "/user", {"user": {"bio": "stolen"}}),
         ("POST", "/articles", article),
+        ("DELETE", "/webhooks/1", None),  # every write, whatever it needs of the user
+        ("POST", "/webhooks/deliveries/1/retry", None),
     ]:
         refused = await client.request(method, path, json=body, headers=auth(old))
         assert refused.status_code == 401, (method, path)
