@@ -17,6 +17,7 @@ PostgreSQL until it is published) and leaves the jobs to the worker's periodic r
 A rollback forgets both.
 """
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -72,6 +73,13 @@ async def begin(
 
 async def commit(session: AsyncSession, effects: Effects) -> None:
     await session.commit()
+    # Committed: its after-effects happen even if the request is cancelled now (its deadline,
+    # its client gone). Cut short, the cache would serve what the write changed until the
+    # entries expire, and the jobs would wait for the relay.
+    await asyncio.shield(_after_commit(session, effects))
+
+
+async def _after_commit(session: AsyncSession, effects: Effects) -> None:
     changes = take_changes(session)
     if changes and effects.positions is not None:
         await effects.positions.record()  # before the invalidations: see app/replicas.py

@@ -1,8 +1,10 @@
 """Every commit has the same after-effects, whoever owns the transaction (app/transaction.py):
 a request with an Idempotency-Key, a request without one, and a worker job."""
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import replace
+from typing import Any
 
 import httpx
 import orjson
@@ -12,11 +14,13 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.cache.store import Cache
+from app import transaction
+from app.cache.store import Cache, changed
 from app.config import Settings
 from app.main import create_app
 from app.queue import make_queue
 from app.state import AppState
+from app.transaction import AfterCommit
 from tests.concurrency.conftest import make_users
 from tests.conftest import ROOT, serve_with_state
 from tests.jobs.test_imports import upload, wait_done
@@ -88,3 +92,33 @@ async def test_imported_articles_and_tags_show_in_cached_reads_once_the_import_i
     after = (await client.get("/articles")).json()
     assert (before["articlesCount"], after["articlesCount"]) == (0, 5)
     assert (await client.get("/tags")).json() == {"tags": ["bulk"]}
+
+
+async def test_a_request_cancelled_after_its_commit_still_publishes_its_invalidations(settings):
+    """The deadline or a client gone may cancel a request just after COMMIT: what it changed
+    must still be invalidated, or every reader would be served the old version until the
+    entries expire."""
+    published: list[set[str]] = []
+
+    class SlowCache(Cache):
+        async def publish(self, versions: Iterable[str]) -> None:
+            await asyncio.sleep(0.2)
+            published.append(set(versions))
+
+    class Committed:
+        def __init__(self) -> None:
+            self.info: dict[str, Any] = {}
+
+        async def commit(self) -> None:
+            return None
+
+    session = Committed()
+    changed(session, "article:a")  # type: ignore[arg-type]
+    effects = AfterCommit(cache=SlowCache(None), jobs=None, settings=settings)
+    request = asyncio.create_task(transaction.commit(session, effects))  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    await asyncio.sleep(0.3)
+    assert published == [{"article:a"}]
