@@ -43,8 +43,8 @@ class Settings(BaseSettings):
     # only if the wait the process predicts fits its budget (else 503 + Retry-After at once).
     # MAX_QUEUED=0: no waiting at all, 503 as soon as MAX_IN_FLIGHT are busy.
     request_deadline_s: float = Field(default=5.0, gt=0)
-    max_in_flight: int = Field(default=256, ge=1)
-    max_queued: int = Field(default=2048, ge=0)
+    max_in_flight: int = Field(default=32, ge=1)
+    max_queued: int = Field(default=256, ge=0)
     # Migrations and DDL bypass PgBouncer; defaults to DATABASE_URL.
     direct_database_url: str | None = None
     db_pool_size: int = Field(default=10, ge=1)

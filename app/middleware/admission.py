@@ -24,6 +24,9 @@ from collections import deque
 # requests, and one slow request does not close the door.
 SMOOTHING = 0.05
 INITIAL_SERVICE_S = 0.01  # until the first request has been served
+# A request is let in (or kept in line) only if its wait plus this many mean service times
+# fits its budget: a mean hides the slower half, and a request admitted should not end in 504.
+HEADROOM = 1.5
 MAX_RETRY_AFTER_S = 30
 
 
@@ -51,8 +54,12 @@ class Admission:
         if self.busy < self.slots and not self._line:
             return True
         return len(self._line) < self.max_queued and (
-            self.expected_wait_s() + self.service_s < budget_s
+            self.expected_wait_s() + self.margin_s() < budget_s
         )
+
+    def margin_s(self) -> float:
+        """What must be left of a budget when a request starts its work."""
+        return HEADROOM * self.service_s
 
     def retry_after_s(self) -> int:
         """When the line ahead of a refused request will have drained."""

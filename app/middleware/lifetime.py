@@ -121,7 +121,7 @@ class RequestLifetime:
                 line: set[asyncio.Future[Any]] = {ticket, gone_task}
                 await asyncio.wait(
                     line,
-                    timeout=budget_s - self.admission.service_s,
+                    timeout=budget_s - self.admission.margin_s(),
                     return_when=asyncio.FIRST_COMPLETED,
                 )
                 if not ticket.done():

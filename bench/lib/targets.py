@@ -65,9 +65,9 @@ SINGLE = Architecture(
 COUNT = Architecture(
     "count",
     "stack, count rule",
-    "the stack with MAX_QUEUED=0 and nginx max_conns 128 (2 workers x 64): refused at once "
-    "beyond a fixed count, as before admission by waiting time",
-    {"MAX_QUEUED": "0", "STACK_UPSTREAM_MAX_CONNS": "128"},
+    "the stack with MAX_IN_FLIGHT=256, MAX_QUEUED=0 and nginx max_conns 128 (2 workers x 64): "
+    "refused at once beyond a fixed count, as before admission by waiting time",
+    {"MAX_IN_FLIGHT": "256", "MAX_QUEUED": "0", "STACK_UPSTREAM_MAX_CONNS": "128"},
 )
 # The stack as it was before the cache hierarchy and admission by waiting time: Redis the
 # only cache tier (no L1, no nginx micro-cache) and the count rule. The same code, configured
@@ -76,10 +76,11 @@ BEFORE = Architecture(
     "before",
     "stack, Redis cache only, count rule",
     "the stack with CACHE_LOCAL_BYTES=0 (no in-process tier), STACK_MICROCACHE=0 (no nginx "
-    "micro-cache), MAX_QUEUED=0 and nginx max_conns 128 (the count rule)",
+    "micro-cache), MAX_IN_FLIGHT=256, MAX_QUEUED=0 and nginx max_conns 128 (the count rule)",
     {
         "CACHE_LOCAL_BYTES": "0",
         "STACK_MICROCACHE": "0",
+        "MAX_IN_FLIGHT": "256",
         "MAX_QUEUED": "0",
         "STACK_UPSTREAM_MAX_CONNS": "128",
     },

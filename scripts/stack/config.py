@@ -94,7 +94,7 @@ def admission(workers: int, number: Callable[[str, int], int]) -> dict[str, int]
     MAX_IN_FLIGHT at work + MAX_QUEUED waiting, app/config.py's defaults) and answers 503 at
     once beyond. A request that waited in the API's listen backlog has spent that time of its
     budget: nginx stamps X-Request-Start when it hands it on (app/middleware/lifetime.py)."""
-    per_worker = number("MAX_IN_FLIGHT", 256) + number("MAX_QUEUED", 2048)
+    per_worker = number("MAX_IN_FLIGHT", 32) + number("MAX_QUEUED", 256)
     max_conns = number("STACK_UPSTREAM_MAX_CONNS", workers * per_worker)
     backlog = min(max(max_conns, 256), 4096) if max_conns else 4096
     return {"upstream_max_conns": max_conns, "api_backlog": number("STACK_API_BACKLOG", backlog)}
