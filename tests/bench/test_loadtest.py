@@ -5,7 +5,6 @@ architecture and phase for a few seconds each. Nothing skips: a harness that can
 import fcntl
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,22 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_ports
 from tests.stack.conftest import PORT_VARIABLES
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE = ROOT / ".stack" / "bench-test"
 PORTS = PORT_VARIABLES  # every port of the stack, picked free
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def _run(args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
@@ -53,7 +42,7 @@ def stack_env() -> Iterator[dict[str, str]]:
             # (a file from before a port was added names fewer: the rest were never used)
             old = dict(zip(PORTS, ports_file.read_text().split(), strict=False))
             _run(["-m", "scripts.stack", "down"], {"STACK_DIR": str(STATE)} | old, 120)
-        ports = _free_ports(len(PORTS))
+        ports = free_ports(len(PORTS))
         ports_file.write_text(" ".join(map(str, ports)))
         env = {"STACK_DIR": str(STATE), "STACK_WORKERS": "2"} | {
             name: str(port) for name, port in zip(PORTS, ports, strict=True)

@@ -6,7 +6,6 @@ makes network namespaces), like `make cluster` itself. Nothing here skips."""
 import fcntl
 import json
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -18,6 +17,7 @@ import psycopg
 import pytest
 
 from app.security import make_token
+from tests.ports import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE = ROOT / ".cluster" / "test"
@@ -93,17 +93,6 @@ class Cluster:
         ]
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def _settings(ports: list[int]) -> dict[str, str]:
     return {
         "CLUSTER_DIR": str(STATE),
@@ -125,7 +114,7 @@ def cluster() -> Iterator[Cluster]:
         ports_file = STATE / "ports"
         if ports_file.exists():  # left over from an interrupted run
             Cluster(_settings([int(p) for p in ports_file.read_text().split()])).cli("down")
-        ports = _free_ports(len(PORT_VARIABLES))
+        ports = free_ports(len(PORT_VARIABLES))
         ports_file.write_text(" ".join(map(str, ports)))
         cluster = Cluster(_settings(ports))
         try:

@@ -8,7 +8,6 @@ The fixture is module-scoped, so this stack is down again before the rest of the
 
 import fcntl
 import json
-import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import psycopg
 import pytest
 
 from app.security import make_token
+from tests.ports import free_ports
 from tests.stack.conftest import PORT_VARIABLES, ROOT, WORKERS, Stack
 
 STATE = ROOT / ".stack" / "faults-test"
@@ -69,17 +69,6 @@ class FaultStack(Stack):
         ]
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def _settings(ports: list[int]) -> dict[str, str]:
     return {
         "STACK_DIR": str(STATE),
@@ -99,7 +88,7 @@ def stack() -> Iterator[FaultStack]:
         ports_file = STATE / "ports"
         if ports_file.exists():  # left over from an interrupted run
             FaultStack(_settings([int(p) for p in ports_file.read_text().split()])).cli("down")
-        ports = _free_ports(len(PORT_VARIABLES))
+        ports = free_ports(len(PORT_VARIABLES))
         ports_file.write_text(" ".join(map(str, ports)))
         stack = FaultStack(_settings(ports))
         try:

@@ -5,7 +5,6 @@ these tests stop and kill components. Nothing here skips: a stack that cannot st
 
 import fcntl
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -14,6 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.ports import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE = ROOT / ".stack" / "test"
@@ -91,17 +92,6 @@ class Stack:
         return workers
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def _settings(ports: list[int]) -> dict[str, str]:
     return {
         "STACK_DIR": str(STATE),
@@ -127,7 +117,7 @@ def stack() -> Iterator[Stack]:
         ports_file = STATE / "ports"
         if ports_file.exists():  # left over from an interrupted run
             Stack(_settings([int(p) for p in ports_file.read_text().split()])).cli("down")
-        ports = _free_ports(len(PORT_VARIABLES))
+        ports = free_ports(len(PORT_VARIABLES))
         ports_file.write_text(" ".join(map(str, ports)))
         stack = Stack(_settings(ports))
         try:
