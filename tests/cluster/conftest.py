@@ -3,7 +3,6 @@
 `make cluster` is left alone; brought up once per run and stopped at the end. Root only (it
 makes network namespaces), like `make cluster` itself. Nothing here skips."""
 
-import fcntl
 import json
 import os
 import subprocess
@@ -17,7 +16,7 @@ import psycopg
 import pytest
 
 from app.security import make_token
-from tests.ports import free_ports
+from tests.ports import brought_up
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE = ROOT / ".cluster" / "test"
@@ -108,18 +107,10 @@ def _settings(ports: list[int]) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
-    STATE.mkdir(parents=True, exist_ok=True)
-    with (STATE.parent / "test.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent run waits for this one
-        ports_file = STATE / "ports"
-        if ports_file.exists():  # left over from an interrupted run
-            Cluster(_settings([int(p) for p in ports_file.read_text().split()])).cli("down")
-        ports = free_ports(len(PORT_VARIABLES))
-        ports_file.write_text(" ".join(map(str, ports)))
-        cluster = Cluster(_settings(ports))
-        try:
-            cluster.cli("up")
-            yield cluster
-        finally:
-            cluster.cli("down")
-            ports_file.unlink()
+    with brought_up(
+        STATE,
+        STATE.parent / "test.lock",
+        len(PORT_VARIABLES),
+        lambda ports: Cluster(_settings(ports)),
+    ) as cluster:
+        yield cluster

@@ -6,7 +6,6 @@ would not share it: pytest would make a second fixture definition, whose second 
 
 The fixture is module-scoped, so this stack is down again before the rest of the suite runs."""
 
-import fcntl
 import json
 import uuid
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ import psycopg
 import pytest
 
 from app.security import make_token
-from tests.ports import free_ports
+from tests.ports import brought_up
 from tests.stack.conftest import PORT_VARIABLES, ROOT, WORKERS, Stack
 
 STATE = ROOT / ".stack" / "faults-test"
@@ -82,21 +81,13 @@ def _settings(ports: list[int]) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[FaultStack]:
-    STATE.mkdir(parents=True, exist_ok=True)
-    with (STATE.parent / "faults-test.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent run waits for this one
-        ports_file = STATE / "ports"
-        if ports_file.exists():  # left over from an interrupted run
-            FaultStack(_settings([int(p) for p in ports_file.read_text().split()])).cli("down")
-        ports = free_ports(len(PORT_VARIABLES))
-        ports_file.write_text(" ".join(map(str, ports)))
-        stack = FaultStack(_settings(ports))
-        try:
-            stack.cli("up")
-            yield stack
-        finally:
-            stack.cli("down")
-            ports_file.unlink()
+    with brought_up(
+        STATE,
+        STATE.parent / "faults-test.lock",
+        len(PORT_VARIABLES),
+        lambda ports: FaultStack(_settings(ports)),
+    ) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")

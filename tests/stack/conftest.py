@@ -3,7 +3,6 @@ start (a developer's `make stack` on the default ports is left alone), brought u
 scripts.stack and stopped at the end. A lock file serialises concurrent test runs, since
 these tests stop and kill components. Nothing here skips: a stack that cannot start fails."""
 
-import fcntl
 import os
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.ports import free_ports
+from tests.ports import brought_up
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE = ROOT / ".stack" / "test"
@@ -111,21 +110,13 @@ def _settings(ports: list[int]) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
-    STATE.mkdir(parents=True, exist_ok=True)
-    with (STATE.parent / "test.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent run waits for this one
-        ports_file = STATE / "ports"
-        if ports_file.exists():  # left over from an interrupted run
-            Stack(_settings([int(p) for p in ports_file.read_text().split()])).cli("down")
-        ports = free_ports(len(PORT_VARIABLES))
-        ports_file.write_text(" ".join(map(str, ports)))
-        stack = Stack(_settings(ports))
-        try:
-            stack.cli("up")
-            yield stack
-        finally:
-            stack.cli("down")
-            ports_file.unlink()
+    with brought_up(
+        STATE,
+        STATE.parent / "test.lock",
+        len(PORT_VARIABLES),
+        lambda ports: Stack(_settings(ports)),
+    ) as stack:
+        yield stack
 
 
 @pytest.fixture
