@@ -2,11 +2,18 @@
 ports, one run at a time, and what an interrupted run left taken down first."""
 
 import fcntl
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol, TypeVar
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class Scripted(Protocol):
@@ -16,6 +23,26 @@ class Scripted(Protocol):
 
 
 T = TypeVar("T", bound=Scripted)
+
+
+def run_script(
+    module: str, args: tuple[str, ...], settings: dict[str, str], timeout: float
+) -> None:
+    """`python -m MODULE ARGS` (scripts.stack, scripts.cluster) with `settings` in its
+    environment; the test fails with its output if it does. The topology signs with the
+    secret it generates (read by the tests from its state), not the one tests/conftest.py
+    gives in-process apps."""
+    result = subprocess.run(  # noqa: S603 - our own script
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if k != "JWT_SECRET"} | settings,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"{module} {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
 
 
 def free_ports(count: int) -> list[int]:

@@ -4,9 +4,6 @@
 makes network namespaces), like `make cluster` itself. Nothing here skips."""
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +13,7 @@ import psycopg
 import pytest
 
 from app.security import make_token
-from tests.ports import brought_up
+from tests.ports import brought_up, run_script
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE = ROOT / ".cluster" / "test"
@@ -38,17 +35,7 @@ class Cluster:
 
     def cli(self, *args: str, timeout: float = 240) -> None:
         """`python -m scripts.cluster ARGS` against this cluster; fail with its output."""
-        result = subprocess.run(  # noqa: S603 - our own script
-            [sys.executable, "-m", "scripts.cluster", *args],
-            cwd=ROOT,
-            env={k: v for k, v in os.environ.items() if k != "JWT_SECRET"} | self.settings,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if result.returncode != 0:
-            pytest.fail(f"scripts.cluster {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+        run_script("scripts.cluster", args, self.settings, timeout)
 
     @property
     def env(self) -> dict[str, str]:

@@ -3,9 +3,6 @@ start (a developer's `make stack` on the default ports is left alone), brought u
 scripts.stack and stopped at the end. A lock file serialises concurrent test runs, since
 these tests stop and kill components. Nothing here skips: a stack that cannot start fails."""
 
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.ports import brought_up
+from tests.ports import brought_up, run_script
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE = ROOT / ".stack" / "test"
@@ -37,19 +34,7 @@ class Stack:
 
     def cli(self, *args: str, timeout: float = 240) -> None:
         """Run `python -m scripts.stack ARGS` against this stack; fail with its output."""
-        result = subprocess.run(  # noqa: S603 - our own script
-            [sys.executable, "-m", "scripts.stack", *args],
-            cwd=ROOT,
-            # The stack signs with the secret it generates (secrets.json, read by the tests),
-            # not the one tests/conftest.py gives in-process apps.
-            env={k: v for k, v in os.environ.items() if k != "JWT_SECRET"} | self.settings,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if result.returncode != 0:
-            pytest.fail(f"scripts.stack {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+        run_script("scripts.stack", args, self.settings, timeout)
 
     @property
     def env(self) -> dict[str, str]:
