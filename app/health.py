@@ -15,12 +15,16 @@ from app.dependencies import EngineDep, RedisDep
 
 router = APIRouter(tags=["Health"])
 READY_TIMEOUT_S = 1.0
-# /readyz is never shed (app/middleware/lifetime.py), so it must not cost a query per call:
+# /readyz is never shed (app/middleware/request_edge.py), so it must not cost a query per call:
 # within this many seconds a process answers from its last check, and probes that arrive
 # while a check runs wait for that one.
 READY_CACHE_S = 1.0
 
 Checks = dict[str, str]
+
+
+# The request edge answers /healthz and /livez itself (app/middleware/request_edge.py), with
+# the same body: these routes document them, and serve them under an app without the edge.
 
 
 @router.get("/healthz")

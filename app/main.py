@@ -2,17 +2,14 @@
 
 Middleware, outermost first:
 
-1. CORS (Starlette's, with a fast path when there is no Origin): answers preflights,
-   decorates every response, errors included.
-2. ObserveRequests (app/observability): request id in and out, metrics, the access log line;
-   answers /metrics itself, so scrapes pass no limiter below it and are not counted.
-3. RequestLifetime: admission (503 when too much is in flight), the deadline (504), and
-   cancellation when the client goes away; probes are exempt.
-4. BodyLimit: 431 (headers) and 413 (body) before any parsing.
-5. RateLimit (when configured): 429 per client or user, in Redis.
-6. StreamedUploads: bulk imports, a few at once (503), paced by an idle timeout (408).
-7. Idempotency: replays, conflicts, the transaction shared with the session dependency.
-8. FastAPI's own exception handling → routes.
+1. RequestEdge (app/middleware/request_edge.py), one layer: CORS; request id, metrics and the
+   access log line (it answers /metrics and the liveness probes itself); 431 and 413 before
+   any parsing; admission (a bounded line, 503 for what cannot be served in time); the
+   deadline (504); cancellation when the client goes away.
+2. RateLimit (when configured): 429 per client or user, in Redis.
+3. StreamedUploads: bulk imports, a few at once (503), paced by an idle timeout (408).
+4. Idempotency: replays, conflicts, the transaction shared with the session dependency.
+5. FastAPI's own exception handling → routes.
 
 Outside all of them sit FastAPI's native telemetry (the server span, only when tracing is on)
 and Starlette's ServerErrorMiddleware (the 500 handler below, which still sees the request id).
@@ -44,14 +41,12 @@ from app.errors import AppError, TooManyRequests
 from app.health import router as health_router
 from app.imports.router import router as imports_router
 from app.middleware import edge
-from app.middleware.bodylimit import BodyLimit
-from app.middleware.cors import Cors
 from app.middleware.idempotency import Idempotency
-from app.middleware.lifetime import RequestLifetime
 from app.middleware.ratelimit import RateLimit
+from app.middleware.request_edge import RequestEdge
 from app.middleware.uploads import StreamedUploads
 from app.observability import context, logs, metrics, recorder, tracing
-from app.observability.middleware import ObserveRequests
+from app.observability.routes import RouteTemplates
 from app.openapi import error_responses
 from app.profiles.router import router as profiles_router
 from app.queue import make_queue
@@ -182,30 +177,17 @@ def create_app(
     ):
         app.add_middleware(RateLimit, settings=settings)
     app.add_middleware(
-        BodyLimit,
-        max_bytes=settings.max_body_bytes,
-        streamed={IMPORTS_PATH: settings.import_max_bytes},
-        max_header_bytes=settings.max_header_bytes,
-    )
-    app.add_middleware(
-        RequestLifetime,
+        RequestEdge,
         deadline_s=settings.request_deadline_s,
         max_in_flight=settings.max_in_flight,
         max_queued=settings.max_queued,
-        streamed=(IMPORTS_PATH,),
-    )
-    app.add_middleware(
-        ObserveRequests,
-        fastapi=app,
+        max_body_bytes=settings.max_body_bytes,
+        max_header_bytes=settings.max_header_bytes,
+        streamed={IMPORTS_PATH: settings.import_max_bytes},
+        cors_origins=settings.cors_origins,
+        routes=RouteTemplates(app),
         metrics=settings.metrics_enabled,
         access_log=settings.access_log,
-    )
-    app.add_middleware(
-        Cors,
-        allow_origins=settings.cors_origins,
-        allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "X-Request-ID", "Idempotency-Key"],
-        max_age=600,
     )
     return app
 

@@ -1,4 +1,4 @@
-"""Admission by waiting time (app/middleware/admission.py through RequestLifetime): a burst
+"""Admission by waiting time (app/middleware/admission.py through the request edge): a burst
 that fits the budget is served completely, one that does not is refused at once with a
 Retry-After from the line's drain time, refused requests do no work, the line stays within
 its bound, and a client that leaves while waiting leaves the line."""
@@ -10,7 +10,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from app.middleware.admission import Admission
-from app.middleware.lifetime import RequestLifetime
+from app.middleware.request_edge import RequestEdge
 
 SCOPE = {"type": "http", "method": "GET", "path": "/api/articles", "headers": []}
 
@@ -30,7 +30,7 @@ class Work:
 
 
 async def _request(
-    lifetime: RequestLifetime, *, leave_after_s: float | None = None
+    lifetime: RequestEdge, *, leave_after_s: float | None = None
 ) -> tuple[int | None, dict[bytes, bytes], float]:
     """(status or None when nobody answered, headers, seconds until the answer)."""
     sent: list[MutableMapping[str, Any]] = []
@@ -54,7 +54,7 @@ async def _request(
     return sent[0]["status"], dict(sent[0]["headers"]), time.monotonic() - started
 
 
-async def _warm(lifetime: RequestLifetime, requests: int = 20) -> None:
+async def _warm(lifetime: RequestEdge, requests: int = 20) -> None:
     """Some requests one after another: the process has measured its service time."""
     for _ in range(requests):
         await _request(lifetime)
@@ -62,7 +62,7 @@ async def _warm(lifetime: RequestLifetime, requests: int = 20) -> None:
 
 async def test_a_burst_that_fits_the_budget_is_served_completely():
     work = Work(service_s=0.02)
-    lifetime = RequestLifetime(work, deadline_s=5, max_in_flight=2, max_queued=1000)
+    lifetime = RequestEdge(work, deadline_s=5, max_in_flight=2, max_queued=1000)
     await _warm(lifetime)
     deepest = 0
 
@@ -82,7 +82,7 @@ async def test_a_burst_that_fits_the_budget_is_served_completely():
 
 async def test_a_burst_that_cannot_be_served_in_time_is_refused_at_once_without_work():
     work = Work(service_s=0.1)
-    lifetime = RequestLifetime(work, deadline_s=1, max_in_flight=1, max_queued=1000)
+    lifetime = RequestEdge(work, deadline_s=1, max_in_flight=1, max_queued=1000)
     await _warm(lifetime, 10)
     work.calls = 0
     answers = await asyncio.gather(*(_request(lifetime) for _ in range(40)))
@@ -99,7 +99,7 @@ async def test_a_burst_that_cannot_be_served_in_time_is_refused_at_once_without_
 
 async def test_the_line_never_exceeds_its_bound():
     work = Work(service_s=0.05)
-    lifetime = RequestLifetime(work, deadline_s=30, max_in_flight=1, max_queued=3)
+    lifetime = RequestEdge(work, deadline_s=30, max_in_flight=1, max_queued=3)
     await _warm(lifetime, 5)
     deepest = 0
 
@@ -120,7 +120,7 @@ async def test_the_line_never_exceeds_its_bound():
 
 async def test_a_client_that_leaves_while_waiting_is_never_worked_on():
     work = Work(service_s=0.3)
-    lifetime = RequestLifetime(work, deadline_s=5, max_in_flight=1, max_queued=10)
+    lifetime = RequestEdge(work, deadline_s=5, max_in_flight=1, max_queued=10)
     await _warm(lifetime, 3)
     work.calls = 0
     first = asyncio.create_task(_request(lifetime))

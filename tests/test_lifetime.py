@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.main import create_app
-from app.middleware.lifetime import RequestLifetime, queued_s
+from app.middleware.request_edge import RequestEdge, queued_s
 from app.state import AppState, app_state
 from tests.conftest import ROOT, serve_with_state
 
@@ -140,7 +140,7 @@ async def test_deadline_answers_before_the_work_has_unwound():
             await send({"type": "http.response.start", "status": 200, "headers": []})
             raise
 
-    lifetime = RequestLifetime(stubborn, deadline_s=0.2, max_in_flight=10)
+    lifetime = RequestEdge(stubborn, deadline_s=0.2, max_in_flight=10)
     scope = {"type": "http", "method": "GET", "path": "/api/articles", "headers": []}
     sent: list[tuple[float, MutableMapping[str, Any]]] = []
     requested, complete = False, asyncio.Event()
@@ -170,9 +170,7 @@ def _scope_with(*headers: tuple[bytes, bytes]) -> dict[str, Any]:
     return {"type": "http", "method": "GET", "path": "/api/articles", "headers": list(headers)}
 
 
-async def _serve(
-    lifetime: RequestLifetime, scope: dict[str, Any]
-) -> list[MutableMapping[str, Any]]:
+async def _serve(lifetime: RequestEdge, scope: dict[str, Any]) -> list[MutableMapping[str, Any]]:
     sent: list[MutableMapping[str, Any]] = []
     requested = False
 
@@ -218,7 +216,7 @@ async def test_a_request_that_waited_out_its_budget_is_refused_at_once():
         nonlocal called
         called = True
 
-    lifetime = RequestLifetime(app, deadline_s=5, max_in_flight=10)
+    lifetime = RequestEdge(app, deadline_s=5, max_in_flight=10)
     queued = f"t={time.time() - 6:.3f}".encode()
     sent = await _serve(lifetime, _scope_with((b"x-request-start", queued)))
     assert not called
@@ -232,7 +230,7 @@ async def test_time_spent_queued_comes_off_the_deadline():
     async def slow(_scope: Any, _receive: Any, _send: Any) -> None:
         await asyncio.sleep(30)
 
-    lifetime = RequestLifetime(slow, deadline_s=1.0, max_in_flight=10)
+    lifetime = RequestEdge(slow, deadline_s=1.0, max_in_flight=10)
     queued = f"t={time.time() - 0.7:.3f}".encode()
     started = time.monotonic()
     sent = await _serve(lifetime, _scope_with((b"x-request-start", queued)))

@@ -1,5 +1,5 @@
-"""Streamed uploads under RequestLifetime: no deadline, but they still die with their client,
-and the body is read only a few messages ahead of the app."""
+"""Streamed uploads at the request edge: no deadline, but they still die with their client,
+and the body is read only as the app asks for it."""
 
 import asyncio
 
@@ -7,9 +7,10 @@ import pytest
 from starlette.types import Message, Receive, Scope, Send
 
 from app.errors import RequestTimeout
-from app.middleware.lifetime import STREAMED_READ_AHEAD, RequestLifetime
+from app.middleware.request_edge import RequestEdge
 from app.middleware.uploads import paced
 
+IMPORTS = {"/api/imports": 10**9}  # path: its body limit
 UPLOAD: Scope = {"type": "http", "method": "POST", "path": "/api/imports", "headers": []}
 
 
@@ -47,7 +48,7 @@ async def test_an_upload_has_no_deadline():
         await _answer(send)
 
     client = Client(pieces=6, gap_s=0.1)
-    lifetime = RequestLifetime(app, deadline_s=0.2, max_in_flight=10, streamed={"/api/imports"})
+    lifetime = RequestEdge(app, deadline_s=0.2, max_in_flight=10, streamed=IMPORTS)
     await lifetime(UPLOAD, client.receive, client.send)
     assert client.responses[0]["status"] == 202
     # Any other request keeps the deadline.
@@ -63,19 +64,19 @@ async def test_an_upload_still_dies_with_its_client():
         try:
             while True:
                 await receive()
-                await asyncio.sleep(0.05)  # slower than the client: the pump reads ahead
+                await asyncio.sleep(0.05)  # slower than the client
         except asyncio.CancelledError:
             cancelled.set()
             raise
 
     client = Client(pieces=50, hang_up=True)
-    lifetime = RequestLifetime(app, deadline_s=0.2, max_in_flight=10, streamed={"/api/imports"})
+    lifetime = RequestEdge(app, deadline_s=0.2, max_in_flight=10, streamed=IMPORTS)
     await asyncio.wait_for(lifetime(UPLOAD, client.receive, client.send), timeout=10)
     assert cancelled.is_set()
     assert client.responses == []  # nobody to answer
 
 
-async def test_an_upload_is_read_only_a_few_messages_ahead():
+async def test_an_upload_is_read_only_as_the_app_asks():
     taken = 0
     ahead: list[int] = []
     client = Client(pieces=40)
@@ -91,9 +92,9 @@ async def test_an_upload_is_read_only_a_few_messages_ahead():
                 break
         await _answer(send)
 
-    lifetime = RequestLifetime(app, deadline_s=0.2, max_in_flight=10, streamed={"/api/imports"})
+    lifetime = RequestEdge(app, deadline_s=0.2, max_in_flight=10, streamed=IMPORTS)
     await lifetime(UPLOAD, client.receive, client.send)
-    assert max(ahead) <= STREAMED_READ_AHEAD + 1  # the queue, and the one the pump holds
+    assert max(ahead) == 0  # passed through, never read ahead into this process's memory
 
 
 async def test_paced_raises_408_when_the_body_stalls():

@@ -84,7 +84,7 @@ class Idempotency:
             return
         try:
             owner = self._owner(scope)
-            # BodyLimit below has already refused anything larger.
+            # The request edge has already refused anything larger.
             body = await edge.read_body(receive, limit=self.settings.max_body_bytes)
         except (Unauthorized, PayloadTooLarge) as exc:
             await edge.send_app_error(send, exc)

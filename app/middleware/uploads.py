@@ -2,7 +2,7 @@
 deadline.
 
 A 100 MB import takes as long as the client's link needs, so the request deadline
-(lifetime.py) does not apply to these paths. Instead every chunk of the body must arrive
+(request_edge.py) does not apply to these paths. Instead every chunk of the body must arrive
 within `idle_s` of the one before; an upload that stalls gets 408, raised inside the route
 (`RequestTimeout`) so that its transaction rolls back. Each upload holds a pooled database
 connection for its whole length: past `max_concurrent` at once in this process the next one

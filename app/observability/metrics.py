@@ -71,7 +71,7 @@ WAIT_BUCKETS = (
 )
 JOB_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
-# ---- HTTP (app/observability/middleware.py) ----
+# ---- HTTP (app/middleware/request_edge.py) ----
 HTTP_REQUESTS = Counter(
     "conduit_http_requests_total",
     "HTTP requests answered, by method, route template and status code.",

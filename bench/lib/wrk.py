@@ -131,7 +131,7 @@ end
 """
 
 
-# What the API's error bodies say, to tell its refusals apart (app/middleware/lifetime.py, app/main.py).
+# What the API's error bodies say, to tell its refusals apart (app/middleware/request_edge.py, app/main.py).
 KINDS = {
     "server busy": "shed",  # MAX_IN_FLIGHT reached: refused before any work
     "took longer than": "deadline",  # REQUEST_DEADLINE_S passed

@@ -93,7 +93,7 @@ def admission(workers: int, number: Callable[[str, int], int]) -> dict[str, int]
     the real line and each request's budget. nginx passes on what K workers can hold (each
     MAX_IN_FLIGHT at work + MAX_QUEUED waiting, app/config.py's defaults) and answers 503 at
     once beyond. A request that waited in the API's listen backlog has spent that time of its
-    budget: nginx stamps X-Request-Start when it hands it on (app/middleware/lifetime.py)."""
+    budget: nginx stamps X-Request-Start when it hands it on (app/middleware/request_edge.py)."""
     per_worker = number("MAX_IN_FLIGHT", 32) + number("MAX_QUEUED", 256)
     max_conns = number("STACK_UPSTREAM_MAX_CONNS", workers * per_worker)
     backlog = min(max(max_conns, 256), 4096) if max_conns else 4096

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
-from app.observability.middleware import CLIENT_GONE, ObserveRequests
+from app.middleware.request_edge import CLIENT_GONE, RequestEdge
+from app.observability.routes import RouteTemplates
 
 SCOPE = {"type": "http", "method": "GET", "path": "/api/articles", "headers": []}
 
@@ -15,9 +16,11 @@ SCOPE = {"type": "http", "method": "GET", "path": "/api/articles", "headers": []
 async def _observe(inner: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     recorded: list[int] = []
     monkeypatch.setattr(
-        ObserveRequests, "_record", lambda _self, _scope, status, *_: recorded.append(status)
+        RequestEdge, "_record", lambda _self, _scope, status, *_: recorded.append(status)
     )
-    observe = ObserveRequests(inner, fastapi=FastAPI(), metrics=False, access_log=True)
+    observe = RequestEdge(
+        inner, deadline_s=5, max_in_flight=10, routes=RouteTemplates(FastAPI()), access_log=True
+    )
     messages = iter([{"type": "http.request", "body": b""}, {"type": "http.disconnect"}])
 
     async def receive() -> Any:
@@ -33,7 +36,7 @@ async def _observe(inner: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
 async def test_client_gone_before_an_answer_is_499(monkeypatch: pytest.MonkeyPatch) -> None:
     async def cancelled_by_disconnect(_scope: Any, receive: Any, _send: Any) -> None:
         while (await receive())["type"] != "http.disconnect":
-            pass  # as RequestLifetime: the work is cancelled, nothing is sent
+            pass  # the edge cancels the work: nothing is sent
 
     assert await _observe(cancelled_by_disconnect, monkeypatch) == [CLIENT_GONE]
 

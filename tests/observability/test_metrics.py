@@ -118,8 +118,8 @@ async def test_metrics_can_be_switched_off(settings: Settings) -> None:
     assert response.status_code == 404
 
 
-def test_observation_sits_just_inside_cors(app: FastAPI) -> None:
-    """Outside every limiter (RequestLifetime sheds, RateLimit refuses): /metrics is answered
+def test_observation_is_in_the_outermost_layer(app: FastAPI) -> None:
+    """Outside every limiter (the edge's own admission, RateLimit): /metrics is answered
     before them, and what they refuse is still counted and logged."""
     order = [getattr(middleware.cls, "__name__", "") for middleware in app.user_middleware]
-    assert order[:2] == ["Cors", "ObserveRequests"]
+    assert order[0] == "RequestEdge"
