@@ -9,6 +9,7 @@ from fastapi import Depends, Path, Query, Request, Response
 from fastapi.security import APIKeyHeader
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from starlette.types import Scope
 
 from app import transaction
 from app.articles import cursors
@@ -152,8 +153,14 @@ async def _reads(request: Request) -> Reads:
         viewer_id=edge.viewer_id(request.scope, state.settings.jwt_secret),
         connect=state.connect,
         cache=state.cache,
-        if_none_match=request.headers.get("if-none-match"),
+        if_none_match=_if_none_match(request.scope),
     )
+
+
+def _if_none_match(scope: Scope) -> str | None:
+    # Straight from the scope: `request.headers` would build a header mapping per request.
+    value = edge.header(scope, b"if-none-match")
+    return None if value is None else value.decode("latin-1")
 
 
 ReadsDep = Annotated[Reads, Depends(_reads)]
