@@ -18,7 +18,6 @@ from sqlalchemy import DateTime, MetaData
 from sqlalchemy.exc import DBAPIError, InterfaceError, InternalError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -28,6 +27,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import NullPool
 
 from app.config import Settings
+from app.db_reads import ReadConnection
 from app.observability.pool import MeteredQueuePool
 
 NAMING_CONVENTION = {
@@ -39,8 +39,9 @@ NAMING_CONVENTION = {
 }
 
 
-# Opens a pooled connection for reads (see app/dependencies.py `get_connect`).
-Connect = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
+# Opens a pooled connection for public reads, on the driver (app/db_reads.py): the lifespan's
+# `ReadPool.connect`, or with replicas `Replicas.connect`; tests lend their own connection.
+Connect = Callable[[], AbstractAsyncContextManager[ReadConnection]]
 
 
 class Base(DeclarativeBase):

@@ -37,6 +37,7 @@ from app.cache.store import Cache
 from app.comments.router import router as comments_router
 from app.config import Settings
 from app.db import is_unavailable, make_engine, make_sessionmaker
+from app.db_reads import ReadPool
 from app.errors import AppError, TooManyRequests
 from app.health import router as health_router
 from app.imports.router import router as imports_router
@@ -98,7 +99,9 @@ def create_app(
         cache_redis = make_cache_redis(settings, shared=redis)  # may evict (REDIS_CACHE_URL)
         # Read replicas (DATABASE_REPLICA_URLS): reads through `router`, unless there are none.
         positions = replicas.write_positions(settings, redis, engine)
-        router = replicas.Replicas(settings, engine, positions) if positions else None
+        router = (
+            replicas.Replicas(settings, engine, positions, tracer_provider) if positions else None
+        )
         cache = (replicas.RoutedCache if router else Cache)(
             cache_redis if settings.cache_enabled else None, local_bytes=settings.cache_local_bytes
         )
@@ -114,7 +117,8 @@ def create_app(
                 AppState(
                     settings=settings,
                     engine=engine,
-                    connect=router.connect if router else engine.connect,
+                    # Public reads run on the driver, through the engine's own pool.
+                    connect=router.connect if router else ReadPool(engine, tracer_provider).connect,
                     sessions=make_sessionmaker(engine),
                     redis=redis,
                     jobs=make_queue(settings, redis),

@@ -4,7 +4,7 @@ must see, everything else on the primary (docs/ARCHITECTURE.md "Replicas").
 - `WritePositions`: after a commit that changed what reads show (app/transaction.py), the
   primary's WAL insert position goes to Redis twice, in one script: as the writer's own (for
   a few seconds) and as the mark of the last write whose cache invalidation anyone can see.
-- `Replicas`: one pool per replica and a poller (per process, every REPLICA_POLL_S) of each
+- `Replicas`: one pool per replica (read on the driver, app/db_reads.py) and a poller (per process, every REPLICA_POLL_S) of each
   replica's replayed position and of the primary's, from which each replica's lag follows. A
   replica that is down, or further behind than REPLICA_MAX_LAG_S, is out of rotation until a
   poll finds it well again. `Replicas.connect` is the lifespan state's `connect`.
@@ -22,24 +22,28 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Iterable
-from contextlib import suppress
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql import ClauseElement
 
 from app.cache.store import Cache, Items, Loader
 from app.config import Settings
 from app.db import is_unavailable, make_engine
+from app.db_reads import ReadConnection, ReadPool, Row
 from app.observability import context, metrics
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 log = logging.getLogger("conduit.replicas")
 
@@ -113,6 +117,7 @@ class WritePositions:
 class Node:
     name: str
     engine: AsyncEngine
+    reads: ReadPool  # over `engine`'s pool
     replayed: int = -1  # as of the last good poll; only ever below the truth
     lag_s: float = math.inf
     polled_at: float = -math.inf  # monotonic time of the last good poll
@@ -149,16 +154,21 @@ class Replicas:
     """The read router of one API process (made and closed by the lifespan)."""
 
     def __init__(
-        self, settings: Settings, primary: AsyncEngine, positions: WritePositions | None
+        self,
+        settings: Settings,
+        primary: AsyncEngine,
+        positions: WritePositions | None,
+        tracer_provider: "TracerProvider | None" = None,
     ) -> None:
         self.primary = primary
+        self.reads = ReadPool(primary, tracer_provider)
         self.positions = positions
         self.max_lag_s = settings.replica_max_lag_s
         self.poll_s = settings.replica_poll_s
-        self.nodes = [
-            Node(f"replica-{n}", make_engine(settings, url, autocommit=True))
-            for n, url in enumerate(settings.database_replica_urls, start=1)
-        ]
+        self.nodes = []
+        for n, url in enumerate(settings.database_replica_urls, start=1):
+            engine = make_engine(settings, url, autocommit=True)
+            self.nodes.append(Node(f"replica-{n}", engine, ReadPool(engine, tracer_provider)))
         self._samples = _Samples(keep_s=self.max_lag_s + 1)
         self._poller: asyncio.Task[None] | None = None
         self._pending: dict[str, asyncio.Future[int | None]] = {}  # per node, see `_ask`
@@ -176,9 +186,9 @@ class Replicas:
         for node in self.nodes:
             await node.engine.dispose()
 
-    def connect(self) -> AsyncConnection:
+    def connect(self) -> "RoutedCheckout":
         """The `Connect` of reads: a connection on the node chosen when it is entered."""
-        return RoutedConnection(self)
+        return RoutedCheckout(self)
 
     async def choose(self) -> Node | None:
         now = time.monotonic()
@@ -260,60 +270,71 @@ async def _position(engine: AsyncEngine, query: Any) -> int | None:
     return position
 
 
-class RoutedConnection(AsyncConnection):
-    """An AsyncConnection whose node is chosen when it starts; on a replica that fails
-    (checkout or statement), it moves to the primary and runs the statement there."""
+class RoutedCheckout:
+    """A read connection on the node chosen when it is entered: a replica in rotation that
+    has what the reader must see, else the primary; a replica that fails the checkout is
+    replaced by the primary at once."""
 
-    __slots__ = ("_node", "_router")
+    __slots__ = ("_connection", "_router")
 
     def __init__(self, router: Replicas) -> None:
-        super().__init__(router.primary)
         self._router = router
-        self._node: Node | None = None
+        self._connection: RoutedConnection | None = None
 
-    async def start(self, is_ctxmanager: bool = False) -> AsyncConnection:
-        node = await self._router.choose()
+    async def __aenter__(self) -> ReadConnection:
+        router = self._router
+        node = await router.choose()
         if node is not None:
-            self._onto(node.engine, node)
+            metrics.DB_READS.labels(node.name).inc()
             try:
-                return await super().start(is_ctxmanager)
+                fairy = await node.reads.checkout()
             except (DBAPIError, PoolTimeout) as exc:
                 if not _replica_failure(exc):
                     raise
-                self._router.failed(node, exc)
-                self._onto(self._router.primary, None)
+                router.failed(node, exc)
+            else:
+                self._connection = RoutedConnection(router, node, fairy)
+                return self._connection
         metrics.DB_READS.labels(PRIMARY).inc()
-        return await super().start(is_ctxmanager)
+        self._connection = RoutedConnection(router, None, await router.reads.checkout())
+        return self._connection
 
-    async def execute(self, statement: Any, parameters: Any = None, **options: Any) -> Any:
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._connection is not None:
+            await self._connection.release()
+
+
+class RoutedConnection(ReadConnection):
+    """A read connection on a replica (or the primary); when the replica fails under a
+    statement, the statement runs again on the primary."""
+
+    __slots__ = ("_node", "_router")
+
+    def __init__(self, router: Replicas, node: Node | None, fairy: Any) -> None:
+        super().__init__(router.reads if node is None else node.reads, fairy)
+        self._router = router
+        self._node = node
+
+    async def all(
+        self, statement: ClauseElement, params: Mapping[str, object] | None = None
+    ) -> list[Row]:
         try:
-            return await super().execute(statement, parameters, **options)
+            return await super().all(statement, params)
         except DBAPIError as exc:
             if self._node is None or not _replica_failure(exc):
                 raise
             self._router.failed(self._node, exc)
-        failed = self.sync_connection
-        self._onto(self._router.primary, None)
-        if failed is not None:
-            await greenlet_spawn(_close_quietly, failed)
-        self.sync_connection = self._assign_proxied(await greenlet_spawn(self.sync_engine.connect))
+        self._node = None
+        await self.move_to(self._router.reads)
         metrics.DB_READS.labels(PRIMARY).inc()
-        return await super().execute(statement, parameters, **options)
-
-    def _onto(self, engine: AsyncEngine, node: Node | None) -> None:
-        self.engine, self.sync_engine, self._node = engine, engine.sync_engine, node
-        if node is not None:
-            metrics.DB_READS.labels(node.name).inc()
+        return await super().all(statement, params)
 
 
 def _replica_failure(exc: BaseException) -> bool:
     # An exhausted replica pool is load, not failure: it answers 503 like the primary's would.
     return is_unavailable(exc) and not isinstance(exc, PoolTimeout)
-
-
-def _close_quietly(connection: Any) -> None:
-    with suppress(Exception):  # a broken connection is being dropped anyway
-        connection.close()
 
 
 class RoutedCache(Cache):

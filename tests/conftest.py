@@ -7,7 +7,6 @@ outer transaction ("Joining a Session into an External Transaction", SQLAlchemy 
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.cache.store import Cache
 from app.config import Settings
 from app.db import Base, make_engine, make_sessionmaker
+from app.db_reads import ReadPool, borrowed
 from app.main import create_app
 from app.redis import make_redis
 from app.security import PasswordHashing, make_token
@@ -121,7 +121,7 @@ def make_state(settings: Settings, engine: AsyncEngine, **fields: Any) -> AppSta
     state = AppState(
         settings=settings,
         engine=engine,
-        connect=engine.connect,
+        connect=ReadPool(engine).connect,
         sessions=make_sessionmaker(engine),
         redis=None,
         jobs=None,
@@ -129,11 +129,6 @@ def make_state(settings: Settings, engine: AsyncEngine, **fields: Any) -> AppSta
         hashing=FAST_HASHING,
     )
     return replace(state, **fields)
-
-
-@asynccontextmanager
-async def _borrowed(connection: AsyncConnection) -> AsyncIterator[AsyncConnection]:
-    yield connection
 
 
 @pytest.fixture
@@ -153,7 +148,7 @@ async def client(
         settings,
         engine,
         # Reads use the test's own connection, so they see its uncommitted rows.
-        connect=lambda: _borrowed(connection),
+        connect=lambda: borrowed(connection),
         sessions=sessions,  # every request's transaction is a savepoint of the test's
     )
     transport = httpx.ASGITransport(app=serve_with_state(app, state))

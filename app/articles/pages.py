@@ -3,9 +3,9 @@
 from datetime import datetime
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.articles import cursors, queries
+from app.db_reads import ReadConnection
 from app.errors import Invalid
 
 # Deeper than this, `offset` is refused: skipping rows costs as many as are skipped, while a
@@ -32,7 +32,7 @@ def window(
 
 
 async def load(
-    db: AsyncConnection,
+    db: ReadConnection,
     filters: queries.Filters,
     viewer_id: int | None,
     slice_: queries.Window,
@@ -42,7 +42,7 @@ async def load(
     """`{"articles": [...], "articlesCount": n, "nextCursor": ...}` in one statement;
     nextCursor is null when this page is the last (it has fewer rows than the limit)."""
     statement, params = queries.page(filters, viewer_id, slice_)
-    document, on_page, last = (await db.execute(statement, params)).one()
+    document, on_page, last = await db.one(statement, params)
     return finish(document, on_page, last, limit=slice_.limit, key=key, query=filters.signature())
 
 

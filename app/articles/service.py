@@ -10,7 +10,7 @@ import orjson
 from sqlalchemy import ARRAY, BigInteger, Text, delete, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.articles import fields, pages, queries, slugs
 from app.articles.schemas import NewArticle
@@ -23,10 +23,6 @@ from app.events import service as events
 from app.models import Article as ArticleRow
 from app.models import Favorite, FavoriteCountShard, Tag, User
 from app.retry import in_savepoint
-
-# Reads run on an autocommit connection (one statement is its own snapshot) or, after a
-# write, inside the request's transaction.
-Reader = AsyncConnection | AsyncSession
 
 COUNT_SHARDS = 16
 FOREIGN_KEY_VIOLATION = "23503"
@@ -145,7 +141,8 @@ async def get_cached(
 
     async def load(viewer: int | None) -> str | None:
         async with connect() as db:
-            return await db.scalar(*queries.single(slug, viewer))
+            document: str | None = await db.scalar(*queries.single(slug, viewer))
+        return document
 
     document = await read_through(
         cache,
@@ -165,9 +162,10 @@ async def get_cached(
     return Moved(current)
 
 
-async def get(db: Reader, *, slug: str, viewer_id: int | None) -> str:
-    """`{"article": ...}` read in the caller's transaction (after a write: the writer's view)."""
-    document = await db.scalar(*queries.single(slug, viewer_id))
+async def get(session: AsyncSession, *, slug: str, viewer_id: int | None) -> str:
+    """`{"article": ...}` read in the caller's transaction (after a write: the writer's view),
+    through the ORM: public reads run on the driver (`get_cached`, app/db_reads.py)."""
+    document = await session.scalar(*queries.single(slug, viewer_id))
     if document is None:
         raise NotFound(f"article {slug!r} not found")
     return document

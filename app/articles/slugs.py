@@ -14,11 +14,12 @@ import secrets
 from collections.abc import Iterator
 
 from slugify import slugify
-from sqlalchemy import ColumnElement, delete, exists, select, update
+from sqlalchemy import ColumnElement, Select, Text, bindparam, delete, exists, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db_reads import ReadConnection
 from app.models import Article, ArticleSlug
 
 # `/articles/feed` is a route of its own, so no article may be called "feed".
@@ -46,15 +47,18 @@ def unused(slug: str, *, by_other_than: int | None = None) -> ColumnElement[bool
     return ~had
 
 
-async def moved_to(db: AsyncConnection | AsyncSession, slug: str) -> str | None:
+async def moved_to(db: ReadConnection, slug: str) -> str | None:
     """The current slug of the article that had `slug` before; None if none had."""
-    statement = (
-        select(Article.slug)
-        .join(ArticleSlug, ArticleSlug.article_id == Article.id)
-        .where(ArticleSlug.slug == slug)
-    )
-    current: str | None = await db.scalar(statement)
+    current: str | None = await db.scalar(_MOVED_TO, {"slug": slug})
     return current
+
+
+# Built once: reads run on the driver, which compiles each statement object once.
+_MOVED_TO: Select[str] = (
+    select(Article.slug)
+    .join(ArticleSlug, ArticleSlug.article_id == Article.id)
+    .where(ArticleSlug.slug == bindparam("slug", type_=Text))
+)
 
 
 async def formerly(session: AsyncSession, slug: str) -> Article | None:

@@ -17,11 +17,12 @@ from typing import Any
 import orjson
 from sqlalchemy import BigInteger, Select, Text, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.cache import versions as versions_of
 from app.cache.store import Cache, Items, changed, dumps
 from app.db import Connect
+from app.db_reads import ReadConnection
 from app.models import Article, Favorite, Follow, User
 
 Load = Callable[[int | None], Awaitable[str | None]]
@@ -170,14 +171,14 @@ class ViewerFlags:
 
 
 async def flags(
-    db: AsyncConnection, viewer_id: int, *, slugs: Iterable[str], usernames: Iterable[str]
+    db: ReadConnection, viewer_id: int, *, slugs: Iterable[str], usernames: Iterable[str]
 ) -> ViewerFlags:
     params = {
         "viewer_id": viewer_id,
         "slugs": sorted(set(slugs)),
         "usernames": sorted(set(usernames)),
     }
-    favorited, following = (await db.execute(_statement(), params)).one()
+    favorited, following = await db.one(_statement(), params)
     return ViewerFlags(favorited=frozenset(favorited or ()), following=frozenset(following or ()))
 
 

@@ -1,5 +1,8 @@
-from sqlalchemy import delete, exists, false, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from functools import cache
+from typing import Any
+
+from sqlalchemy import BigInteger, Select, Text, bindparam, delete, exists, false, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.articles import service as articles
 from app.cache import versions
@@ -7,6 +10,7 @@ from app.cache.store import Cache, changed
 from app.cache.viewer import read_through
 from app.comments.schemas import Comment, MultipleCommentsResponse
 from app.db import Connect
+from app.db_reads import ReadConnection
 from app.errors import Forbidden, NotFound
 from app.events import service as events
 from app.models import Article, Follow, User
@@ -35,16 +39,43 @@ async def list_comments(connect: Connect, cache: Cache, *, slug: str, viewer_id:
     return document
 
 
-async def _comments_json(db: AsyncConnection, *, slug: str, viewer_id: int | None) -> str | None:
-    article_id = await db.scalar(select(Article.id).where(Article.slug == slug))
+async def _comments_json(db: ReadConnection, *, slug: str, viewer_id: int | None) -> str | None:
+    article_id = await db.scalar(_ARTICLE_ID, {"slug": slug})
     if article_id is None:
         return None
+    rows = await db.all(
+        _comments_query(viewer=viewer_id is not None),
+        {"article_id": article_id, "viewer_id": viewer_id},
+    )
+    comments = [
+        Comment(
+            id=id_,
+            created_at=created_at,
+            updated_at=updated_at,
+            body=body,
+            author=Profile(username=username, bio=bio, image=image, following=following),
+        )
+        for id_, created_at, updated_at, body, username, bio, image, following in rows
+    ]
+    return MultipleCommentsResponse(comments=comments).model_dump_json()
+
+
+# Statements built once per shape: reads run on the driver, which compiles each once.
+_ARTICLE_ID: Select[int] = select(Article.id).where(Article.slug == bindparam("slug", type_=Text))
+
+
+@cache
+def _comments_query(*, viewer: bool) -> Select[*tuple[Any, ...]]:
+    """An article's comments with their authors, oldest first."""
     following = (
-        exists().where(Follow.follower_id == viewer_id, Follow.followee_id == CommentRow.author_id)
-        if viewer_id is not None
+        exists().where(
+            Follow.follower_id == bindparam("viewer_id", type_=BigInteger),
+            Follow.followee_id == CommentRow.author_id,
+        )
+        if viewer
         else false()
     )
-    statement = (
+    return (
         select(
             CommentRow.id,
             CommentRow.created_at,
@@ -56,22 +87,9 @@ async def _comments_json(db: AsyncConnection, *, slug: str, viewer_id: int | Non
             following.label("following"),
         )
         .join(User, User.id == CommentRow.author_id)
-        .where(CommentRow.article_id == article_id)
+        .where(CommentRow.article_id == bindparam("article_id", type_=BigInteger))
         .order_by(CommentRow.created_at, CommentRow.id)
     )
-    comments = [
-        Comment(
-            id=row.id,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            body=row.body,
-            author=Profile(
-                username=row.username, bio=row.bio, image=row.image, following=row.following
-            ),
-        )
-        for row in await db.execute(statement)
-    ]
-    return MultipleCommentsResponse(comments=comments).model_dump_json()
 
 
 async def add(session: AsyncSession, *, slug: str, author: User, body: str) -> Comment:

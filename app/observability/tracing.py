@@ -5,7 +5,8 @@ dictionary lookup per request. On, one trace per request holds:
 
 - the server span and its operation spans (dependencies, endpoint, serialisation) from
   FastAPI's native OpenTelemetry support (FastAPI >= 0.160; no ASGI instrumentation needed);
-- a span per SQL statement (the engine's events, `instrument_engine`);
+- a span per SQL statement (the engine's events, `instrument_engine`; public reads on the
+  driver make their own, named and attributed alike: app/db_reads.py);
 - a span per Redis command and per outbound httpx request (client classes patched once per
   process), with the trace context injected into outbound headers.
 

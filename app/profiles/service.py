@@ -1,11 +1,15 @@
-from sqlalchemy import delete, exists, false, select
+from functools import cache
+from typing import Any
+
+from sqlalchemy import BigInteger, Select, Text, bindparam, delete, exists, false, select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.cache import versions
 from app.cache.store import Cache
 from app.cache.viewer import read_through, viewer_changed
 from app.db import Connect
+from app.db_reads import ReadConnection
 from app.errors import Forbidden, NotFound
 from app.models import Follow, User
 from app.profiles.schemas import ProfileResponse
@@ -36,20 +40,30 @@ async def get(connect: Connect, cache: Cache, *, username: str, viewer_id: int |
     return document
 
 
-async def _profile_json(db: AsyncConnection, *, username: str, viewer_id: int | None) -> str | None:
-    following = (
-        exists().where(Follow.follower_id == viewer_id, Follow.followee_id == User.id)
-        if viewer_id is not None
-        else false()
-    )
-    statement = select(User.username, User.bio, User.image, following.label("following")).where(
-        User.username == username
-    )
-    row = (await db.execute(statement)).first()
+async def _profile_json(db: ReadConnection, *, username: str, viewer_id: int | None) -> str | None:
+    params = {"username": username, "viewer_id": viewer_id}
+    row = await db.first(_profile_query(viewer=viewer_id is not None), params)
     if row is None:
         return None
-    profile = Profile(username=row.username, bio=row.bio, image=row.image, following=row.following)
+    name, bio, image, following = row
+    profile = Profile(username=name, bio=bio, image=image, following=following)
     return ProfileResponse(profile=profile).model_dump_json()
+
+
+@cache
+def _profile_query(*, viewer: bool) -> Select[*tuple[Any, ...]]:
+    """Built once per shape: reads run on the driver, which compiles each statement once."""
+    following = (
+        exists().where(
+            Follow.follower_id == bindparam("viewer_id", type_=BigInteger),
+            Follow.followee_id == User.id,
+        )
+        if viewer
+        else false()
+    )
+    return select(User.username, User.bio, User.image, following.label("following")).where(
+        User.username == bindparam("username", type_=Text)
+    )
 
 
 async def follow(session: AsyncSession, *, follower: User, username: str) -> Profile:

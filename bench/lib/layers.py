@@ -4,8 +4,9 @@ process's own work, and PostgreSQL's share shows as the gap to wall time. Run by
 `python -m bench.anatomy`, and by `python -m bench.api_speed --anatomy`.
 
 It depends only on the app's stable surface (create_app, Settings, make_engine): the SQL
-each endpoint runs is captured from SQLAlchemy's `before_cursor_execute` event during one
-request, then replayed on its own. Rows, outermost first:
+each endpoint runs is captured during one request (SQLAlchemy's `before_cursor_execute` for
+the ORM's statements, `app.db_reads.listen` for reads on the driver), then replayed on its
+own. Rows, outermost first:
 
 - ASGI: the whole app called in-process (middleware, routing, dependencies, session,
   queries, models, JSON), without uvicorn/httptools; `/livez` is the framework's floor.
@@ -20,13 +21,14 @@ import asyncio
 import secrets
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 from sqlalchemy import Engine, event, text
 
+from app import db_reads
 from app.config import Settings
 from app.db import make_engine, make_sessionmaker
 from app.main import create_app
@@ -97,11 +99,16 @@ def captured_sql() -> Iterator[list[tuple[str, Any]]]:
     def record(*args: Any) -> None:  # conn, cursor, statement, parameters, context, many
         statements.append((args[2], args[3]))
 
+    def driver(statement: str, parameters: Mapping[str, object]) -> None:
+        statements.append((statement, dict(parameters)))
+
     event.listen(Engine, "before_cursor_execute", record)
+    db_reads.listen(None, driver)
     try:
         yield statements
     finally:
         event.remove(Engine, "before_cursor_execute", record)
+        db_reads.remove(None, driver)
 
 
 async def server_ms(conn: psycopg.AsyncConnection[Any], sql: str, params: Any) -> str:

@@ -1,27 +1,8 @@
 """No N+1: a page costs the same number of SQL statements whatever it holds."""
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from tests.conftest import auth, token_for
 from tests.factories import favorite, follow, make_article, make_comment, make_user
-
-
-@contextmanager
-def count_statements(engine: AsyncEngine) -> Iterator[list[str]]:
-    statements: list[str] = []
-
-    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        statements.append(statement)
-
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
+from tests.statements import count_statements
 
 
 async def test_listing_twenty_articles_takes_as_many_statements_as_one(

@@ -5,10 +5,10 @@ import asyncio
 import uuid
 
 import pytest
-from sqlalchemy import event
 
 from app.cache.store import ITEMS_EPOCH
 from tests.concurrency.conftest import make_users, publish
+from tests.statements import count_statements
 
 PATHS = [
     "/articles",
@@ -91,19 +91,11 @@ async def test_five_hundred_concurrent_misses_run_one_query(
 ):
     (author,) = await make_users(engine, settings, 1)
     slug = await publish(cached_client, author, "Viral")
-    loads: list[str] = []
-
-    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        if "json_build_object('article'" in statement:
-            loads.append(statement)
-
-    event.listen(api_engine.sync_engine, "before_cursor_execute", record)
-    try:
+    with count_statements(api_engine) as statements:
         responses = await asyncio.gather(
             *(cached_client.get(f"/articles/{slug}") for _ in range(500))
         )
-    finally:
-        event.remove(api_engine.sync_engine, "before_cursor_execute", record)
+    loads = [statement for statement in statements if "json_build_object('article'" in statement]
     assert {r.status_code for r in responses} == {200}
     assert len(loads) == 1
     assert cache.stats["article", "collapsed"] >= 499 - cache.stats["article", "hit"]
@@ -210,17 +202,9 @@ async def test_a_logged_in_reader_of_a_warm_page_costs_no_sql(
     paths = ["/articles", f"/articles/{slug}", f"/articles/{slug}/comments", "/profiles/crowd2"]
     for path in paths:  # warm: the page, and this reader's flags on it
         await cached_client.get(path, headers=reader)
-    statements: list[str] = []
-
-    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        statements.append(statement)
-
-    event.listen(api_engine.sync_engine, "before_cursor_execute", record)
-    try:
+    with count_statements(api_engine) as statements:
         pages = [(await cached_client.get(path, headers=reader)).json() for path in paths]
         other = (await cached_client.get(f"/articles/{slug}", headers=fan)).json()
-    finally:
-        event.remove(api_engine.sync_engine, "before_cursor_execute", record)
     assert (pages[0]["articles"][0]["favorited"], pages[1]["article"]["favorited"]) == (True, True)
     assert other["article"]["favorited"] is False  # another viewer: their own flags
     assert len(statements) == 1  # the other viewer's first read only
@@ -272,19 +256,11 @@ async def test_a_favorite_rebuilds_only_the_pages_that_show_the_article(
         await cached_client.get(path)  # warm
     await cached_client.post(f"/articles/{tagged['older']}/favorite", headers=fan)
 
-    statements: list[str] = []
-
-    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        statements.append(statement)
-
-    event.listen(api_engine.sync_engine, "before_cursor_execute", record)
-    try:
+    with count_statements(api_engine) as statements:
         other_tag = (await cached_client.get("/articles?tag=newer")).json()
         assert statements == []  # still a hit: the favorite is not on this page
         shown = [pages[0], pages[2], pages[3]]
         older, front, favorites = [(await cached_client.get(path)).json() for path in shown]
-    finally:
-        event.remove(api_engine.sync_engine, "before_cursor_execute", record)
     assert other_tag["articles"][0]["favoritesCount"] == 0
     assert older["articles"][0]["favoritesCount"] == 1
     assert {a["slug"]: a["favoritesCount"] for a in front["articles"]} == {

@@ -1,0 +1,333 @@
+"""Public reads on the driver: a statement compiled once, one round trip on a pooled psycopg
+connection, no SQLAlchemy execution layer in between (docs/ARCHITECTURE.md, "Read path").
+
+- `compiled`: a statement shape as SQLAlchemy would send it through psycopg (the text with
+  `%(name)s` parameters, type casts rendered, the values fixed at build time, the bind
+  processors), once per statement object; statements are built once per shape by their
+  builders (app/articles/queries.py and the like), so this is a cache by shape.
+- `ReadPool.connect`: a connection from the engine's own pool (one pool per process, its
+  `conduit_db_pool_*` metrics and the connection budget unchanged), checked out with
+  `Engine.raw_connection` instead of a `Connection`, then used through psycopg directly.
+- `ReadConnection`: runs the statements and keeps what SQLAlchemy's execution did for
+  reads: errors wrapped in SQLAlchemy's exception classes (so `is_unavailable`, the 503
+  handler and the replicas' fallback see what they always saw), a lost connection
+  invalidated (with its pool's older connections, as SQLAlchemy does) instead of returned,
+  a span per statement when tracing is on, and `listen` for whoever counts statements.
+
+Writes, and reads inside a write's transaction, stay on the ORM (app/transaction.py).
+psycopg prepares statements only as the engine's connections were configured to
+(`prepare_threshold` from DB_PREPARED_STATEMENTS, app/db.py): never behind PgBouncer.
+"""
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, cast
+from weakref import WeakKeyDictionary
+
+import psycopg
+from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.exc import DBAPIError, InvalidRequestError, NoResultFound
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.util import greenlet_spawn
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer, TracerProvider
+
+Row = tuple[Any, ...]
+# (SQL as sent, its parameters): what a listener hears before each statement.
+Listener = Callable[[str, Mapping[str, object]], None]
+
+_REQUIRED: Final = object()
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRead:
+    """One statement shape, ready for psycopg."""
+
+    sql: str
+    # (name in the SQL, name the caller passes, value when the caller passes none)
+    binds: tuple[tuple[str, str, object], ...]
+    processors: tuple[tuple[str, Callable[[Any], Any]], ...]  # e.g. ARRAY: any sequence → list
+
+    def values(self, params: Mapping[str, object] | None) -> dict[str, object]:
+        """The parameters psycopg gets, as SQLAlchemy's `construct_params` makes them."""
+        given = params or {}
+        values: dict[str, object] = {}
+        for name, key, default in self.binds:
+            value = given.get(key, default)
+            if value is _REQUIRED:
+                raise InvalidRequestError(f"A value is required for bind parameter {key!r}")
+            values[name] = value
+        for name, process in self.processors:
+            values[name] = process(values[name])
+        return values
+
+
+# Bounded: a statement built anew on every call (a mistake: build it once per shape) costs a
+# compilation each time, but cannot grow this without end.
+@lru_cache(maxsize=1024)
+def compiled(statement: ClauseElement, dialect: Dialect) -> CompiledRead:
+    """`statement` as SQLAlchemy compiles it for `dialect` (the engine's own, so the text is
+    the one its execution would send)."""
+    done = cast(SQLCompiler, statement.compile(dialect=dialect))
+    if done.positional or done.post_compile_params or done.literal_execute_params:
+        # Expanding IN lists and literal-execute values are rendered per execution.
+        raise ValueError("a statement rendered per execution cannot be compiled once")
+    escaped = done.escaped_bind_names
+    binds = []
+    for bind, name in done.bind_names.items():
+        if bind.callable is not None:
+            raise ValueError(f"bind parameter {bind.key!r} is computed per execution")
+        default = _REQUIRED if bind.required else bind.value
+        binds.append((escaped.get(name, name), bind.key, default))
+    processors = [(escaped.get(name, name), process) for name, process in _processors(done)]
+    return CompiledRead(str(done), tuple(binds), tuple(processors))
+
+
+def _processors(done: SQLCompiler) -> list[tuple[str, Callable[[Any], Any]]]:
+    # SQLAlchemy's own per-bind processors (a private map of the compiled statement: the
+    # same one its execution context applies).
+    found: Mapping[str, Any] = done._bind_processors
+    return [(name, process) for name, process in found.items() if callable(process)]
+
+
+# Per engine, like SQLAlchemy's own event registry (an engine that is gone takes its list).
+_listeners: "WeakKeyDictionary[Engine, list[Listener]]" = WeakKeyDictionary()
+_everywhere: list[Listener] = []
+
+
+def listen(engine: AsyncEngine | None, listener: Listener) -> None:
+    """Hear every statement a thin read sends on `engine` (None: on any engine), the way
+    SQLAlchemy's `before_cursor_execute` hears the ORM's: tests count statements with it."""
+    _listeners_of(engine).append(listener)
+
+
+def remove(engine: AsyncEngine | None, listener: Listener) -> None:
+    _listeners_of(engine).remove(listener)
+
+
+def _listeners_of(engine: AsyncEngine | None) -> list[Listener]:
+    if engine is None:
+        return _everywhere
+    return _listeners.setdefault(engine.sync_engine, [])
+
+
+class ReadPool:
+    """Thin reads over one engine's pool (the primary's; each replica has its own)."""
+
+    def __init__(self, engine: AsyncEngine, tracer_provider: "TracerProvider | None" = None):
+        self.engine = engine
+        self.dialect = engine.dialect
+        self._sync = engine.sync_engine
+        # The same lists `listen` appends to: one truthiness test per statement.
+        self.listeners = _listeners_of(engine)
+        self.tracer: Tracer | None = None
+        self.span_attributes: dict[str, str | int] = {}
+        if tracer_provider is not None:
+            self.tracer = tracer_provider.get_tracer(__name__)
+            self.span_attributes = _span_attributes(engine)
+
+    def connect(self) -> "Checkout":
+        """`async with pool.connect() as db:` a pooled connection, back in the pool after."""
+        return Checkout(self)
+
+    async def checkout(self) -> PoolProxiedConnection:
+        try:
+            return await greenlet_spawn(self._sync.raw_connection)
+        except psycopg.Error as exc:
+            # What `Engine.connect` raises for a connection it cannot make (PostgreSQL or
+            # PgBouncer down): an OperationalError, i.e. a 503. A pool timeout passes as is.
+            raise _wrapped(exc, None, None, self.dialect, invalidated=False) from exc
+
+
+class Checkout:
+    """The async context manager of one checkout (a class, not a generator: it runs on
+    every read)."""
+
+    __slots__ = ("_connection", "_pool")
+
+    def __init__(self, pool: ReadPool) -> None:
+        self._pool = pool
+        self._connection: ReadConnection | None = None
+
+    async def __aenter__(self) -> "ReadConnection":
+        self._connection = ReadConnection(self._pool, await self._pool.checkout())
+        return self._connection
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._connection is not None:
+            await self._connection.release()
+
+
+class ReadConnection:
+    """A pooled driver connection for reads: `scalar`, `first`, `one`, `all`."""
+
+    __slots__ = ("_fairy", "_owned", "pool")
+
+    def __init__(self, pool: ReadPool, fairy: PoolProxiedConnection, *, owned: bool = True):
+        self.pool = pool
+        self._fairy: PoolProxiedConnection | None = fairy
+        self._owned = owned  # False: borrowed, the lender returns it
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self.pool.engine
+
+    async def scalar(
+        self, statement: ClauseElement, params: Mapping[str, object] | None = None
+    ) -> Any:
+        """The first column of the first row; None without rows."""
+        rows = await self.all(statement, params)
+        return rows[0][0] if rows else None
+
+    async def first(
+        self, statement: ClauseElement, params: Mapping[str, object] | None = None
+    ) -> Row | None:
+        rows = await self.all(statement, params)
+        return rows[0] if rows else None
+
+    async def one(
+        self, statement: ClauseElement, params: Mapping[str, object] | None = None
+    ) -> Row:
+        """The first row of a statement that always returns one (an aggregate)."""
+        rows = await self.all(statement, params)
+        if not rows:
+            raise NoResultFound("No row was found when one was required")
+        return rows[0]
+
+    async def all(
+        self, statement: ClauseElement, params: Mapping[str, object] | None = None
+    ) -> list[Row]:
+        pool = self.pool
+        done = compiled(statement, pool.dialect)
+        values = done.values(params)
+        for listener in pool.listeners:
+            listener(done.sql, values)
+        for listener in _everywhere:
+            listener(done.sql, values)
+        if pool.tracer is None:
+            return await self._run(done.sql, values)
+        return await self._traced(pool.tracer, done.sql, values)
+
+    async def _traced(self, tracer: "Tracer", sql: str, values: dict[str, object]) -> list[Row]:
+        from opentelemetry.trace import SpanKind
+
+        # Named and attributed as the SQLAlchemy instrumentation names the ORM's statements,
+        # so a trace reads the same whichever path a statement took.
+        operation = sql.split(None, 1)[0]
+        attributes = self.pool.span_attributes | {
+            "db.statement": sql,
+            "db.system": "postgresql",
+            "db.operation": operation,
+        }
+        with tracer.start_as_current_span(
+            operation, kind=SpanKind.CLIENT, attributes=attributes, record_exception=False
+        ):
+            return await self._run(sql, values)
+
+    async def _run(self, sql: str, values: dict[str, object]) -> list[Row]:
+        fairy = self._fairy
+        if fairy is None:
+            raise InvalidRequestError("this read connection was invalidated")
+        driver: psycopg.AsyncConnection[Row] = fairy.driver_connection  # type: ignore[assignment]
+        try:
+            cursor = await driver.execute(sql, values)
+            return await cursor.fetchall()
+        except psycopg.Error as exc:
+            # SQLAlchemy's rule: a connection the driver found closed or broken is a
+            # disconnect, and the pool's other connections as old as it are suspect too.
+            lost = driver.closed or driver.broken
+            if lost:
+                await self._invalidate(exc, whole_pool=True)
+            raise _wrapped(exc, sql, values, self.pool.dialect, invalidated=lost) from exc
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                # Cancelled (deadline, client gone) mid-statement: psycopg has asked the
+                # server to cancel, but the connection may be left mid-protocol; SQLAlchemy
+                # discards it, and so do we.
+                await self._invalidate(exc, whole_pool=False)
+            raise
+
+    async def _invalidate(self, exc: BaseException, *, whole_pool: bool) -> None:
+        fairy, self._fairy = self._fairy, None
+        if fairy is None or not self._owned:
+            return
+        if whole_pool:
+            # What SQLAlchemy's Connection does on a disconnect (no public equivalent):
+            # connections made before this one are replaced at their next checkout.
+            await greenlet_spawn(self.pool._sync.pool._invalidate, fairy, exc)
+        else:
+            await greenlet_spawn(fairy.invalidate, exc)
+
+    async def release(self) -> None:
+        fairy, self._fairy = self._fairy, None
+        if fairy is not None and self._owned:
+            await greenlet_spawn(fairy.close)  # rolls back only if a transaction is open
+
+    async def move_to(self, pool: ReadPool) -> None:
+        """Give this connection back (unless it was lost) and go on with one from `pool`."""
+        await self.release()
+        self.pool = pool
+        self._fairy = await pool.checkout()
+        self._owned = True
+
+
+class _Borrowed:
+    __slots__ = ("_connection",)
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
+
+    async def __aenter__(self) -> ReadConnection:
+        fairy = await self._connection.get_raw_connection()
+        return ReadConnection(ReadPool(self._connection.engine), fairy, owned=False)
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
+
+
+def borrowed(connection: AsyncConnection) -> _Borrowed:
+    """Reads on a connection someone else holds (a test's, inside its transaction)."""
+    return _Borrowed(connection)
+
+
+def _wrapped(
+    exc: psycopg.Error,
+    sql: str | None,
+    values: Mapping[str, object] | None,
+    dialect: Dialect,
+    *,
+    invalidated: bool,
+) -> DBAPIError:
+    error = DBAPIError.instance(
+        sql,
+        values,
+        exc,
+        psycopg.Error,
+        hide_parameters=True,  # as make_engine: never the values, in logs or tracebacks
+        connection_invalidated=invalidated,
+        dialect=dialect,
+    )
+    return cast(DBAPIError, error)  # a driver's error is always wrapped as a DBAPIError
+
+
+def _span_attributes(engine: AsyncEngine) -> dict[str, str | int]:
+    """The connection attributes the SQLAlchemy instrumentation reads from the engine's URL."""
+    url = engine.url
+    attributes: dict[str, str | int] = {}
+    if url.host:
+        attributes["net.peer.name"] = url.host
+    if url.port:
+        attributes["net.peer.port"] = url.port
+    if url.database:
+        attributes["db.name"] = url.database
+    if url.username:
+        attributes["db.user"] = url.username
+    return attributes

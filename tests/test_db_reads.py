@@ -1,0 +1,236 @@
+"""Public reads on the driver (app/db_reads.py): the SQL and parameters SQLAlchemy would send,
+the same rows, and what SQLAlchemy's execution gave besides: outages as 503 with a pool that
+recovers, cancellation, statement listeners, tracing spans."""
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from sqlalchemy import Integer, bindparam, event, literal, select, text
+from sqlalchemy.dialects.postgresql.psycopg import PGDialectAsync_psycopg
+from sqlalchemy.exc import InvalidRequestError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+
+from app import db_reads
+from app.articles import queries, slugs
+from app.articles.cursors import Position
+from app.cache import viewer
+from app.comments import service as comments
+from app.config import Settings
+from app.db import make_engine
+from app.db_reads import ReadPool, borrowed, compiled
+from app.main import create_app
+from app.observability import tracing
+from app.profiles import service as profiles
+from app.tags import service as tags
+from tests.conftest import ROOT, make_state, serve_with_state
+from tests.factories import favorite, follow, make_article, make_comment, make_user
+
+_AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def _shapes(slug: str, username: str, viewer_id: int, article_id: int) -> list[tuple[Any, ...]]:
+    """(statement, parameters) of every public read, in each of its shapes."""
+    shapes: list[tuple[Any, ...]] = []
+    for who in (None, viewer_id):
+        for filters in (
+            queries.Filters(),
+            queries.Filters(tag="dragons"),
+            queries.Filters(author=username),
+            queries.Filters(favorited_by=username),
+            queries.Filters(tag="dragons", author=username),
+            queries.Filters(followed_by=viewer_id),
+            queries.Filters(q="dragon"),
+            queries.Filters(q="dragon", tag="dragons"),
+        ):
+            windows = [queries.Window(limit=20), queries.Window(limit=5, offset=5)]
+            # after a cursor: in a search, in either tier (title matches first)
+            for tier in (0, 1) if filters.q else (0,):
+                windows.append(queries.Window(limit=5, after=Position(_AT, 10**9, tier)))
+            shapes += [queries.page(filters, who, window) for window in windows]
+        shapes.append(queries.single(slug, who))
+        shown = who is not None
+        shapes.append(
+            (comments._comments_query(viewer=shown), {"article_id": article_id, "viewer_id": who})
+        )
+        shapes.append(
+            (profiles._profile_query(viewer=shown), {"username": username, "viewer_id": who})
+        )
+    params = {"viewer_id": viewer_id, "slugs": (slug, "other"), "usernames": [username]}
+    shapes.append((viewer._statement(), params))
+    shapes.append((comments._ARTICLE_ID, {"slug": slug}))
+    shapes.append((slugs._MOVED_TO, {"slug": slug}))
+    shapes.append((tags._NAMES, None))
+    return shapes
+
+
+async def test_every_read_sends_what_sqlalchemy_sends_and_gets_the_same_rows(
+    session: AsyncSession, connection: AsyncConnection, engine: AsyncEngine
+) -> None:
+    reader, author = await make_user(session), await make_user(session)
+    article = await make_article(session, author, title="Dragons", tag_list=["dragons"])
+    await make_comment(session, article, author)
+    await favorite(session, reader, article)
+    await follow(session, reader, author)
+
+    sent: list[tuple[str, Any]] = []
+
+    def orm(_conn: object, _cursor: object, statement: str, parameters: Any, *_: object) -> None:
+        sent.append((statement, parameters))
+
+    def driver(statement: str, parameters: Mapping[str, object]) -> None:
+        sent.append((statement, dict(parameters)))
+
+    shapes = _shapes(article.slug, author.username, reader.id, article.id)
+    event.listen(engine.sync_engine, "before_cursor_execute", orm)
+    db_reads.listen(engine, driver)
+    try:
+        async with borrowed(connection) as db:
+            for statement, params in shapes:
+                by_orm = [tuple(row) for row in await connection.execute(statement, params)]
+                assert await db.all(statement, params) == by_orm, statement
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", orm)
+        db_reads.remove(engine, driver)
+    assert len(sent) == 2 * len(shapes)
+    for orm_sent, driver_sent in zip(sent[::2], sent[1::2], strict=True):
+        assert driver_sent == orm_sent
+
+
+# Not an engine's: a shape compiled here must not be what that engine's reads find cached.
+_DIALECT = PGDialectAsync_psycopg()
+
+
+def test_a_shape_is_compiled_once() -> None:
+    statement, _ = queries.single("x", None)
+    first = compiled(statement, _DIALECT)
+    assert compiled(queries.single("y", None)[0], _DIALECT) is first
+    assert "%(slug)s" in first.sql
+
+
+def test_values_are_processed_as_sqlalchemy_binds_them() -> None:
+    done = compiled(viewer._statement(), _DIALECT)
+    values = done.values({"viewer_id": 1, "slugs": ("a", "b"), "usernames": ["c"], "extra": 0})
+    assert values == {"viewer_id": 1, "slugs": ["a", "b"], "usernames": ["c"]}  # ARRAY: a list
+    with pytest.raises(InvalidRequestError, match="viewer_id"):
+        done.values({"slugs": [], "usernames": []})
+    built = compiled(select(literal(7), bindparam("n", type_=Integer)), _DIALECT)
+    assert built.values({"n": 1}) == {"param_1": 7, "n": 1}  # a literal keeps its value
+
+
+def test_a_statement_rendered_per_execution_is_refused() -> None:
+    expanding = select(literal(1)).where(literal(1).in_(bindparam("ids", expanding=True)))
+    with pytest.raises(ValueError, match="compiled once"):
+        compiled(expanding, _DIALECT)
+
+
+@pytest.fixture
+async def small_engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    """One pooled connection, no overflow: the next read reuses exactly that one."""
+    update = {"db_pool_size": 1, "db_max_overflow": 0, "db_pool_timeout": 2.0}
+    engine = make_engine(settings.model_copy(update=update), autocommit=True)
+    yield engine
+    await engine.dispose()
+
+
+async def _backend(pool: ReadPool) -> int:
+    async with pool.connect() as db:
+        pid: int = await db.scalar(text("SELECT pg_backend_pid()"))
+    return pid
+
+
+async def _terminate(engine: AsyncEngine, pid: int) -> None:
+    async with engine.connect() as admin:
+        await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+
+async def test_a_connection_lost_under_a_read_is_a_503_and_the_pool_recovers(
+    settings: Settings, engine: AsyncEngine, small_engine: AsyncEngine
+) -> None:
+    pool = ReadPool(small_engine)
+    lost = await _backend(pool)
+    await _terminate(engine, lost)
+    state = make_state(settings, small_engine, connect=pool.connect)
+    transport = httpx.ASGITransport(app=serve_with_state(create_app(settings), state))
+    async with httpx.AsyncClient(transport=transport, base_url=ROOT + "/api") as client:
+        during = await client.get("/tags")
+        after = await client.get("/tags")
+    assert during.status_code == 503
+    assert during.headers["Retry-After"] == "1"
+    assert after.status_code == 200
+    assert await _backend(pool) != lost  # the broken one never went back into the pool
+    assert "Current Checked out connections: 0" in small_engine.pool.status()
+
+
+async def test_a_lost_connection_raises_what_sqlalchemy_raises(
+    engine: AsyncEngine, small_engine: AsyncEngine
+) -> None:
+    pool = ReadPool(small_engine)
+    await _terminate(engine, await _backend(pool))
+    async with pool.connect() as db:
+        with pytest.raises(OperationalError) as raised:
+            await db.scalar(text("SELECT 1"))
+    assert raised.value.connection_invalidated
+    assert "SELECT 1" in str(raised.value)
+
+
+async def test_an_unreachable_database_is_an_operational_error(settings: Settings) -> None:
+    url = "postgresql+psycopg://x@127.0.0.1:1/x"
+    nowhere = make_engine(settings.model_copy(update={"database_url": url}), autocommit=True)
+    try:
+        with pytest.raises(OperationalError):
+            async with ReadPool(nowhere).connect():
+                pass
+    finally:
+        await nowhere.dispose()
+
+
+async def test_a_cancelled_read_stops_its_statement_and_leaves_a_healthy_pool(
+    engine: AsyncEngine, small_engine: AsyncEngine
+) -> None:
+    pool = ReadPool(small_engine)
+    cancelled = await _backend(pool)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.3), pool.connect() as db:
+            await db.scalar(text("SELECT pg_sleep(5) /* db-reads-cancel */"))
+    started = time.monotonic()
+    async with engine.connect() as admin:
+        while await admin.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                "AND query LIKE '%db-reads-cancel%' AND query NOT LIKE '%pg_stat_activity%'"
+            )
+        ):
+            assert time.monotonic() - started < 3, "the statement kept running"
+            await asyncio.sleep(0.05)
+    # Discarded as SQLAlchemy discards a connection cancelled mid-statement; the next read
+    # gets a fresh one.
+    assert await _backend(pool) != cancelled
+    assert "Current Checked out connections: 0" in small_engine.pool.status()
+
+
+async def test_a_read_span_is_named_and_attributed_like_the_orms(
+    small_engine: AsyncEngine,
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.instrument_engine(small_engine, provider)
+    statement = queries.single("nowhere", None)[0]
+    async with small_engine.connect() as conn:
+        await conn.execute(statement, {"slug": "nowhere"})
+    async with ReadPool(small_engine, provider).connect() as db:
+        assert await db.scalar(statement, {"slug": "nowhere"}) is None
+    orm, thin = exporter.get_finished_spans()
+    assert thin.instrumentation_scope is not None
+    assert thin.instrumentation_scope.name == "app.db_reads"
+    assert (thin.name, thin.kind) == (orm.name, orm.kind) == ("SELECT", SpanKind.CLIENT)
+    assert thin.attributes == orm.attributes
