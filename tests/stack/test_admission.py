@@ -87,7 +87,8 @@ async def test_a_burst_that_fits_the_budget_is_served_completely(token: str) -> 
 
 async def test_a_burst_beyond_the_budget_is_refused_at_once_and_does_no_work(token: str) -> None:
     with targets.running(targets.Stack.load(STATE), _limited("admshed", 0.3)) as target:
-        await _burst(target.base_url, token, 20)
+        # (Its first requests, measured while the process is cold, may be refused too.)
+        warm = Counter(status for status, _, _ in await _burst(target.base_url, token, 20))
         shed_before = _shed(target)
         answers = await _burst(target.base_url, token, 1000)
         shed = _shed(target) - shed_before
@@ -109,5 +110,5 @@ async def test_a_burst_beyond_the_budget_is_refused_at_once_and_does_no_work(tok
         for line in map(json.loads, log.read_text().splitlines())
         if line.get("status") == 503
     )
-    assert len(took) == statuses[503]
+    assert len(took) == warm[503] + statuses[503]
     assert took[int(0.9 * len(took))] < 5, took[int(0.9 * len(took)) :]
