@@ -1,83 +1,166 @@
-"""The floor under issue 2's speed targets: the API's own read statements, served by a bare
-ASGI callable on the same uvicorn settings and pool size, with nothing else.
+"""The floor under the API's read speed: the API's own read statements, served by a bare ASGI
+callable on the same server settings and pool size, with nothing else.
 
 No FastAPI, no middleware (metrics, deadlines, CORS, idempotency), no SQLAlchemy at request
-time, no JWT check (an `Authorization` header just selects the viewer statement for user 1),
-no validation. What it costs per request is what uvicorn, psycopg and PostgreSQL cost on this
-machine; the API can only be slower. `bench.api_speed --bare` measures both in one run, so the
-report shows how far the full API is from this floor, and whether a target lies above it.
+time (bench/lib/statements.py compiles the statements once), no JWT check (an
+`Authorization` header just selects the viewer statements, for the user BARE_VIEWER_ID
+names), no validation. What it costs per request is what the server, psycopg and PostgreSQL
+cost on this machine; the API can only be slower. `bench.api_speed --bare` measures both in
+one run, so the report shows how far the full API is from this floor. With BARE_MEMO=1 each
+worker keeps every answer it gave and answers the same request again from memory: the floor
+of a cached read.
 
     uvicorn bench.bare_app:app --workers 2 --loop uvloop --http httptools   # DATABASE_URL set
 """
 
 import os
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
+import orjson
 from psycopg import AsyncConnection
+from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
-from sqlalchemy import Select
-from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from starlette.types import Message, Receive, Scope, Send
 
 from app.articles import cursors, pages, queries
+from bench.lib import statements
 from bench.lib.database import plain_url
+from bench.lib.statements import Statement
 
-_DIALECT = PGDialect_psycopg()  # type: ignore[no-untyped-call]
-
-
-def _sql(statement: Select[*tuple[Any, ...]]) -> tuple[str, dict[str, object]]:
-    """The statement exactly as SQLAlchemy sends it through psycopg (`%(name)s` parameters),
-    and the values of its literal parameters."""
-    compiled = statement.compile(dialect=_DIALECT)
-    return str(compiled), dict(compiled.params)
+VIEWER_ID = int(os.environ.get("BARE_VIEWER_ID", "1"))
+_ARTICLES = "/api/articles"
+_FEED = "/api/articles/feed"
+_PROFILES = "/api/profiles/"
+_NOT_FOUND = (404, b'{"errors":{"body":["not found"]}}')
 
 
-_ANONYMOUS = {"page": _sql(queries.page(queries.Filters(), None, queries.Window(limit=1))[0])}
-_ANONYMOUS["single"] = _sql(queries.single("", None)[0])
-_VIEWER = {"page": _sql(queries.page(queries.Filters(), 1, queries.Window(limit=1))[0])}
-_VIEWER["single"] = _sql(queries.single("", 1)[0])
-_PREFIX = "/api/articles"
+def _statements(viewer_id: int | None) -> dict[str, Statement]:
+    article, comments = statements.comments_of(viewer_id)
+    return {
+        "page": statements.page(queries.Filters(), viewer_id),
+        "single": statements.single(viewer_id),
+        "article_id": article,
+        "comments": comments,
+        "profile": statements.profile(viewer_id),
+    }
+
+
+_ANONYMOUS = _statements(None)
+_VIEWER = _statements(statements.VIEWER)
+_FEED_PAGE = statements.page(queries.Filters(followed_by=statements.VIEWER), statements.VIEWER)
+_TAGS = statements.tag_names()
 # The API's nextCursor, signed the same way (its key comes from the same JWT_SECRET).
 _CURSOR_KEY = cursors.signing_key(os.environ.get("JWT_SECRET", ""))
 _LIST = queries.Filters().signature()
+_FEED_LIST = queries.Filters(followed_by=VIEWER_ID).signature()
 
 _pool: AsyncConnectionPool[AsyncConnection[tuple[Any, ...]]] | None = None
+_memo: dict[tuple[str, bytes, bool], tuple[int, bytes]] | None = (
+    {} if os.environ.get("BARE_MEMO") == "1" else None
+)
 
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
         await _lifespan(receive, send)
         return
+    if _memo is None:
+        await _answer(send, *await _respond(scope))
+        return
+    key = (scope["path"], scope["query_string"], _has_authorization(scope))
+    if (answer := _memo.get(key)) is None:
+        answer = _memo[key] = await _respond(scope)
+    await _answer(send, *answer)
+
+
+async def _respond(scope: Scope) -> tuple[int, bytes]:
+    """(status, body) as the API answers a GET of this path, from the same statements."""
     path: str = scope["path"]
     if path in ("/livez", "/readyz"):
-        await _answer(send, 200, b'{"status":"ok"}')
-        return
-    statements = _VIEWER if _has_authorization(scope) else _ANONYMOUS
-    if path == _PREFIX:
-        query = parse_qs(scope["query_string"].decode())
-        sql, params = statements["page"]
-        params = params | {"limit": int(query.get("limit", ["20"])[0]), "offset": 0, "viewer_id": 1}
-    elif path.startswith(_PREFIX + "/"):
-        sql, params = statements["single"]
-        params = params | {"slug": path.removeprefix(_PREFIX + "/"), "viewer_id": 1}
-    else:
-        await _answer(send, 404, b'{"errors":{"body":["not found"]}}')
-        return
+        return 200, b'{"status":"ok"}'
+    viewer = _has_authorization(scope)
+    ours = _VIEWER if viewer else _ANONYMOUS
+    values: dict[str, object] = {"viewer_id": VIEWER_ID}
+    if path == _ARTICLES:
+        return await _page(ours["page"], _limit(scope), _LIST)
+    if path == _FEED:
+        if not viewer:
+            return 401, b'{"errors":{"body":["authentication required"]}}'
+        return await _page(_FEED_PAGE, _limit(scope), _FEED_LIST)
+    if path == "/api/tags":
+        names = [name for (name,) in await _rows(_TAGS, values)]
+        return 200, orjson.dumps({"tags": names})
+    if path.startswith(_PROFILES):
+        values["username"] = path.removeprefix(_PROFILES)
+        found = await _rows(ours["profile"], values, named=True)
+        return (200, orjson.dumps({"profile": _person(found[0])})) if found else _NOT_FOUND
+    if not path.startswith(_ARTICLES + "/"):
+        return _NOT_FOUND
+    slug, _, rest = path.removeprefix(_ARTICLES + "/").partition("/")
+    values["slug"] = slug
+    if rest == "comments":
+        return await _comments(ours, values)
+    found = await _rows(ours["single"], values)
+    return (200, found[0][0].encode()) if found else _NOT_FOUND
+
+
+async def _page(statement: Statement, limit: int, query: str) -> tuple[int, bytes]:
+    ((document, on_page, last),) = await _rows(statement, {"limit": limit, "viewer_id": VIEWER_ID})
+    body = pages.finish(document, on_page, last, limit=limit, key=_CURSOR_KEY, query=query)
+    return 200, body.encode()
+
+
+async def _comments(ours: dict[str, Statement], values: dict[str, object]) -> tuple[int, bytes]:
+    """Two statements on one connection, as the API runs them: the article, its comments."""
     assert _pool is not None  # noqa: S101 - opened by the lifespan
     async with _pool.connection() as conn:
-        cursor = await conn.execute(sql, params, prepare=True)
-        row = await cursor.fetchone()
-    if row is None:  # an unknown slug
-        await _answer(send, 404, b'{"errors":{"body":["article not found"]}}')
-        return
-    if path == _PREFIX:
-        document, on_page, last = row
-        limit = int(str(params["limit"]))
-        page = pages.finish(document, on_page, last, limit=limit, key=_CURSOR_KEY, query=_LIST)
-        await _answer(send, 200, page.encode())
-        return
-    await _answer(send, 200, row[0].encode())
+        found = await _execute(conn, ours["article_id"], values, named=False)
+        if not found:
+            return _NOT_FOUND
+        values["article_id"] = found[0][0]
+        rows = await _execute(conn, ours["comments"], values, named=True)
+    return 200, orjson.dumps({"comments": [_comment(row) for row in rows]})
+
+
+def _comment(row: dict[str, Any]) -> dict[str, object]:
+    return {
+        "id": row["id"],
+        "createdAt": _timestamp(row["created_at"]),
+        "updatedAt": _timestamp(row["updated_at"]),
+        "body": row["body"],
+        "author": _person(row),
+    }
+
+
+def _person(row: dict[str, Any]) -> dict[str, object]:
+    return {key: row[key] for key in ("username", "bio", "image", "following")}
+
+
+def _timestamp(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"  # as app/schemas.py
+
+
+async def _rows(
+    statement: Statement, values: dict[str, object], *, named: bool = False
+) -> list[Any]:
+    assert _pool is not None  # noqa: S101 - opened by the lifespan
+    async with _pool.connection() as conn:
+        return await _execute(conn, statement, values, named=named)
+
+
+async def _execute(
+    conn: AsyncConnection[Any], statement: Statement, values: dict[str, object], *, named: bool
+) -> list[Any]:
+    """The rows, as dicts by column name when `named` (comments, profiles: rendered here)."""
+    cursor = conn.cursor(row_factory=dict_row) if named else conn.cursor()
+    await cursor.execute(statement.sql, statement.bind(**values), prepare=True)
+    return await cursor.fetchall()
+
+
+def _limit(scope: Scope) -> int:
+    return int(parse_qs(scope["query_string"].decode()).get("limit", ["20"])[0])
 
 
 def _has_authorization(scope: Scope) -> bool:
