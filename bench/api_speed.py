@@ -1,30 +1,35 @@
-"""Issue 2's speed benchmark: no cache, 2 uvicorn workers straight to PostgreSQL, wrk at 64
-connections against the article list (anonymous and logged in) and single articles.
+"""The API's read speed against its floor (issues 2 and 17): 2 workers straight to
+PostgreSQL, wrk at 64 connections against every public read and /livez, uncached, and with
+`--cache` the cached list and article with the read cache on; with `--bare` each against
+bench/bare_app.py on the same server; with `--servers uvicorn,granian` on both servers.
 
-    .venv/bin/python -m bench.api_speed            # or: make bench-api
+    .venv/bin/python -m bench.api_speed --bare --cache --servers uvicorn,granian
 
 Starts its own embedded PostgreSQL under .data/bench-postgres (or uses DATABASE_URL, which
-it never empties unless --truncate), migrates, seeds, serves the API on 127.0.0.1:8100,
-runs wrk and writes bench/results/<UTC timestamp>/api-speed.md. Everything is loopback
-and every step has a time limit.
+it never empties unless --truncate) and, for `--cache`, a Redis of its own; migrates,
+seeds, serves the API on 127.0.0.1:8100, runs wrk and writes
+bench/results/<UTC timestamp>/api-speed.md. Everything is loopback and every step has a
+time limit.
 """
 
 import argparse
 import asyncio
 import json
 import os
-from collections.abc import Callable
+import secrets
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from app.migrate import upgrade
+from app.security import make_token
 from bench.lib import layers, profiles, seeding, speed_report
-from bench.lib.database import dataset, plain_url, sample_slugs
+from bench.lib.database import dataset, plain_url, sample_slugs, sample_usernames
 from bench.lib.machine import CpuShare, machine_info, package_versions
 from bench.lib.paths import ROOT, folder
-from bench.lib.server import Api, get_json, login
+from bench.lib.server import SERVERS, Api, RedisServer, get_json
 from bench.lib.speed_report import Endpoint, Measurement
 from bench.lib.wrk import (
     auth_script,
@@ -36,22 +41,32 @@ from bench.lib.wrk import (
 )
 
 PG_DATA = ROOT / ".data" / "bench-postgres"
-BARE = "bench.bare_app:app"
-
+REDIS_DATA = ROOT / ".data" / "bench-redis"
+API, BARE = "app.main:create_app", "bench.bare_app:app"
+VIEWER_ID = 1  # user1@example.com: a seeded user's id is its number
 
 ENDPOINTS = (
-    Endpoint("GET /api/articles?limit=20 (anonymous)", "/api/articles?limit=20", "list.lua", 1500),
-    Endpoint(
-        "GET /api/articles?limit=20 (logged in)", "/api/articles?limit=20", "list-auth.lua", 1500
-    ),
-    Endpoint("GET /api/articles/{slug} (anonymous)", "/api/articles", "article.lua", 3000),
-    # No target: the ceiling of uvicorn + FastAPI + middleware on this machine, no database.
-    Endpoint("GET /livez (baseline, no database)", "/livez", "list.lua", 0),
+    Endpoint("list", "/api/articles?limit=20"),
+    Endpoint("list-auth", "/api/articles?limit=20", auth=True),
+    Endpoint("feed", "/api/articles/feed?limit=20", auth=True),
+    Endpoint("article", "/api/articles/{slug}"),
+    Endpoint("comments", "/api/articles/{slug}/comments"),
+    Endpoint("profile", "/api/profiles/{username}"),
+    Endpoint("tags", "/api/tags"),
+    # No database: what the server, FastAPI and the middleware cost; its floor is the bare
+    # ASGI callable.
+    Endpoint("livez", "/livez"),
+)
+CACHED = (
+    Endpoint("cached-list", "/api/articles?limit=20", cached=True),
+    Endpoint("cached-list-auth", "/api/articles?limit=20", auth=True, cached=True),
+    Endpoint("cached-article", "/api/articles/{slug}", cached=True),
+    Endpoint("cached-article-auth", "/api/articles/{slug}", auth=True, cached=True),
 )
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Issue 2 API speed benchmark (wrk, no cache)")
+    parser = argparse.ArgumentParser(description="The API's read speed against its floor (wrk)")
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     parser.add_argument("--size", choices=sorted(seeding.PRESETS), default="small")
     parser.add_argument("--no-seed", action="store_true", help="use the data already there")
@@ -60,14 +75,25 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per endpoint")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
-    parser.add_argument("--workers", type=int, default=2, help="uvicorn workers")
+    parser.add_argument("--workers", type=int, default=2, help="workers per server")
     parser.add_argument("--port", type=int, default=8100)
-    parser.add_argument("--slugs", type=int, default=500, help="distinct slugs to rotate through")
-    parser.add_argument("--only", help="run only endpoints whose name contains this")
+    parser.add_argument(
+        "--slugs", type=int, default=500, help="distinct slugs (and usernames) to rotate through"
+    )
+    parser.add_argument("--only", help="run only endpoints whose name or key contains this")
     parser.add_argument(
         "--bare",
         action="store_true",
         help="also measure the floor: the same statements from a bare ASGI app (bench.bare_app)",
+    )
+    parser.add_argument(
+        "--cache", action="store_true", help="also the cached list and article (Redis on)"
+    )
+    parser.add_argument(
+        "--servers",
+        type=servers,
+        default=["uvicorn"],
+        help="comma-separated, of uvicorn,granian: each measured in turn, same settings",
     )
     parser.add_argument("--py-spy", help="path to py-spy: profile the workers in an extra run")
     parser.add_argument(
@@ -75,6 +101,13 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, help="results folder (default: timestamped)")
     return parser.parse_args()
+
+
+def servers(text: str) -> list[str]:
+    chosen = text.split(",")
+    if not chosen or not set(chosen) <= set(SERVERS):
+        raise argparse.ArgumentTypeError(f"choose from {','.join(SERVERS)}")
+    return chosen
 
 
 def database(args: argparse.Namespace) -> tuple[str, bool]:
@@ -108,46 +141,71 @@ def postmaster_pid() -> int | None:
         return None
 
 
-def write_scripts(out: Path, api: Api, slugs: list[str]) -> None:
-    token = login(api.base, "user1@example.com", seeding.PASSWORD)
-    (out / "list.lua").write_text(plain_script())
-    (out / "list-auth.lua").write_text(auth_script(token))
-    (out / "article.lua").write_text(rotate_script([f"/api/articles/{s}" for s in slugs]))
-    # Each endpoint answers 200 before it is measured.
-    get_json(api.base + "/api/articles?limit=20")
-    get_json(api.base + "/api/articles?limit=20", token=token)
-    get_json(api.base + f"/api/articles/{slugs[0]}")
+def write_scripts(
+    out: Path, endpoints: Iterable[Endpoint], token: str, url: str, samples: int
+) -> dict[str, str]:
+    """One Lua script per endpoint, `{slug}` and `{username}` rotating through samples; the
+    path each asks for first, by endpoint key (what wrk's URL names and `check` asks for)."""
+    values = {"slug": sample_slugs(url, samples), "username": sample_usernames(url, samples)}
+    first = {}
+    for endpoint in endpoints:
+        login = token if endpoint.auth else None
+        paths = [endpoint.path]
+        for name, chosen in values.items():
+            if "{" + name + "}" in endpoint.path:
+                paths = [endpoint.path.replace("{" + name + "}", value) for value in chosen]
+        if len(paths) > 1:
+            script = rotate_script(paths, token=login)
+        else:
+            script = plain_script() if login is None else auth_script(login)
+        (out / f"{endpoint.key}.lua").write_text(script)
+        first[endpoint.key] = paths[0]
+    return first
 
 
 def measure(
-    args: argparse.Namespace, wrk: str, api: Api, out: Path, *, bare: bool = False
+    args: argparse.Namespace,
+    wrk: str,
+    api: Api,
+    out: Path,
+    endpoints: Iterable[Endpoint],
+    first: dict[str, str],
+    *,
+    floor: bool,
+    redis: RedisServer | None,
 ) -> list[Measurement]:
     roots: dict[str, Callable[[], int | None]] = {"API workers": lambda: api.pid}
     if not args.database_url:  # a server of our own: its processes are ours to watch
         roots["PostgreSQL"] = postmaster_pid
+    if redis is not None:
+        roots["Redis"] = lambda: redis.pid
     results = []
-    for endpoint in ENDPOINTS:
-        if args.only and args.only not in endpoint.name:
-            continue
-        if bare:  # the floor has no target of its own: it tells whether a target is reachable
-            endpoint = replace(endpoint, name=f"bare: {endpoint.name}", target_rps=0)
-        script, url = out / endpoint.script, api.base + endpoint.path
+    for endpoint in endpoints:
+        script = out / f"{endpoint.key}.lua"
+        url = api.base + first[endpoint.key]
         options = {"connections": args.connections, "threads": args.threads}
         if args.warmup:
             run_wrk(wrk, url, script, duration_s=args.warmup, **options)
         cpu = CpuShare(roots, own="wrk + this script")
         cpu.start()
         result = run_wrk(wrk, url, script, duration_s=args.duration, **options)
-        shares = cpu.stop()
-        print(speed_report.one_line(endpoint.name, result, endpoint.target_rps), flush=True)
-        summary = profile(args, wrk, api, endpoint, out) if args.py_spy and not bare else None
-        results.append(Measurement(endpoint, result, shares, summary))
+        measured = Measurement(endpoint, api.server, floor, result, cpu.stop())
+        print(speed_report.one_line(measured), flush=True)
+        if args.py_spy and not floor:
+            raw = out / f"profile-{api.server}-{endpoint.key}.txt"
+            measured = replace(measured, profile=profile(args, wrk, api, url, script, raw))
+        results.append(measured)
     return results
 
 
-def profile(args: argparse.Namespace, wrk: str, api: Api, endpoint: Endpoint, out: Path) -> str:
+def check(api: Api, endpoints: Iterable[Endpoint], first: dict[str, str], token: str) -> None:
+    """Each endpoint answers 200 before it is measured."""
+    for endpoint in endpoints:
+        get_json(api.base + first[endpoint.key], token=token if endpoint.auth else None)
+
+
+def profile(args: argparse.Namespace, wrk: str, api: Api, url: str, script: Path, raw: Path) -> str:
     """One more run of the endpoint with py-spy sampling every worker; its summary."""
-    raw = out / f"profile-{endpoint.script.removesuffix('.lua')}.txt"
     if api.pid is None:
         return "_the API is not running_\n"
     sampler = profiles.record(args.py_spy, api.pid, max(args.duration - 2, 1), raw)
@@ -155,8 +213,8 @@ def profile(args: argparse.Namespace, wrk: str, api: Api, endpoint: Endpoint, ou
     cpu.start()
     result = run_wrk(
         wrk,
-        api.base + endpoint.path,
-        out / endpoint.script,
+        url,
+        script,
         connections=args.connections,
         threads=args.threads,
         duration_s=args.duration,
@@ -168,6 +226,53 @@ def profile(args: argparse.Namespace, wrk: str, api: Api, endpoint: Endpoint, ou
     ms = 1000 * shares["API workers"] / result.rps if result.rps else None
     text = f"While profiled: {result.rps:,.0f} req/s, workers' CPU {ms or 0:.2f} ms/request.\n\n"
     return text + profiles.summarise(raw, cpu_ms_per_request=ms)
+
+
+def run(
+    args: argparse.Namespace, wrk: str, url: str, out: Path, endpoints: list[Endpoint]
+) -> list[Measurement]:
+    """The API uncached, then cached, then (`--bare`) their floors, each on every server;
+    the servers take turns in alternating order (A B, B A, ...) so that a drift in the
+    machine's speed during the run favours neither."""
+    secret = os.environ.get("JWT_SECRET") or secrets.token_urlsafe(48)
+    token = make_token(VIEWER_ID, secret=secret, ttl_seconds=24 * 3600)
+    first = write_scripts(out, endpoints, token, url, args.slugs)
+    phases = [
+        (cached, floor)
+        for floor in (False, True)
+        for cached in (False, True)
+        if (args.bare or not floor) and any(e.cached == cached for e in endpoints)
+    ]
+    results: list[Measurement] = []
+    with ExitStack() as stack:
+        redis = None
+        if any(cached for cached, _ in phases):
+            redis = stack.enter_context(RedisServer(REDIS_DATA))
+        for turn, (cached, floor) in enumerate(phases):
+            chosen = [e for e in endpoints if e.cached == cached]
+            env = {"JWT_SECRET": secret, "BARE_VIEWER_ID": str(VIEWER_ID)}
+            if cached and floor:
+                env["BARE_MEMO"] = "1"
+            elif cached and redis is not None:
+                env["REDIS_URL"] = redis.url
+            target = BARE if floor else API
+            for server in args.servers[:: -1 if turn % 2 else 1]:
+                api = Api(
+                    url,
+                    port=args.port,
+                    workers=args.workers,
+                    logs=out,
+                    target=target,
+                    server=server,
+                    env=env,
+                )
+                with api:
+                    check(api, chosen, first, token)
+                    watched = redis if cached and not floor else None
+                    results += measure(
+                        args, wrk, api, out, chosen, first, floor=floor, redis=watched
+                    )
+    return results
 
 
 def main() -> None:
@@ -186,19 +291,19 @@ def main() -> None:
         print("anatomy: each layer of a read request, one at a time", flush=True)
         anatomy = layers.render(asyncio.run(layers.measure(url, 300, None)), 300)
     info |= {"PostgreSQL": server["PostgreSQL"], "wrk": wrk_version(wrk)}
-    with ExitStack() as stack:
-        api = stack.enter_context(Api(url, port=args.port, workers=args.workers, logs=out))
-        write_scripts(out, api, sample_slugs(url, args.slugs))
-        results = measure(args, wrk, api, out)
-    if args.bare:
-        with Api(url, port=args.port, workers=args.workers, logs=out, target=BARE) as api:
-            results += measure(args, wrk, api, out, bare=True)
+    chosen = [
+        e
+        for e in ENDPOINTS + CACHED * args.cache
+        if not args.only or args.only in e.name or args.only in e.key
+    ]
+    results = run(args, wrk, url, out, chosen)
     text = speed_report.render(args, started, info, package_versions(), counts, results, anatomy)
     (out / "api-speed.md").write_text(text)
     summary = [
         {
+            "server": m.server,
+            "side": "floor" if m.floor else "API",
             "endpoint": m.endpoint.name,
-            "target_rps": m.endpoint.target_rps,
             **asdict(m.result),
             "rps": m.result.rps,
             "cpu_cores": m.cpu,
@@ -206,6 +311,7 @@ def main() -> None:
         for m in results
     ]
     (out / "results.json").write_text(json.dumps({"machine": info, "results": summary}, indent=2))
+    print(speed_report.summary(results))
     print(f"report: {out / 'api-speed.md'}")
 
 

@@ -23,8 +23,7 @@ import argparse
 import json
 import os
 import secrets
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,7 +37,7 @@ from bench.lib import markdown, seeding
 from bench.lib.database import dataset
 from bench.lib.machine import CpuShare, machine_info, package_versions
 from bench.lib.paths import ROOT, folder
-from bench.lib.server import Api, get_json, login
+from bench.lib.server import Api, RedisServer, get_json, login
 from bench.lib.wrk import (
     WrkResult,
     auth_script,
@@ -91,14 +90,6 @@ class Measured:
     variant: str
     result: WrkResult
     cpu: dict[str, float]
-
-
-class CachedApi(Api):
-    """The same API with the read cache on, in a Redis of its own."""
-
-    def __init__(self, database_url: str, redis_url: str, **options: Any) -> None:
-        super().__init__(database_url, **options)
-        self._env["REDIS_URL"] = redis_url
 
 
 def parse_args() -> argparse.Namespace:
@@ -205,19 +196,6 @@ def postmaster_pid() -> int | None:
         return None
 
 
-@contextmanager
-def redis() -> Iterator[str]:
-    from app.dev.embedded import start_redis  # the `embedded` extra
-
-    REDIS_DATA.mkdir(parents=True, exist_ok=True)
-    url, process = start_redis(REDIS_DATA)
-    try:
-        yield url
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
 def run(args: argparse.Namespace, urls: dict[str, str], key: bytes, out: Path) -> list[Measured]:
     wrk = ensure_wrk()
     chosen = {size: picks(url, key) for size, url in urls.items()}
@@ -242,9 +220,9 @@ def run(args: argparse.Namespace, urls: dict[str, str], key: bytes, out: Path) -
                 if size == "large" and chosen[size]["cursor"]:  # a set that deep
                     for variant in (PAGE_ONE, DEEP):
                         record(size, round_, variant, api)
-    with redis() as redis_url:
-        api_options = {"port": args.port, "workers": args.workers, "logs": out}
-        with CachedApi(urls["large"], redis_url, **api_options) as api:
+    with RedisServer(REDIS_DATA) as redis:
+        cache = {"REDIS_URL": redis.url}
+        with Api(urls["large"], port=args.port, workers=args.workers, logs=out, env=cache) as api:
             write_scripts(out, api.base, chosen["large"])
             record("large", 1, CACHED_SEARCH, api)
     return measured

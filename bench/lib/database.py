@@ -40,14 +40,18 @@ def sample_slugs(url: str, count: int) -> list[str]:
         return [row[0] for row in rows]
 
 
+def sample_usernames(url: str, count: int) -> list[str]:
+    """`count` usernames, the same ones for the same data set."""
+    with psycopg.connect(plain_url(url)) as conn:
+        query = "SELECT username FROM users ORDER BY md5(username) LIMIT %s"
+        return [row[0] for row in conn.execute(query, (count,))]
+
+
 def sample_data(url: str) -> dict[str, Any]:
     """What the load generators pick from: real slugs, usernames and popular tags."""
     slugs = sample_slugs(url, 500)
+    users = sample_usernames(url, 300)
     with psycopg.connect(plain_url(url)) as conn:
-        users = [
-            r[0]
-            for r in conn.execute("SELECT username FROM users ORDER BY md5(username) LIMIT 300")
-        ]
         tags = [
             r[0]
             for r in conn.execute(

@@ -10,44 +10,128 @@ from datetime import datetime
 from bench.lib import markdown
 from bench.lib.wrk import WrkResult
 
+# Issue 17's targets: every uncached read at >= 75 % of its floor's req/s, /livez at >= 60 %
+# of the bare callable's, a cached read at <= 0.25 ms of API CPU per request.
+RATIO_TARGET = 0.75
+LIVEZ_RATIO_TARGET = 0.60
+CACHED_CPU_TARGET_MS = 0.25
+WORKERS = "API workers"  # the CPU group of the server under test (the API, or the floor)
+GROUPS = (WORKERS, "PostgreSQL", "Redis", "wrk + this script")  # as the table shows them
+
 
 @dataclass(frozen=True)
 class Endpoint:
-    name: str
-    path: str  # the one wrk is pointed at; a rotating script overrides it
-    script: str  # file name of its Lua script in the results folder
-    target_rps: int
+    key: str  # names its Lua script and its profile
+    path: str  # `{slug}`, `{username}`: each request takes the next of the sampled ones
+    auth: bool = False  # as user1, `Authorization: Token ...`
+    cached: bool = False  # the read cache on (Redis); its floor answers from memory
+
+    @property
+    def name(self) -> str:
+        how = ["logged in"] * self.auth + ["cached"] * self.cached
+        return f"GET {self.path}" + (f" ({', '.join(how)})" if how else "")
 
 
 @dataclass(frozen=True)
 class Measurement:
     endpoint: Endpoint
+    server: str  # uvicorn, granian
+    floor: bool  # bench.bare_app, not the API
     result: WrkResult
     cpu: Mapping[str, float]  # cores busy, by process group
     profile: str | None = None  # py-spy summary, Markdown
 
 
-def verdict(result: WrkResult, target: int) -> str:
-    if not target:
-        return "-"
-    if result.non_2xx or result.socket_errors:
+def cpu_ms(m: Measurement, group: str) -> float | None:
+    """CPU milliseconds per request of one process group; None when it was not watched."""
+    if group not in m.cpu or not m.result.rps:
+        return None
+    return 1000 * m.cpu[group] / m.result.rps
+
+
+def target(endpoint: Endpoint) -> str:
+    if endpoint.cached:
+        return f"≤ {CACHED_CPU_TARGET_MS} ms"
+    ratio = LIVEZ_RATIO_TARGET if endpoint.path == "/livez" else RATIO_TARGET
+    return f"≥ {ratio:.0%} of floor"
+
+
+def met(api: Measurement, floor: Measurement | None) -> str:
+    """Whether the API meets its issue 17 target; `-` when a ratio has no floor to go by."""
+    if any(m.result.non_2xx or m.result.socket_errors for m in (api, floor) if m):
         return "no (errors)"
-    return "yes" if result.rps >= target else f"no ({result.rps / target:.0%})"
+    if api.endpoint.cached:
+        ms = cpu_ms(api, WORKERS)
+        return "-" if ms is None else ("yes" if ms <= CACHED_CPU_TARGET_MS else "no")
+    if floor is None or not floor.result.rps:
+        return "-"
+    ratio = LIVEZ_RATIO_TARGET if api.endpoint.path == "/livez" else RATIO_TARGET
+    return "yes" if api.result.rps / floor.result.rps >= ratio else "no"
 
 
-def one_line(name: str, result: WrkResult, target: int) -> str:
+def one_line(m: Measurement) -> str:
+    r = m.result
+    side = "floor" if m.floor else "API"
+    ms = cpu_ms(m, WORKERS)
     return (
-        f"{name:<40} {result.rps:8,.0f} req/s (target {target or '-'}: {verdict(result, target)})  "
-        f"p50 {result.p50_ms:.1f} ms  p99 {result.p99_ms:.1f} ms  "
-        f"non-2xx {result.non_2xx}  errors {result.socket_errors}"
+        f"{m.server:<8} {side:<5} {m.endpoint.name:<48} {r.rps:8,.0f} req/s  "
+        f"{WORKERS} {'n/a' if ms is None else f'{ms:.2f}'} ms/req  "
+        f"p50 {r.p50_ms:.1f} ms  p99 {r.p99_ms:.1f} ms  "
+        f"non-2xx {r.non_2xx}  errors {r.socket_errors}"
     )
 
 
-def _ms(m: Measurement, group: str) -> str:
-    """CPU milliseconds per request of one process group; n/a when it was not watched."""
-    if group not in m.cpu or not m.result.rps:
-        return "n/a"
-    return f"{1000 * m.cpu[group] / m.result.rps:.2f}"
+def summary(results: Sequence[Measurement]) -> str:
+    """The one table: each endpoint on each server, the API against its floor, and CPU
+    milliseconds per request by process group (API / floor)."""
+    servers = list(dict.fromkeys(m.server for m in results))
+    groups = [g for g in GROUPS if any(g in m.cpu for m in results)]
+    found = {(m.endpoint, m.server, m.floor): m for m in results}
+    header = ["server"] * (len(servers) > 1) + ["endpoint", "API req/s", "floor req/s"]
+    header += ["API / floor", "target", "met", *(f"{g} ms/req" for g in groups)]
+    rows = []
+    for endpoint in dict.fromkeys(m.endpoint for m in results):
+        for server in servers:
+            api, floor = found.get((endpoint, server, False)), found.get((endpoint, server, True))
+            if api is None:
+                continue
+            ratio = (
+                f"{api.result.rps / floor.result.rps:.0%}" if floor and floor.result.rps else "-"
+            )
+            row = [server] * (len(servers) > 1) + [f"`{endpoint.name}`", f"{api.result.rps:,.0f}"]
+            row += [f"{floor.result.rps:,.0f}" if floor else "-", ratio, target(endpoint)]
+            row += [met(api, floor), *(_cpu_cell(api, floor, g) for g in groups)]
+            rows.append(row)
+    return markdown.table(header, rows, left=1 + (len(servers) > 1))
+
+
+def _cpu_cell(api: Measurement, floor: Measurement | None, group: str) -> str:
+    cells = [cpu_ms(m, group) for m in (api, floor) if m is not None]
+    if all(ms is None for ms in cells):
+        return "-"
+    return " / ".join("-" if ms is None else f"{ms:.2f}" for ms in cells)
+
+
+def runs(results: Sequence[Measurement]) -> str:
+    """Every wrk run: latency, errors and the machine's other load (noise)."""
+    header = ["server", "side", "endpoint", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms"]
+    header += ["requests", "non-2xx", "socket errors", "other cores"]
+    rows = [
+        [
+            m.server,
+            "floor" if m.floor else "API",
+            f"`{m.endpoint.name}`",
+            f"{m.result.rps:,.0f}",
+            *(f"{ms:.1f}" for ms in (m.result.p50_ms, m.result.p90_ms, m.result.p99_ms)),
+            f"{m.result.max_ms:.1f}",
+            f"{m.result.requests:,}",
+            str(m.result.non_2xx),
+            str(m.result.socket_errors),
+            f"{m.cpu.get('other', 0.0):.2f}",
+        ]
+        for m in results
+    ]
+    return markdown.table(header, rows, left=3)
 
 
 def render(
@@ -59,46 +143,25 @@ def render(
     results: Sequence[Measurement],
     layers: str | None = None,
 ) -> str:
-    speed = [
-        [
-            f"`{e.name}`",
-            f"{r.rps:,.0f}",
-            f"{e.target_rps:,}" if e.target_rps else "-",
-            verdict(r, e.target_rps),
-            f"{r.p50_ms:.1f}",
-            f"{r.p90_ms:.1f}",
-            f"{r.p99_ms:.1f}",
-            f"{r.max_ms:.1f}",
-            f"{r.requests:,}",
-            str(r.non_2xx),
-            str(r.socket_errors),
-        ]
-        for e, r in ((m.endpoint, m.result) for m in results)
-    ]
-    groups = list(results[0].cpu) if results else []
-    cpu = [[f"`{m.endpoint.name}`", *(f"{m.cpu[g]:.2f}" for g in groups)] for m in results]
-    per_request = [
-        [f"`{m.endpoint.name}`", *(_ms(m, group) for group in ("API workers", "PostgreSQL"))]
-        for m in results
-    ]
-    header = ["endpoint", "req/s", "target", "met", "p50 ms", "p90 ms", "p99 ms", "max ms"]
-    header += ["requests", "non-2xx", "socket errors"]
+    servers = " and ".join(dict.fromkeys(m.server for m in results))
     lines = [
         f"# API speed, {started:%Y-%m-%d %H:%M} UTC",
         "",
-        "Issue 2: no cache, "
-        f"{args.workers} uvicorn workers (uvloop, httptools) straight to PostgreSQL, "
-        f"wrk with {args.connections} connections and {args.threads} threads, "
-        f"{args.duration} s per endpoint after {args.warmup} s of warm-up, all on one machine.",
+        f"{args.workers} workers ({servers}; uvloop, HTTP/1.1, uvicorn with httptools) straight "
+        f"to PostgreSQL, wrk with {args.connections} connections and {args.threads} threads, "
+        f"{args.duration} s per endpoint after {args.warmup} s of warm-up, all on one machine. "
+        "No cache, except where marked `cached`: then the API's read cache is on, in a Redis of "
+        "the run's own. The floor is bench/bare_app.py on the same server: the API's own "
+        "statements on psycopg and nothing else (for a cached read: the same bytes from "
+        "memory). CPU cells: API / floor. Issue 17's targets: uncached reads at "
+        f"{RATIO_TARGET:.0%} of their floor or more, `/livez` at {LIVEZ_RATIO_TARGET:.0%}, "
+        f"cached reads at {CACHED_CPU_TARGET_MS} ms of API CPU per request or less.",
         "",
-        markdown.table(header, speed),
-        f"CPU while measuring, in cores busy (of {machine.get('cores (nproc)', '?')}; "
-        "`other` is everything else on the machine, i.e. noise from other users):",
+        summary(results),
+        f"Each run (`other cores`: CPU of everything else on the machine, i.e. other users' "
+        f"noise, of {machine.get('cores (nproc)', '?')} cores):",
         "",
-        markdown.table(["endpoint", *groups], cpu),
-        "CPU milliseconds per request:",
-        "",
-        markdown.table(["endpoint", "API workers", "PostgreSQL"], per_request),
+        runs(results),
         "## Data set",
         "",
         markdown.counts(counts),
@@ -114,7 +177,9 @@ def render(
         "",
     ]
     for m in results:
-        lines += [f"### `{m.endpoint.name}`", "", "```", m.result.output, "```", ""]
+        side = "floor" if m.floor else "API"
+        lines += [f"### {m.server}, {side}: `{m.endpoint.name}`", "", "```", m.result.output]
+        lines += ["```", ""]
     if layers:
         lines += ["## CPU per layer, one request at a time (bench.anatomy)", "", layers, ""]
     profiled = [m for m in results if m.profile]
@@ -122,7 +187,7 @@ def render(
         lines += ["## Where the API workers' time goes (py-spy, one extra run each)", ""]
         lines += [PROFILE_NOTE, ""]
     for m in profiled:
-        lines += [f"### `{m.endpoint.name}`", "", m.profile or "", ""]
+        lines += [f"### {m.server}: `{m.endpoint.name}`", "", m.profile or "", ""]
     return "\n".join(lines)
 
 

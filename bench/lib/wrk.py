@@ -238,12 +238,17 @@ def plain_script() -> str:
 
 
 def auth_script(token: str) -> str:
-    return f'wrk.headers["Authorization"] = "Token {token}"\n' + DONE_LUA
+    return _authorization(token) + DONE_LUA
 
 
-def rotate_script(paths: Sequence[str]) -> str:
+def _authorization(token: str) -> str:
+    return f'wrk.headers["Authorization"] = "Token {token}"\n'
+
+
+def rotate_script(paths: Sequence[str], token: str | None = None) -> str:
     listed = ",\n".join(json.dumps(path) for path in paths)  # JSON strings are Lua strings here
-    return f"paths = {{\n{listed}\n}}\n" + ROTATE_LUA + DONE_LUA
+    script = f"paths = {{\n{listed}\n}}\n" + ROTATE_LUA + DONE_LUA
+    return script if token is None else _authorization(token) + script
 
 
 def run_wrk(
