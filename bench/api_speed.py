@@ -27,7 +27,7 @@ from app.migrate import upgrade
 from app.security import make_token
 from bench.lib import layers, profiles, seeding, speed_report
 from bench.lib.database import dataset, plain_url, sample_slugs, sample_usernames
-from bench.lib.machine import CpuShare, machine_info, package_versions
+from bench.lib.machine import CpuShare, machine_info, package_versions, tool_versions
 from bench.lib.paths import ROOT, folder
 from bench.lib.server import SERVERS, Api, RedisServer, get_json
 from bench.lib.speed_report import Endpoint, Measurement
@@ -291,6 +291,8 @@ def main() -> None:
         print("anatomy: each layer of a read request, one at a time", flush=True)
         anatomy = layers.render(asyncio.run(layers.measure(url, 300, None)), 300)
     info |= {"PostgreSQL": server["PostgreSQL"], "wrk": wrk_version(wrk)}
+    if args.cache:
+        info["Redis"] = tool_versions()["Redis"]
     chosen = [
         e
         for e in ENDPOINTS + CACHED * args.cache

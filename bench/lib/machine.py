@@ -23,6 +23,7 @@ PACKAGES = (
     "uvicorn",
     "uvloop",
     "httptools",
+    "granian",
     "orjson",
 )
 TICKS = os.sysconf("SC_CLK_TCK")
