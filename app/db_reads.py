@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.util import greenlet_spawn, is_exit_exception
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer, TracerProvider
@@ -235,7 +235,7 @@ class ReadConnection:
     async def _run(self, sql: str, values: dict[str, object]) -> list[Row]:
         fairy = self._fairy
         if fairy is None:
-            raise InvalidRequestError("this read connection was invalidated")
+            raise InvalidRequestError("this read connection is closed or was invalidated")
         driver: psycopg.AsyncConnection[Row] = fairy.driver_connection  # type: ignore[assignment]
         try:
             cursor = await driver.execute(sql, values)
@@ -248,7 +248,7 @@ class ReadConnection:
                 await self._invalidate(exc, whole_pool=True)
             raise _wrapped(exc, sql, values, self.pool.dialect, invalidated=lost) from exc
         except BaseException as exc:
-            if not isinstance(exc, Exception):
+            if is_exit_exception(exc):
                 # Cancelled (deadline, client gone) mid-statement: psycopg has asked the
                 # server to cancel, but the connection may be left mid-protocol; SQLAlchemy
                 # discards it, and so do we.

@@ -177,9 +177,10 @@ async def test_a_lost_connection_raises_what_sqlalchemy_raises(
     await _terminate(engine, await _backend(pool))
     async with pool.connect() as db:
         with pytest.raises(OperationalError) as raised:
-            await db.scalar(text("SELECT 1"))
+            await db.scalar(text("SELECT :secret"), {"secret": "hunter2"})
     assert raised.value.connection_invalidated
-    assert "SELECT 1" in str(raised.value)
+    assert "SELECT %(secret)s" in str(raised.value)  # the statement, never its values
+    assert "hunter2" not in str(raised.value)
 
 
 async def test_an_unreachable_database_is_an_operational_error(settings: Settings) -> None:
@@ -215,6 +216,24 @@ async def test_a_cancelled_read_stops_its_statement_and_leaves_a_healthy_pool(
     # gets a fresh one.
     assert await _backend(pool) != cancelled
     assert "Current Checked out connections: 0" in small_engine.pool.status()
+
+
+@pytest.mark.parametrize("prepared", [False, True])
+async def test_reads_prepare_statements_only_when_the_settings_allow(
+    settings: Settings, prepared: bool
+) -> None:
+    """Behind PgBouncer in transaction mode a named prepared statement would break: psycopg
+    keeps the engine's `prepare_threshold` (DB_PREPARED_STATEMENTS) on the driver path too."""
+    update = {"db_pool_size": 1, "db_max_overflow": 0, "db_prepared_statements": prepared}
+    engine = make_engine(settings.model_copy(update=update), autocommit=True)
+    try:
+        async with ReadPool(engine).connect() as db:
+            for _ in range(6):  # past psycopg's threshold of 5 when preparing is on
+                await db.all(tags._NAMES)
+            named = await db.scalar(text("SELECT count(*) FROM pg_prepared_statements"))
+    finally:
+        await engine.dispose()
+    assert (named > 0) is prepared
 
 
 async def test_a_read_span_is_named_and_attributed_like_the_orms(
