@@ -1,6 +1,7 @@
 """Responses of JSON documents that are already text, and HTTP caching for public reads."""
 
 import hashlib
+import time
 
 from starlette.responses import Response
 
@@ -31,9 +32,21 @@ def public_read(document: str, *, if_none_match: str | None, personal: bool) -> 
         "Cache-Control": PRIVATE if personal else PUBLIC,
         "Vary": "Authorization",
     }
+    if not personal:
+        headers["X-Accel-Expires"] = _micro_cache_expiry()
     if if_none_match is not None and _matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
     return RawJSON(body, headers=headers)
+
+
+def _micro_cache_expiry() -> str:
+    """How long nginx's micro-cache keeps this answer: to the end of the current second.
+
+    nginx counts validity in whole seconds and keeps a copy while its clock's second is at most
+    the one given, so `max-age=1` alone meant a copy could be served until nearly two seconds
+    after it was built; `@<this second>` keeps it under one. nginx takes this header over
+    Cache-Control and never passes it on to the client (docs/ARCHITECTURE.md "Cache")."""
+    return f"@{int(time.time())}"
 
 
 def _matches(if_none_match: str, etag: str) -> bool:

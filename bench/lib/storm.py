@@ -165,7 +165,7 @@ async def favorite_storm(
     result.duration_s = time.monotonic() - started
     async with httpx.AsyncClient(base_url=api_url, timeout=30) as client:
         # As one of the writers sees it: an anonymous copy may come from nginx's micro-cache,
-        # up to its max-age old (docs/ARCHITECTURE.md "Cache").
+        # up to a second old (docs/ARCHITECTURE.md "Cache").
         writer = {"Authorization": f"Token {tokens[0]}"}
         article = (await client.get(f"/articles/{slug}", headers=writer)).json()["article"]
         result.api_count = int(article["favoritesCount"])

@@ -182,11 +182,13 @@ async def test_an_unchanged_document_is_answered_304_without_a_body(workers, eng
         first = await client.get(path)
         etag = first.headers["etag"]
         assert first.headers["cache-control"].startswith("public")
+        assert first.headers["x-accel-expires"].startswith("@")  # nginx: this second only
         again = await other.get(path, headers={"If-None-Match": etag})  # any worker, any tier
         assert (again.status_code, again.content) == (304, b""), path
         assert again.headers["etag"] == etag
     mine = await client.get(f"/articles/{slug}", headers=author)
     assert mine.headers["cache-control"] == "private, no-cache"
+    assert "x-accel-expires" not in mine.headers
     assert "Authorization" in mine.headers["vary"]
 
     etag = (await client.get(f"/articles/{slug}")).headers["etag"]

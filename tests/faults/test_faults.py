@@ -274,8 +274,9 @@ async def test_fault_under_load(
             await asyncio.wait_for(running, WRITE_PATIENCE_S + CLIENT_TIMEOUT_S + 5)
         if fault == "job-worker-kill":
             await _import_runs(client, users[2][1], prefix)
-        # Anonymous answers may come from nginx's micro-cache: max-age=1, which nginx counts
-        # in whole seconds, so a copy lives up to two (docs/ARCHITECTURE.md "Cache").
+        # Anonymous answers may come from nginx's micro-cache: a copy lives to the end of the
+        # second it was built in, then one refresh (docs/ARCHITECTURE.md "Cache"); two
+        # seconds leave that refresh room on a machine busy with the faults.
         await asyncio.sleep(2.1)
         shown = {}
         for slug in targets:
