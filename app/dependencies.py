@@ -144,20 +144,25 @@ class Reads:
             document, if_none_match=self.if_none_match, personal=self.viewer_id is not None
         )
 
+    @classmethod
+    def of(cls, scope: Scope) -> "Reads":
+        """The request's reader: Unauthorized (401) for a token that is not valid."""
+        state = app_state(scope)
+        return cls(
+            viewer_id=edge.viewer_id(scope, state.settings.jwt_secret),
+            connect=state.connect,
+            cache=state.cache,
+            if_none_match=if_none_match(scope),
+        )
+
 
 async def _reads(request: Request) -> Reads:
     # One dependency node for the hottest routes (FastAPI solves each node per request): the
     # token is read here, not through MaybeViewerId; OPTIONAL_AUTH documents it.
-    state = app_state(request.scope)
-    return Reads(
-        viewer_id=edge.viewer_id(request.scope, state.settings.jwt_secret),
-        connect=state.connect,
-        cache=state.cache,
-        if_none_match=_if_none_match(request.scope),
-    )
+    return Reads.of(request.scope)
 
 
-def _if_none_match(scope: Scope) -> str | None:
+def if_none_match(scope: Scope) -> str | None:
     # Straight from the scope: `request.headers` would build a header mapping per request.
     value = edge.header(scope, b"if-none-match")
     return None if value is None else value.decode("latin-1")
@@ -195,6 +200,11 @@ class ListPage:
     cursor: str | None
     cursor_key: bytes
 
+    @classmethod
+    def of(cls, scope: Scope, *, limit: int, offset: int, cursor: str | None) -> "ListPage":
+        key = cursors.signing_key(app_state(scope).settings.jwt_secret)
+        return cls(limit=limit, offset=offset, cursor=cursor, cursor_key=key)
+
 
 async def _list_page(
     request: Request,
@@ -217,8 +227,7 @@ async def _list_page(
         ),
     ] = None,
 ) -> ListPage:
-    key = cursors.signing_key(app_state(request.scope).settings.jwt_secret)
-    return ListPage(limit=limit, offset=offset, cursor=cursor, cursor_key=key)
+    return ListPage.of(request.scope, limit=limit, offset=offset, cursor=cursor)
 
 
 ListPageDep = Annotated[ListPage, Depends(_list_page)]

@@ -31,7 +31,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.routing import compile_path
 
-from app import jwt_secret, replicas
+from app import hot_reads, jwt_secret, replicas
 from app.articles.router import router as articles_router
 from app.cache.store import Cache
 from app.comments.router import router as comments_router
@@ -165,6 +165,8 @@ def create_app(
         webhooks_router,
     ):
         app.include_router(router, prefix="/api", responses=error_responses(422))
+    # The plain case of the hottest reads, first: routed without FastAPI (app/hot_reads.py).
+    app.router.routes[:0] = hot_reads.routes()
     _add_error_handlers(app)
     _add_docs(app)
     app.add_middleware(Idempotency, settings=settings, exempt=(IMPORTS_PATH,), unkeyed=AUTH_PATHS)

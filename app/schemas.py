@@ -23,6 +23,15 @@ def _storable(value: str) -> str:
     return value
 
 
+def is_storable(value: str) -> bool:
+    """Whether `Storable` accepts the value."""
+    try:
+        _storable(value)
+    except ValueError:
+        return False
+    return True
+
+
 Storable = AfterValidator(_storable)
 """Attach to every client-supplied string that reaches the database."""
 

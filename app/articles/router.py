@@ -6,6 +6,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse
+from starlette.types import Scope
 
 from app.articles import fields
 from app.articles import service as articles
@@ -21,7 +22,9 @@ from app.dependencies import (
     OPTIONAL_AUTH,
     CurrentUser,
     Filter,
+    ListPage,
     ListPageDep,
+    Reads,
     ReadsDep,
     SessionDep,
     Slug,
@@ -82,6 +85,22 @@ async def list_articles(
 ) -> Response:
     """Most recent articles, optionally by tag, author, the user who favorited them, or
     words (`q`); page by `offset` or by `cursor`."""
+    return await answer_list(
+        reads, page, tag=tag, author=author, favorited=favorited, q=q, fields=fields
+    )
+
+
+async def answer_list(
+    reads: Reads,
+    page: ListPage,
+    *,
+    tag: str | None = None,
+    author: str | None = None,
+    favorited: str | None = None,
+    q: str | None = None,
+    fields: str | None = None,
+) -> Response:
+    """The list's answer, for this route and its plain case's own (app/hot_reads.py)."""
     document = await articles.list_articles(
         reads.connect,
         reads.cache,
@@ -134,11 +153,18 @@ async def get_article(
     slug: Slug, reads: ReadsDep, request: Request, fields: ArticleFields = None
 ) -> Response:
     """One article, with its body; an old slug answers 301 with the current URL."""
+    return await answer_article(reads, request.scope, slug=slug, fields=fields)
+
+
+async def answer_article(
+    reads: Reads, scope: Scope, *, slug: str, fields: str | None = None
+) -> Response:
+    """One article's answer, for this route and its plain case's own (app/hot_reads.py)."""
     document = await articles.get_cached(
         reads.connect, reads.cache, slug=slug, viewer_id=reads.viewer_id, only=fields
     )
     if isinstance(document, articles.Moved):
-        return _moved(request, document.slug)
+        return _moved(Request(scope), document.slug)
     return reads.answer(document)
 
 

@@ -7,6 +7,7 @@ from app.comments.schemas import MultipleCommentsResponse, NewCommentRequest, Si
 from app.dependencies import (
     OPTIONAL_AUTH,
     CurrentUser,
+    Reads,
     ReadsDep,
     SessionDep,
     Slug,
@@ -25,6 +26,11 @@ CommentId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 )
 async def list_comments(slug: Slug, reads: ReadsDep) -> Response:
     """All comments on an article."""
+    return await answer_comments(reads, slug=slug)
+
+
+async def answer_comments(reads: Reads, *, slug: str) -> Response:
+    """The comments' answer, for this route and its plain case's own (app/hot_reads.py)."""
     document = await comments.list_comments(
         reads.connect, reads.cache, slug=slug, viewer_id=reads.viewer_id
     )

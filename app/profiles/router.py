@@ -3,6 +3,7 @@ from fastapi import APIRouter, Response
 from app.dependencies import (
     OPTIONAL_AUTH,
     CurrentUser,
+    Reads,
     ReadsDep,
     SessionDep,
     Username,
@@ -22,6 +23,11 @@ router = APIRouter(prefix="/profiles/{username}", tags=["Profile"])
 )
 async def get_profile(username: Username, reads: ReadsDep) -> Response:
     """A user's public profile."""
+    return await answer_profile(reads, username=username)
+
+
+async def answer_profile(reads: Reads, *, username: str) -> Response:
+    """A profile's answer, for this route and its plain case's own (app/hot_reads.py)."""
     document = await profiles.get(
         reads.connect, reads.cache, username=username, viewer_id=reads.viewer_id
     )
