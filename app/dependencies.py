@@ -92,6 +92,11 @@ async def _maybe_viewer_id(
 
 
 async def _viewer_id(viewer_id: Annotated[int | None, Depends(_maybe_viewer_id)]) -> int:
+    return signed_in(viewer_id)
+
+
+def signed_in(viewer_id: int | None) -> int:
+    """The viewer's id; Unauthorized (401) for an anonymous request."""
     if viewer_id is None:
         raise Unauthorized("authentication required")
     return viewer_id

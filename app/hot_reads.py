@@ -2,9 +2,10 @@
 
 A public read spends about as much CPU in FastAPI's routing, parameter validation and
 dependency solving as in its own work (bench/README.md, "Where the time goes"). So the hottest
-GETs (one article, its comments, a profile, the tags, a page of the list) have a second route
-each, first in the router, that takes only the plain case: a path parameter and a query whose
-every value is plainly valid, by the same rules the FastAPI route declares. It answers with
+GETs (one article, its comments, a profile, the tags, a page of the list or of the feed) have
+a second route each, first in the router, that takes only the plain case: a path parameter
+and a query whose every value is plainly valid, by the same rules the FastAPI route declares
+(the checks below name them: a change to a route's limits must be made here too). It answers with
 the same function the FastAPI route calls (`answer_*`), through the app's own exception
 handlers. Anything else — a value out of range, an unknown or repeated query parameter,
 `fields=`, HEAD — is not matched here and goes on to the FastAPI route, which validates and
@@ -22,9 +23,10 @@ from starlette.routing import BaseRoute, Match, NoMatchFound, compile_path
 from starlette.types import Receive, Scope, Send
 
 from app.articles import slugs
-from app.articles.router import answer_article, answer_list
+from app.articles.router import answer_article, answer_feed, answer_list
 from app.comments.router import answer_comments
-from app.dependencies import MAX_PAGE_LIMIT, ListPage, Reads, if_none_match
+from app.dependencies import MAX_PAGE_LIMIT, ListPage, Reads, if_none_match, signed_in
+from app.middleware import edge
 from app.profiles.router import answer_profile
 from app.schemas import is_storable
 from app.state import app_state
@@ -63,6 +65,7 @@ _LIST_QUERY: Mapping[str, Check] = {
     "favorited": _FILTER,
     "q": _FILTER,
 }
+_FEED_QUERY = {name: _LIST_QUERY[name] for name in ("limit", "offset", "cursor")}
 
 
 class HotRead(BaseRoute):
@@ -142,16 +145,9 @@ async def _tags(scope: Scope, _: Params) -> Response:
 
 
 async def _list(scope: Scope, params: Params) -> Response:
-    reads = Reads.of(scope)
-    page = ListPage.of(
-        scope,
-        limit=int(params.get("limit", 20)),
-        offset=int(params.get("offset", 0)),
-        cursor=params.get("cursor"),
-    )
     return await answer_list(
-        reads,
-        page,
+        Reads.of(scope),
+        _page(scope, params),
         tag=params.get("tag"),
         author=params.get("author"),
         favorited=params.get("favorited"),
@@ -159,10 +155,22 @@ async def _list(scope: Scope, params: Params) -> Response:
     )
 
 
+async def _feed(scope: Scope, params: Params) -> Response:
+    state = app_state(scope)
+    viewer_id = signed_in(edge.viewer_id(scope, state.settings.jwt_secret))
+    return await answer_feed(state, _page(scope, params), viewer_id=viewer_id)
+
+
+def _page(scope: Scope, params: Params) -> ListPage:
+    limit, offset = int(params.get("limit", 20)), int(params.get("offset", 0))
+    return ListPage.of(scope, limit=limit, offset=offset, cursor=params.get("cursor"))
+
+
 def routes() -> list[BaseRoute]:
     """The hot reads' routes, to go first in the app's router."""
     return [
         HotRead("/api/articles", _list, {}, _LIST_QUERY),
+        HotRead("/api/articles/feed", _feed, {}, _FEED_QUERY),
         HotRead("/api/articles/{slug}", _article, {"slug": _slug}),
         HotRead("/api/articles/{slug}/comments", _comments, {"slug": _slug}),
         HotRead("/api/profiles/{username}", _profile, {"username": _USERNAME}),

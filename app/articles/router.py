@@ -34,6 +34,7 @@ from app.dependencies import (
 from app.openapi import error_responses
 from app.responses import RawJSON
 from app.schemas import Storable
+from app.state import AppState
 
 router = APIRouter(prefix="/articles", tags=["Articles", "Favorites"])
 _LIST = MultipleArticlesResponse
@@ -123,6 +124,13 @@ async def feed(
     viewer_id: ViewerId, state: StateDep, page: ListPageDep, fields: SummaryFields = None
 ) -> RawJSON:
     """Most recent articles by the authors the current user follows."""
+    return await answer_feed(state, page, viewer_id=viewer_id, fields=fields)
+
+
+async def answer_feed(
+    state: AppState, page: ListPage, *, viewer_id: int, fields: str | None = None
+) -> RawJSON:
+    """The feed's answer, for this route and its plain case's own (app/hot_reads.py)."""
     document = await articles.feed(
         state.connect,
         viewer_id=viewer_id,
