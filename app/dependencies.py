@@ -211,6 +211,16 @@ class ListPage:
         return cls(limit=limit, offset=offset, cursor=cursor, cursor_key=key)
 
 
+Cursor = Annotated[
+    str | None,
+    Query(
+        max_length=200,
+        description="Where the page starts: the `nextCursor` of the page before, as is "
+        "(an opaque, signed value; any other is 422). Its cost does not grow with depth.",
+    ),
+]
+
+
 async def _list_page(
     request: Request,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_LIMIT)] = 20,
@@ -223,14 +233,7 @@ async def _list_page(
             description="Rows to skip; at most 10000, deeper pages take `cursor` (422 beyond)",
         ),
     ] = 0,
-    cursor: Annotated[
-        str | None,
-        Query(
-            max_length=200,
-            description="Where the page starts: the `nextCursor` of the page before, as is "
-            "(an opaque, signed value; any other is 422). Its cost does not grow with depth.",
-        ),
-    ] = None,
+    cursor: Cursor = None,
 ) -> ListPage:
     return ListPage.of(request.scope, limit=limit, offset=offset, cursor=cursor)
 

@@ -5,7 +5,7 @@ dependency solving as in its own work (bench/README.md, "Where the time goes"). 
 GETs (one article, its comments, a profile, the tags, a page of the list or of the feed) have
 a second route each, first in the router, that takes only the plain case: a path parameter
 and a query whose every value is plainly valid, by the same rules the FastAPI route declares
-(the checks below name them: a change to a route's limits must be made here too). It answers with
+(read from the same `Annotated` parameters; the numbers' bounds are named below). It answers with
 the same function the FastAPI route calls (`answer_*`), through the app's own exception
 handlers. Anything else — a value out of range, an unknown or repeated query parameter,
 `fields=`, HEAD — is not matched here and goes on to the FastAPI route, which validates and
@@ -23,12 +23,22 @@ from starlette.routing import BaseRoute, Match, NoMatchFound, compile_path
 from starlette.types import Receive, Scope, Send
 
 from app.articles import slugs
-from app.articles.router import answer_article, answer_feed, answer_list
+from app.articles.router import Search, answer_article, answer_feed, answer_list
 from app.comments.router import answer_comments
-from app.dependencies import MAX_PAGE_LIMIT, ListPage, Reads, if_none_match, signed_in
+from app.dependencies import (
+    MAX_PAGE_LIMIT,
+    Cursor,
+    Filter,
+    ListPage,
+    Reads,
+    Slug,
+    Username,
+    if_none_match,
+    signed_in,
+)
 from app.middleware import edge
 from app.profiles.router import answer_profile
-from app.schemas import is_storable
+from app.schemas import Storable, is_storable
 from app.state import app_state
 from app.tags.router import answer_tags
 
@@ -39,31 +49,42 @@ Answer = Callable[[Scope, Params], Awaitable[Response]]
 _DIGITS = re.compile(r"[0-9]{1,9}")  # longer numbers are left to FastAPI's validation
 
 
-def _text(max_length: int) -> Check:
-    return lambda value: len(value) <= max_length and is_storable(value)
+def _text(parameter: Any) -> Check:
+    """The rules of an `Annotated` string parameter of the FastAPI routes: its max_length,
+    and Storable when it has it."""
+    rules = parameter.__metadata__
+    (max_length,) = (
+        rule.max_length
+        for param in rules
+        for rule in getattr(param, "metadata", ())
+        if getattr(rule, "max_length", None) is not None  # annotated_types.MaxLen
+    )
+    storable = Storable in rules
+    return lambda value: len(value) <= max_length and (not storable or is_storable(value))
 
 
 def _number(low: int, high: int) -> Check:
     return lambda value: _DIGITS.fullmatch(value) is not None and low <= int(value) <= high
 
 
-# The FastAPI routes' own limits (app/dependencies.py: Slug, Username, Filter, ListPage).
-_USERNAME, _FILTER = _text(64), _text(200)
+# The FastAPI routes' own rules (app/dependencies.py, app/articles/router.py).
+_USERNAME, _FILTER, _SEARCH, _CURSOR = _text(Username), _text(Filter), _text(Search), _text(Cursor)
+_SLUG = _text(Slug)
 
 
 def _slug(value: str) -> bool:
     # /api/articles/feed is another route's path, never a slug (app/articles/slugs.py).
-    return value not in slugs.RESERVED and len(value) <= 300 and is_storable(value)
+    return value not in slugs.RESERVED and _SLUG(value)
 
 
 _LIST_QUERY: Mapping[str, Check] = {
     "limit": _number(1, MAX_PAGE_LIMIT),
     "offset": _number(0, 2**31 - 1),
-    "cursor": _text(200),
+    "cursor": _CURSOR,
     "tag": _FILTER,
     "author": _FILTER,
     "favorited": _FILTER,
-    "q": _FILTER,
+    "q": _SEARCH,
 }
 _FEED_QUERY = {name: _LIST_QUERY[name] for name in ("limit", "offset", "cursor")}
 
