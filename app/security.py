@@ -1,8 +1,9 @@
 """Passwords (argon2id, hashed off the event loop) and JWT access tokens."""
 
 import secrets
+import time
 from datetime import UTC, datetime, timedelta
-from functools import partial
+from functools import lru_cache, partial
 
 import anyio
 import jwt
@@ -80,6 +81,18 @@ def read_user_id(token: str, *, secret: str) -> int:
 def read_token(token: str, *, secret: str) -> tuple[int, int]:
     """(user id, token version) of a valid token. A token without a version (issued before
     versions existed) is version 0, every user's first."""
+    user_id, version, expires = _verified(token, secret)
+    if expires <= time.time():  # PyJWT's own rule, with no leeway
+        raise Unauthorized("invalid or expired token")
+    return user_id, version
+
+
+# A token's signature and claims never change; only whether it has expired does, which
+# read_token checks on every use. So each token is verified once per process, not on every
+# request (its decoding was most of a logged-in cached read's CPU: bench/README.md). Only
+# valid tokens are kept (an exception is not cached), so forged ones cannot fill it.
+@lru_cache(maxsize=4096)
+def _verified(token: str, secret: str) -> tuple[int, int, float]:
     try:
         claims = jwt.decode(
             token, secret, algorithms=[_ALGORITHM], options={"require": ["exp", "sub"]}
@@ -105,4 +118,4 @@ def read_token(token: str, *, secret: str) -> tuple[int, int]:
     # An int the users table can hold (bool is an int to Python, not to make_token).
     if type(version) is not int or not 0 <= version < MAX_TOKEN_VERSION:
         raise Unauthorized("invalid or expired token")
-    return int(subject), version
+    return int(subject), version, claims["exp"]

@@ -1,6 +1,8 @@
 """The token boundary as a unit: only what make_token writes passes (the fuzz through a real
 server: tests/test_token_boundary.py)."""
 
+import time
+
 import jwt
 import pytest
 
@@ -40,3 +42,22 @@ def test_make_tokens_own_tokens_pass():
     assert read_user_id(make_token(2**63 - 1, secret=SECRET, ttl_seconds=60), secret=SECRET) == (
         2**63 - 1
     )
+
+
+def test_a_token_verified_once_still_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tokens are verified once per process (a cache), but whether one has expired is
+    checked on every use."""
+    token = make_token(7, secret=SECRET, ttl_seconds=60)
+    assert read_user_id(token, secret=SECRET) == 7  # verified, and remembered
+    assert read_user_id(token, secret=SECRET) == 7
+    later = time.time() + 61
+    monkeypatch.setattr(time, "time", lambda: later)  # the clock app.security reads
+    with pytest.raises(Unauthorized):
+        read_user_id(token, secret=SECRET)
+
+
+def test_a_remembered_token_is_remembered_for_its_secret_only() -> None:
+    token = make_token(7, secret=SECRET, ttl_seconds=60)
+    assert read_user_id(token, secret=SECRET) == 7
+    with pytest.raises(Unauthorized):
+        read_user_id(token, secret=SECRET + "-other")
