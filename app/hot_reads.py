@@ -154,7 +154,7 @@ async def _article(scope: Scope, params: Params) -> Response:
 
 
 async def _comments(scope: Scope, params: Params) -> Response:
-    return await answer_comments(Reads.of(scope), slug=params["slug"])
+    return await answer_comments(Reads.of(scope), scope, slug=params["slug"])
 
 
 async def _profile(scope: Scope, params: Params) -> Response:

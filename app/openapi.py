@@ -31,3 +31,14 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {
         code: {"model": GenericErrorModel, "description": _DESCRIPTIONS[code]} for code in codes
     }
+
+
+# An old slug (app/articles/slugs.py) of a read that redirects: the article's own URL, or a
+# URL below it (its comments).
+MOVED: dict[int | str, dict[str, Any]] = {
+    301: {
+        "description": "An old slug (the title changed since): `Location` is the same URL "
+        "with the article's slug now",
+        "headers": {"Location": {"schema": {"type": "string"}}},
+    }
+}

@@ -2,8 +2,11 @@
 
 import hashlib
 import time
+from urllib.parse import quote
 
-from starlette.responses import Response
+from starlette.datastructures import URL
+from starlette.responses import RedirectResponse, Response
+from starlette.types import Scope
 
 # Anonymous answers are the same for everyone: shared caches (nginx, a CDN) may keep them a
 # second and serve them a little longer while one request refreshes. Logged-in answers carry
@@ -55,3 +58,12 @@ def _matches(if_none_match: str, etag: str) -> bool:
         tag == "*" or tag.removeprefix("W/") == etag
         for tag in (part.strip() for part in if_none_match.split(","))
     )
+
+
+def moved(scope: Scope, slug: str, *, tail: str = "") -> Response:
+    """301 to the same path and query with the article's current `slug` in place of the old
+    one, which is the path's last segment before `tail` (`/comments`)."""
+    url = URL(scope=scope)
+    before = url.path.removesuffix(tail).rsplit("/", 1)[0]
+    path = f"{before}/{quote(slug, safe='')}{tail}"
+    return RedirectResponse(f"{path}?{url.query}" if url.query else path, status_code=301)

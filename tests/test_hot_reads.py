@@ -157,7 +157,11 @@ async def test_an_old_slug_moves_on_either_route(
     renamed = {"article": {"title": "After"}}
     moved = await with_hot.put(f"/api/articles/{old_slug}", json=renamed, headers=token)
     assert moved.status_code == 200
+    new_slug = moved.json()["article"]["slug"]
     answer = await _same(clients, f"/api/articles/{old_slug}")
     assert answer.status_code == 301
-    assert answer.headers["location"] == f"/api/articles/{moved.json()['article']['slug']}"
-    assert served == [f"/api/articles/{old_slug}"]
+    assert answer.headers["location"] == f"/api/articles/{new_slug}"
+    comments = await _same(clients, f"/api/articles/{old_slug}/comments")
+    assert comments.status_code == 301
+    assert comments.headers["location"] == f"/api/articles/{new_slug}/comments"
+    assert served == [f"/api/articles/{old_slug}", f"/api/articles/{old_slug}/comments"]

@@ -2,10 +2,8 @@
 keeps their schema in the OpenAPI document."""
 
 from typing import Annotated, Any
-from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import RedirectResponse
 from starlette.types import Scope
 
 from app.articles import fields
@@ -31,8 +29,8 @@ from app.dependencies import (
     StateDep,
     ViewerId,
 )
-from app.openapi import error_responses
-from app.responses import RawJSON
+from app.openapi import MOVED, error_responses
+from app.responses import RawJSON, moved
 from app.schemas import Storable
 from app.state import AppState
 
@@ -64,12 +62,6 @@ Search = Annotated[
     ),
     Storable,
 ]
-_MOVED: dict[int | str, dict[str, Any]] = {
-    301: {
-        "description": "An old slug (the title changed since): `Location` is the article's URL now",
-        "headers": {"Location": {"schema": {"type": "string"}}},
-    }
-}
 
 
 @router.get(
@@ -154,7 +146,7 @@ async def create_article(
 @router.get(
     "/{slug}",
     response_model=_ONE_READ,
-    responses=error_responses(401, 404) | _MOVED,
+    responses=error_responses(401, 404) | MOVED,
     openapi_extra=OPTIONAL_AUTH,
 )
 async def get_article(
@@ -172,15 +164,8 @@ async def answer_article(
         reads.connect, reads.cache, slug=slug, viewer_id=reads.viewer_id, only=fields
     )
     if isinstance(document, articles.Moved):
-        return _moved(Request(scope), document.slug)
+        return moved(scope, document.slug)
     return reads.answer(document)
-
-
-def _moved(request: Request, slug: str) -> Response:
-    """301 to the same path and query with the article's slug now in place of the old one."""
-    path = f"{request.url.path.rsplit('/', 1)[0]}/{quote(slug, safe='')}"
-    query = request.url.query
-    return RedirectResponse(f"{path}?{query}" if query else path, status_code=301)
 
 
 @router.put("/{slug}", response_model=_ONE, responses=error_responses(401, 403, 404))

@@ -155,6 +155,12 @@ async def get_cached(
     )
     if document is not None:
         return _shaped(document, selection)
+    return await moved(connect, slug)
+
+
+async def moved(connect: Connect, slug: str) -> Moved:
+    """Where the article that had `slug` before its title changed is now (a read of an old
+    link, the article's or its comments'); NotFound if no article had it."""
     async with connect() as db:
         current = await slugs.moved_to(db, slug)
     if current is None:

@@ -1,6 +1,7 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Path, Request, Response
+from starlette.types import Scope
 
 from app.comments import service as comments
 from app.comments.schemas import MultipleCommentsResponse, NewCommentRequest, SingleCommentResponse
@@ -12,7 +13,8 @@ from app.dependencies import (
     SessionDep,
     Slug,
 )
-from app.openapi import error_responses
+from app.openapi import MOVED, error_responses
+from app.responses import moved
 
 router = APIRouter(prefix="/articles/{slug}/comments", tags=["Comments"])
 CommentId = Annotated[int, Path(ge=1, le=2**63 - 1)]
@@ -21,20 +23,22 @@ CommentId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 @router.get(
     "",
     response_model=MultipleCommentsResponse,
-    responses=error_responses(401, 404),
+    responses=error_responses(401, 404) | MOVED,
     openapi_extra=OPTIONAL_AUTH,
 )
-async def list_comments(slug: Slug, reads: ReadsDep) -> Response:
-    """All comments on an article."""
-    return await answer_comments(reads, slug=slug)
+async def list_comments(slug: Slug, reads: ReadsDep, request: Request) -> Response:
+    """All comments on an article; an old slug answers 301 with the current URL."""
+    return await answer_comments(reads, request.scope, slug=slug)
 
 
-async def answer_comments(reads: Reads, *, slug: str) -> Response:
+async def answer_comments(reads: Reads, scope: Scope, *, slug: str) -> Response:
     """The comments' answer, for this route and its plain case's own (app/hot_reads.py)."""
     document = await comments.list_comments(
         reads.connect, reads.cache, slug=slug, viewer_id=reads.viewer_id
     )
-    return reads.answer(document)
+    if isinstance(document, str):
+        return reads.answer(document)
+    return moved(scope, document.slug, tail="/comments")
 
 
 @router.post("", responses=error_responses(401, 404))

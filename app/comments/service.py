@@ -18,8 +18,11 @@ from app.models import Comment as CommentRow
 from app.schemas import Profile
 
 
-async def list_comments(connect: Connect, cache: Cache, *, slug: str, viewer_id: int | None) -> str:
-    """`{"comments": [...]}` of an article, oldest first, through the shared cache."""
+async def list_comments(
+    connect: Connect, cache: Cache, *, slug: str, viewer_id: int | None
+) -> str | articles.Moved:
+    """`{"comments": [...]}` of an article, oldest first, through the shared cache; or where
+    the article went, for a slug it had before its title changed."""
 
     async def load(viewer: int | None) -> str | None:
         async with connect() as db:
@@ -35,7 +38,7 @@ async def list_comments(connect: Connect, cache: Cache, *, slug: str, viewer_id:
         load=load,
     )
     if document is None:
-        raise NotFound(f"article {slug!r} not found")
+        return await articles.moved(connect, slug)
     return document
 
 
@@ -99,7 +102,8 @@ async def add(session: AsyncSession, *, slug: str, author: User, body: str) -> C
     session.add(comment)
     await session.flush()
     await session.refresh(comment)  # server-side timestamps
-    changed(session, versions.comments(slug))
+    # Under the slug the article has now: `slug` may be an old one.
+    changed(session, versions.comments(article.slug))
     created = _comment(comment, author, following=False)
     about = {"slug": article.slug, "title": article.title}
     data = {"article": about, "comment": created.model_dump(mode="json")}
@@ -116,7 +120,7 @@ async def remove(session: AsyncSession, *, slug: str, comment_id: int, user: Use
     if comment.author_id != user.id:
         raise Forbidden("only the author may delete this comment")
     await session.execute(delete(CommentRow).where(CommentRow.id == comment.id))
-    changed(session, versions.comments(slug))
+    changed(session, versions.comments(article.slug))
 
 
 def _comment(comment: CommentRow, author: User, *, following: bool) -> Comment:

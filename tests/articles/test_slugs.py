@@ -1,5 +1,6 @@
 """Slugs follow titles; an old slug still reaches the article: GET answers 301 to the current
-URL, writes act on the article itself, and no other article takes the old slug."""
+URL (the article's and its comments'), writes act on the article itself, and no other article
+takes the old slug."""
 
 import httpx
 from sqlalchemy import select
@@ -7,8 +8,8 @@ from sqlalchemy import select
 from app.articles.schemas import NewArticle
 from app.imports.loader import _insert
 from app.models import Article
-from tests.conftest import auth, token_for
-from tests.factories import make_article, make_user
+from tests.conftest import ROOT, auth, token_for
+from tests.factories import make_article, make_comment, make_user
 
 
 async def _retitle(
@@ -36,6 +37,52 @@ async def test_an_old_slug_still_reaches_the_article(client, session, settings):
         followed = await client.get(f"/articles/{old}", follow_redirects=True)
         assert followed.json()["article"]["title"] == "Third title"
     assert (await client.get("/articles/never-was")).status_code == 404
+
+
+async def test_an_old_slug_of_the_comments_moves_to_the_current_url(client, session, settings):
+    author = await make_user(session)
+    article = await make_article(session, author, slug="old-words", title="Old words")
+    await make_comment(session, article, author)
+    headers = auth(token_for(author.id, settings))
+    await _retitle(client, "old-words", "New words", headers)
+
+    moved = await client.get("/articles/old-words/comments?x=1")
+    assert moved.status_code == 301
+    assert moved.headers["location"] == "/api/articles/new-words/comments?x=1"
+    followed = await client.get("/articles/old-words/comments", follow_redirects=True)
+    assert followed.status_code == 200
+    assert len(followed.json()["comments"]) == 1
+    assert (await client.get("/articles/never-was/comments")).status_code == 404
+
+
+async def test_comments_through_an_old_slug_act_on_the_article(client, session, settings):
+    """POST and DELETE resolve the old slug to the article (a redirected write would be
+    replayed, or dropped, differently by each client)."""
+    author = await make_user(session)
+    await make_article(session, author, slug="was-this", title="Was this")
+    headers = auth(token_for(author.id, settings))
+    await _retitle(client, "was-this", "Is this", headers)
+
+    created = await client.post(
+        "/articles/was-this/comments", json={"comment": {"body": "hi"}}, headers=headers
+    )
+    assert created.status_code == 200
+    comment_id = created.json()["comment"]["id"]
+    assert [
+        c["id"] for c in (await client.get("/articles/is-this/comments")).json()["comments"]
+    ] == [comment_id]
+    deleted = await client.delete(f"/articles/was-this/comments/{comment_id}", headers=headers)
+    assert deleted.status_code == 204
+    assert (await client.get("/articles/is-this/comments")).json() == {"comments": []}
+    gone = await client.delete(f"/articles/was-this/comments/{comment_id}", headers=headers)
+    assert gone.status_code == 404
+
+
+async def test_the_openapi_document_shows_both_redirects(client):
+    paths = (await client.get(ROOT + "/openapi.json")).json()["paths"]
+    for path in ("/api/articles/{slug}", "/api/articles/{slug}/comments"):
+        responses = paths[path]["get"]["responses"]
+        assert "Location" in responses["301"]["headers"], path
 
 
 async def test_writes_to_an_old_slug_act_on_the_article(client, session, settings):

@@ -86,6 +86,28 @@ async def test_writes_are_visible_to_the_writer_and_to_others_at_once(
     assert (await client.get("/articles")).json()["articlesCount"] == 0
 
 
+async def test_comments_written_through_an_old_slug_are_visible_under_the_current_one(
+    cached_client, engine, settings
+):
+    """The write names the article by a slug it had before: the cached page it changes is
+    the one under the slug it has now."""
+    client = cached_client
+    (author,) = await make_users(engine, settings, 1)
+    old = await publish(client, author, "First name")
+    renamed = {"article": {"title": "Second name"}}
+    new = (await client.put(f"/articles/{old}", json=renamed, headers=author)).json()["article"][
+        "slug"
+    ]
+    assert (await client.get(f"/articles/{new}/comments")).json() == {"comments": []}  # cached
+
+    body = {"comment": {"body": "hi"}}
+    created = await client.post(f"/articles/{old}/comments", json=body, headers=author)
+    listed = (await client.get(f"/articles/{new}/comments")).json()["comments"]
+    assert [c["id"] for c in listed] == [created.json()["comment"]["id"]]
+    await client.delete(f"/articles/{old}/comments/{listed[0]['id']}", headers=author)
+    assert (await client.get(f"/articles/{new}/comments")).json() == {"comments": []}
+
+
 async def test_five_hundred_concurrent_misses_run_one_query(
     api_engine, cached_client, engine, settings, cache
 ):
