@@ -2,6 +2,8 @@
 the article as its author sees it right after the change, read in the same transaction."""
 
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -280,13 +282,8 @@ async def favorite(session: AsyncSession, *, slug: str, user: User) -> str:
             await _count(session, article.id, 1)
             _favorites_changed(session, article.slug, user)
 
-    try:
+    with deleted_meanwhile(slug):
         await in_savepoint(session, add)
-    except IntegrityError as exc:
-        if getattr(exc.orig, "sqlstate", None) != FOREIGN_KEY_VIOLATION:
-            raise
-        # Deleted by its author between our read and our insert.
-        raise NotFound(f"article {slug!r} not found") from None
     return await get(session, slug=article.slug, viewer_id=user.id)
 
 
@@ -306,6 +303,19 @@ async def unfavorite(session: AsyncSession, *, slug: str, user: User) -> str:
 
     await in_savepoint(session, remove)
     return await get(session, slug=article.slug, viewer_id=user.id)
+
+
+@contextmanager
+def deleted_meanwhile(slug: str) -> Iterator[None]:
+    """Around an insert that refers to an article read a moment before (a favorite, a
+    comment): if its author deleted it in between, the foreign key says so, and the answer
+    is 404, as if the write had come after the deletion."""
+    try:
+        yield
+    except IntegrityError as exc:
+        if getattr(exc.orig, "sqlstate", None) != FOREIGN_KEY_VIOLATION:
+            raise
+        raise NotFound(f"article {slug!r} not found") from None
 
 
 def _favorites_changed(session: AsyncSession, slug: str, user: User) -> None:

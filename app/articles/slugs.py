@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db_reads import ReadConnection
+from app.errors import NotFound
 from app.models import Article, ArticleSlug
 
 # `/articles/feed` is a route of its own, so no article may be called "feed".
@@ -37,6 +38,13 @@ def candidates(slug_base: str) -> Iterator[str]:
         yield slug_base
     while True:
         yield f"{slug_base}-{secrets.token_hex(4)}"
+
+
+async def _still_there(session: AsyncSession, article: Article) -> None:
+    """NotFound if its author deleted the article while it was being renamed: no candidate
+    would ever be taken, and the loop would spin until the request's deadline."""
+    if await session.scalar(select(Article.id).where(Article.id == article.id)) is None:
+        raise NotFound(f"article {article.slug!r} not found")
 
 
 def unused(slug: str, *, by_other_than: int | None = None) -> ColumnElement[bool]:
@@ -90,6 +98,7 @@ async def follow_title(session: AsyncSession, article: Article, title: str) -> s
         try:
             async with session.begin_nested():
                 if await session.scalar(renamed) is None:
+                    await _still_there(session, article)
                     continue  # an old slug of another article
         except IntegrityError:  # the slug of another article (or taken just now)
             continue

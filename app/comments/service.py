@@ -1,7 +1,7 @@
 from functools import cache
 from typing import Any
 
-from sqlalchemy import BigInteger, Select, Text, bindparam, delete, exists, false, select
+from sqlalchemy import BigInteger, Select, Text, bindparam, delete, exists, false, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.articles import service as articles
@@ -98,10 +98,11 @@ def _comments_query(*, viewer: bool) -> Select[*tuple[Any, ...]]:
 async def add(session: AsyncSession, *, slug: str, author: User, body: str) -> Comment:
     """Comment on an article as `author`."""
     article = await articles.get_row(session, slug)
-    comment = CommentRow(article_id=article.id, author_id=author.id, body=body)
-    session.add(comment)
-    await session.flush()
-    await session.refresh(comment)  # server-side timestamps
+    row = {"article_id": article.id, "author_id": author.id, "body": body}
+    with articles.deleted_meanwhile(slug):
+        comment = (
+            await session.scalars(insert(CommentRow).values(row).returning(CommentRow))
+        ).one()
     # Under the slug the article has now: `slug` may be an old one.
     changed(session, versions.comments(article.slug))
     created = _comment(comment, author, following=False)
