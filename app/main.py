@@ -136,7 +136,7 @@ def create_app(
             if redis is not None:
                 await redis.aclose()
             await engine.dispose()
-            recorder.HTTP.flush()
+            recorder.flush()
             metrics.withdraw_this_process()
 
     app = FastAPI(

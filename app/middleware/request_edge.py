@@ -455,7 +455,7 @@ async def _shed(exchange: Exchange, reason: str, retry_after_s: int = 1) -> None
 
 
 async def _serve_metrics(send: Send) -> None:
-    recorder.HTTP.flush()  # this process's latest tallies, at least
+    recorder.flush()  # this process's latest tallies, at least
     # Reading every worker's files is blocking I/O: off the event loop.
     body = await anyio.to_thread.run_sync(metrics.exposition)
     headers = [

@@ -1,8 +1,9 @@
 """SQLAlchemy pool metrics: configured size, connections lent out, overflow, wait for one.
 
 SQLAlchemy has no event before a checkout starts waiting, so a subclass of the async engine's
-default pool times `Pool.connect()`; the lent-out and overflow gauges are set from the pool's
-own counts after every checkout and return, so they cannot drift. (Pool events cannot be
+default pool times `Pool.connect()`; every checkout and return is tallied in plain Python
+(recorder.py: written at most once a second, and before /metrics answers), the lent-out and
+overflow gauges then set from the pool's own counts, so they cannot drift. (Pool events cannot be
 listened to on an async pool class, and per instance they would be copied on `recreate()`.)
 """
 
@@ -12,7 +13,7 @@ from typing import Any
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, PoolProxiedConnection
 
-from app.observability import metrics
+from app.observability import metrics, recorder
 
 
 class MeteredQueuePool(AsyncAdaptedQueuePool):
@@ -29,16 +30,11 @@ class MeteredQueuePool(AsyncAdaptedQueuePool):
             connection = super().connect()
         except PoolTimeout:
             metrics.DB_POOL_TIMEOUTS.inc()
+            recorder.POOL.used(self, perf_counter() - started)
             raise
-        finally:
-            metrics.DB_POOL_WAIT.observe(perf_counter() - started)
-        self._report()
+        recorder.POOL.used(self, perf_counter() - started)
         return connection
 
     def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
         super()._do_return_conn(record)
-        self._report()
-
-    def _report(self) -> None:
-        metrics.DB_POOL_CHECKED_OUT.set(self.checkedout())
-        metrics.DB_POOL_OVERFLOW.set(max(self.overflow(), 0))
+        recorder.POOL.used(self)

@@ -1,20 +1,26 @@
-"""The HTTP metrics of this process, tallied in plain Python and written out in batches.
+"""The HTTP and database pool metrics of this process, tallied in plain Python and written
+out in batches.
 
 Each write to a multiprocess metric takes a lock, a getpid() and an mmap write, about a
-microsecond, and a request makes five of them (in flight up and down, count, two for the
-histogram). A dictionary increment costs a few tens of nanoseconds. So the middleware tallies
-here and the tallies go to the Prometheus objects (app/observability/metrics.py)
-FLUSH_INTERVAL_S after the first one not yet written, on the event loop, and right before
-this process answers /metrics. Another worker's counts are at most that late in a scrape.
+microsecond, and a request makes five of them for HTTP (in flight up and down, count, two for
+the histogram) and five more for the pool (two gauges at checkout and at return, the wait).
+A dictionary increment costs a few tens of nanoseconds. So the edge and the pool tally here
+and the tallies go to the Prometheus objects (app/observability/metrics.py) FLUSH_INTERVAL_S
+after the first one not yet written, on the event loop, and right before this process
+answers /metrics. Another worker's counts are at most that late in a scrape.
 """
 
 import asyncio
 from bisect import bisect_left
+from typing import Protocol
+
+from prometheus_client import Histogram
 
 from app.observability import metrics
 
 FLUSH_INTERVAL_S = 1.0
 _BOUNDS = (*metrics.LATENCY_BUCKETS, float("inf"))
+_WAIT_BOUNDS = (*metrics.WAIT_BUCKETS, float("inf"))
 
 
 class HttpRecorder:
@@ -59,13 +65,7 @@ class HttpRecorder:
         for labels, count in errors.items():
             metrics.HTTP_ERRORS.labels(*labels).inc(count)
         for labels, tally in durations.items():
-            histogram = metrics.HTTP_DURATION.labels(*labels)
-            # Histogram.observe() takes one value at a time; its per-bucket values and sum
-            # are what it would add to (prometheus_client keeps bucket counts uncumulated).
-            for bucket, observed in zip(histogram._buckets, tally, strict=False):
-                if observed:
-                    bucket.inc(observed)
-            histogram._sum.inc(tally[-1])
+            _add(metrics.HTTP_DURATION.labels(*labels), tally)
         if self.in_flight != self._in_flight_written:
             metrics.HTTP_IN_FLIGHT.set(self.in_flight)
             self._in_flight_written = self.in_flight
@@ -73,5 +73,60 @@ class HttpRecorder:
             self._schedule()
 
 
-# One per process: every app built in it (tests build many) shares the tallies.
+def _add(histogram: Histogram, tally: list[float]) -> None:
+    # Histogram.observe() takes one value at a time; its per-bucket values and sum are what it
+    # would add to (prometheus_client keeps bucket counts uncumulated).
+    for bucket, observed in zip(histogram._buckets, tally, strict=False):
+        if observed:
+            bucket.inc(observed)
+    histogram._sum.inc(tally[-1])
+
+
+class Pool(Protocol):
+    def checkedout(self) -> int: ...
+    def overflow(self) -> int: ...
+
+
+class PoolRecorder:
+    """The `conduit_db_pool_*` gauges and wait histogram: waits tallied, the gauges read from
+    the pool's own counts when they are written (so they cannot drift)."""
+
+    def __init__(self) -> None:
+        self._pool: Pool | None = None  # the last pool used: the gauges have no pool label
+        self._waits = [0.0] * (len(_WAIT_BOUNDS) + 1)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def used(self, pool: Pool, waited_s: float | None = None) -> None:
+        """A checkout (that waited `waited_s`) or a return."""
+        self._pool = pool
+        if waited_s is not None:
+            self._waits[bisect_left(_WAIT_BOUNDS, waited_s)] += 1
+            self._waits[-1] += waited_s
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (a script's sync engine): at once
+            self.flush()
+            return
+        if self._loop is not loop:
+            self._loop = loop
+            loop.call_later(FLUSH_INTERVAL_S, self.flush)
+
+    def flush(self) -> None:
+        self._loop = None
+        if self._pool is not None:
+            metrics.DB_POOL_CHECKED_OUT.set(self._pool.checkedout())
+            metrics.DB_POOL_OVERFLOW.set(max(self._pool.overflow(), 0))
+        waits, self._waits = self._waits, [0.0] * (len(_WAIT_BOUNDS) + 1)
+        if any(waits):
+            _add(metrics.DB_POOL_WAIT, waits)
+
+
+# One each per process: every app built in it (tests build many) shares the tallies.
 HTTP = HttpRecorder()
+POOL = PoolRecorder()
+
+
+def flush() -> None:
+    """Everything tallied, now (before this process answers /metrics, and at exit)."""
+    HTTP.flush()
+    POOL.flush()

@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.main import create_app
-from app.observability import metrics
+from app.observability import metrics, recorder
 from tests.conftest import ROOT
 from tests.observability.scrape import family_names, parse, value
 
@@ -98,6 +98,7 @@ async def test_unhandled_errors_are_5xx_with_request_id(app: FastAPI) -> None:
 
 async def test_pool_reports_checkouts_and_waits(engine: AsyncEngine) -> None:
     def sample(name: str) -> float:
+        recorder.flush()  # as /metrics does before it answers
         return value(parse(metrics.exposition().decode()), name)
 
     waits = sample("conduit_db_pool_wait_seconds_count")
