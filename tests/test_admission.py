@@ -9,6 +9,8 @@ from collections import Counter
 from collections.abc import MutableMapping
 from typing import Any
 
+import pytest
+
 from app.middleware.admission import Admission
 from app.middleware.request_edge import RequestEdge
 
@@ -130,6 +132,27 @@ async def test_a_client_that_leaves_while_waiting_is_never_worked_on():
     assert lifetime.admission.queued == 0
     assert (await first)[0] == 200
     assert work.calls == 1
+
+
+async def test_a_request_cancelled_in_line_gives_its_place_back():
+    """The server cancels a waiting request (shutting down): it leaves the line, and no slot
+    is lost to it."""
+    work = Work(service_s=0.3)
+    lifetime = RequestEdge(work, deadline_s=5, max_in_flight=1, max_queued=10)
+    await _warm(lifetime, 3)
+    work.calls = 0
+    first = asyncio.create_task(_request(lifetime))
+    await asyncio.sleep(0.05)
+    waiting = asyncio.create_task(_request(lifetime))
+    await asyncio.sleep(0.05)
+    assert lifetime.admission.queued == 1
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert lifetime.admission.queued == 0
+    assert (await first)[0] == 200
+    assert (lifetime.admission.busy, work.calls) == (0, 1)
+    assert (await _request(lifetime))[0] == 200  # the slot is free
 
 
 def test_the_prediction_follows_the_measured_service_time():

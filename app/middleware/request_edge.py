@@ -205,11 +205,19 @@ class RequestEdge:
                 timeout = None
             else:
                 timeout = deadline - time.monotonic() - self.admission.margin_s()
-            await asyncio.wait(
-                {ticket, exchange.listen()}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-            if not ticket.done():
+            try:
+                await asyncio.wait(
+                    {ticket, exchange.listen()},
+                    timeout=timeout,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            except BaseException:  # cancelled in line (the server shutting down)
                 self.admission.leave(ticket)
+                exchange.stop_listening()
+                raise
+            if exchange.gone or not ticket.done():  # a slot it got meanwhile goes on
+                self.admission.leave(ticket)
+                exchange.stop_listening()
                 if not exchange.gone:  # its budget would end before its service could
                     await _shed(exchange, "queued", self.admission.retry_after_s())
                 return
@@ -342,6 +350,11 @@ class Exchange:
             self._disconnected.set_result(None)
         self._cancel()
 
+    def stop_listening(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None and not listener.done():
+            listener.cancel()
+
     def _watch(self) -> None:
         self.listen()
 
@@ -399,9 +412,7 @@ class _Work:
         if exchange._reply is not None:
             reply, exchange._reply = exchange._reply, None
             await reply
-        listener, exchange._listener = exchange._listener, None
-        if listener is not None and not listener.done():
-            listener.cancel()
+        exchange.stop_listening()
         if kind is None or not issubclass(kind, asyncio.CancelledError):
             return False
         if task.cancelling():  # the server's (shutting down): not ours to swallow
