@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     worker_sweep_s: int = Field(default=10, ge=1)
     # Periodic relay of outbox events, due deliveries and stalled imports (Redis lost them).
     relay_interval_s: int = Field(default=10, ge=1, le=59)
+    # The list counters against count(*) (docs/DATA.md "Periodic check"): a cron line (UTC)
+    # for the worker's check_counts job; "" turns it off. It reads every row of articles and
+    # favorites, so daily, not every minute.
+    counts_check_cron: str = "17 4 * * *"
     worker_metrics_port: int | None = None
     import_max_bytes: int = Field(default=100 * 1024 * 1024, gt=0)
     import_max_lines: int = Field(default=100_000, gt=0)

@@ -2,12 +2,18 @@
 
 A counter changes in the transaction of the row it counts, so in any one snapshot the two
 agree exactly: any difference the check reports is drift (a trigger disabled, rows
-written around it), never a write in flight."""
+written around it), never a write in flight.
 
+`drift` is the command's (`python -m app.counts check`, its own connection); `check` the job
+worker's periodic run of the same statement on its pool (app/workers/jobs.py)."""
+
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 # (kind, key, rows counted, counter): only the rows where the two differ.
 DRIFT = """
@@ -76,12 +82,32 @@ class Drift:
         )
 
 
+SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+
+
 def drift(conn: psycopg.Connection[Any]) -> list[Drift]:
     """Counters that differ from `count(*)`; empty when all are exact. Read in one
     REPEATABLE READ snapshot, so writes in flight cannot show as drift."""
     with conn.transaction(), conn.cursor() as cursor:
-        cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        cursor.execute(SNAPSHOT)
         rows = cursor.execute(DRIFT).fetchall()
+    return _drifted(rows)
+
+
+async def check(engine: AsyncEngine, *, timeout_s: float) -> list[Drift]:
+    """`drift` on a pooled connection (one transaction: fine through PgBouncer in transaction
+    mode), cancelled by PostgreSQL itself if it runs longer than `timeout_s`."""
+    async with engine.connect() as conn, conn.begin():
+        await conn.execute(text(SNAPSHOT))
+        await conn.execute(
+            text("SELECT set_config('statement_timeout', :ms, true)"),
+            {"ms": str(round(timeout_s * 1000))},
+        )
+        rows = (await conn.execute(text(DRIFT))).all()
+    return _drifted(rows)
+
+
+def _drifted(rows: Iterable[Sequence[Any]]) -> list[Drift]:
     return [Drift(kind, key, int(c), int(k)) for kind, key, c, k in rows if c != k]
 
 

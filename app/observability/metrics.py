@@ -201,6 +201,18 @@ JOB_QUEUE_DEPTH = Gauge(
     multiprocess_mode="mostrecent",
 )
 
+# ---- Exact counts (app/counts/drift.py, the worker's periodic check_counts job) ----
+COUNTS_DRIFTED = Gauge(
+    "conduit_counts_drifted",
+    "List counters that differed from count(*) at the last check; must be 0.",
+    multiprocess_mode="mostrecent",
+)
+COUNTS_CHECKED = Gauge(
+    "conduit_counts_checked_timestamp_seconds",
+    "When the last check of the list counters against count(*) finished (Unix time).",
+    multiprocess_mode="mostrecent",
+)
+
 
 def exposition() -> bytes:
     """The text /metrics answers: every process's samples when multi-process, else ours."""

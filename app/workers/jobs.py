@@ -7,9 +7,12 @@ deliver_webhook  one signed attempt; the next one is scheduled with backoff, or 
 relay            periodic: whatever PostgreSQL says is due but no job is carrying, and attempts
                  whose worker died (counted as failed)
 purge            periodic: expired idempotency keys, old relayed events
+check_counts     periodic (daily): every list counter against count(*); drift is logged and
+                 shown as conduit_counts_drifted, and must be zero (app/counts/drift.py)
 """
 
 import logging
+import time
 from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 
@@ -21,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app import queue, transaction
 from app.config import Settings
+from app.counts import drift
 from app.imports import loader
 from app.imports import service as imports
 from app.models import OutboxEvent, WebhookDelivery
@@ -42,6 +46,11 @@ QUEUED_IMPORT_GRACE_S = 5.0
 # still, so the relay never counts as lost an attempt that is still running.
 ATTEMPT_MARGIN_S = 5.0
 LEASE_MARGIN_S = 30.0
+# The count check reads every row of articles and favorites in one snapshot; past this,
+# PostgreSQL cancels it (the job fails and says so) rather than hold the snapshot longer.
+COUNTS_CHECK_TIMEOUT_S = 600.0
+# Drifted counters named in the log per check; the gauge has the total.
+COUNTS_LOGGED = 20
 
 
 class Ctx(Context, total=False):
@@ -191,6 +200,22 @@ async def purge(ctx: Ctx) -> dict[str, int]:
         if deleted < PURGE_BATCH:
             break
     return {"idempotency_keys": keys, "events": events}
+
+
+async def check_counts(ctx: Ctx) -> dict[str, int]:
+    """Every list counter against count(*), in one snapshot (`python -m app.counts check`'s
+    statement, on the worker's pool); drift is never a write in flight, so any is an error."""
+    found = await drift.check(ctx["engine"], timeout_s=COUNTS_CHECK_TIMEOUT_S)
+    metrics.COUNTS_DRIFTED.set(len(found))
+    metrics.COUNTS_CHECKED.set(time.time())
+    for item in found[:COUNTS_LOGGED]:
+        log.error("count drift: %s", item)
+    if found:
+        log.error(
+            "%d list counters differ from count(*): `python -m app.counts rebuild` repairs them",
+            len(found),
+        )
+    return {"drifted": len(found)}
 
 
 async def _purge_batches(ctx: Ctx, statement: str) -> int:

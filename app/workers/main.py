@@ -115,10 +115,7 @@ def build_worker(settings: Settings) -> Worker[Ctx]:
     return ConduitWorker(
         queue,
         functions=jobs.FUNCTIONS,
-        cron_jobs=[
-            CronJob(jobs.relay, cron=f"* * * * * */{settings.relay_interval_s}", timeout=60),
-            CronJob(jobs.purge, cron="* * * * *", timeout=300),
-        ],
+        cron_jobs=cron_jobs(settings),
         concurrency=settings.worker_concurrency,
         startup=startup,
         shutdown=shutdown,
@@ -134,6 +131,22 @@ def build_worker(settings: Settings) -> Worker[Ctx]:
         dequeue_timeout=1.0,
         shutdown_grace_period_s=SHUTDOWN_GRACE_S,
     )
+
+
+def cron_jobs(settings: Settings) -> list[CronJob[Ctx]]:
+    """The periodic jobs. SAQ gives each a unique key, so however many workers run, one
+    of them runs each tick."""
+    periodic = [
+        CronJob(jobs.relay, cron=f"* * * * * */{settings.relay_interval_s}", timeout=60),
+        CronJob(jobs.purge, cron="* * * * *", timeout=300),
+    ]
+    if settings.counts_check_cron:
+        # One attempt: a check that failed is not worth a second full scan at once.
+        timeout = int(jobs.COUNTS_CHECK_TIMEOUT_S) + 60
+        periodic.append(
+            CronJob(jobs.check_counts, cron=settings.counts_check_cron, timeout=timeout, retries=1)
+        )
+    return periodic
 
 
 async def _before(ctx: Ctx) -> None:
