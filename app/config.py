@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     # favorites, so daily, not every minute.
     counts_check_cron: str = "17 4 * * *"
     worker_metrics_port: int | None = None
+    # Where the worker's metrics listen: loopback unless a scraper must reach them (k8s).
+    worker_metrics_host: str = "127.0.0.1"
     import_max_bytes: int = Field(default=100 * 1024 * 1024, gt=0)
     import_max_lines: int = Field(default=100_000, gt=0)
     import_batch_lines: int = Field(default=1000, ge=1)

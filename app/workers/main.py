@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.supervise:
         return supervise()
     if settings.worker_metrics_port:
-        start_http_server(settings.worker_metrics_port, addr="127.0.0.1")
+        start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
     uvloop.run(serve(settings))
     return 0
 

@@ -1,11 +1,13 @@
 """Readers for the deployment files: Dockerfile, docker-compose.yml, deploy/compose, deploy/k8s."""
 
 import configparser
+import ipaddress
 import itertools
 import json
 import re
 import shlex
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -257,6 +259,21 @@ def k8s_pgbouncer() -> configparser.ConfigParser:
     return pgbouncer_ini(k8s("ConfigMap", "pgbouncer-config")["data"]["pgbouncer.ini"])
 
 
+def server_connections_left(service: str) -> int:
+    """What the limits recorded on a database Service (its `conduit/…` annotations) leave for
+    PgBouncer: max_connections less the superuser's and the direct connections' reserves."""
+    annotations = k8s("Service", service)["metadata"]["annotations"]
+
+    def limit(name: str) -> int:
+        return int(annotations[f"conduit/{name}"])
+
+    return (
+        limit("max-connections")
+        - limit("superuser-reserved-connections")
+        - limit("direct-connections-reserve")
+    )
+
+
 def workloads() -> Iterator[Doc]:
     """Everything with a pod template."""
     return (d for d in k8s_docs() if d["kind"] in {"Deployment", "StatefulSet", "Job"})
@@ -289,6 +306,132 @@ def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
 def pod_labels(workload: Doc) -> dict[str, str]:
     labels: dict[str, str] = workload["spec"]["template"]["metadata"]["labels"]
     return labels
+
+
+# ---- NetworkPolicy ----
+
+NAMESPACE = "conduit"  # every manifest's, set by kustomization.yaml
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One end of a connection as NetworkPolicy sees it: a pod (of this namespace, from one
+    of its workloads, or of another namespace) or an address outside the cluster."""
+
+    namespace: str | None = None  # None: an address outside the cluster
+    labels: dict[str, str] = field(default_factory=dict)
+    workload: Doc | None = None  # a pod of ours: its container ports have names
+    address: str | None = None
+
+    def __str__(self) -> str:
+        if self.workload is not None:
+            return str(self.workload["metadata"]["name"])
+        return self.address or f"{self.namespace}/{self.labels}"
+
+
+def pod(workload: Doc) -> Peer:
+    return Peer(NAMESPACE, pod_labels(workload), workload)
+
+
+def foreign_pod(namespace: str, **labels: str) -> Peer:
+    return Peer(namespace, labels)
+
+
+def outside(address: str) -> Peer:
+    return Peer(address=address)
+
+
+def network_policies() -> list[Doc]:
+    return [doc for doc in k8s_docs() if doc["kind"] == "NetworkPolicy"]
+
+
+def _selects(selector: Doc, labels: dict[str, str]) -> bool:
+    assert set(selector) <= {"matchLabels"}, f"only matchLabels is modelled: {selector}"
+    return matches(selector.get("matchLabels", {}), labels)
+
+
+def _policy_types(spec: Doc) -> list[str]:
+    # The API server's default: Ingress always, Egress when there are egress rules.
+    default = ["Ingress", "Egress"] if "egress" in spec else ["Ingress"]
+    types: list[str] = spec.get("policyTypes", default)
+    return types
+
+
+def _peer_matches(selector: Doc, peer: Peer) -> bool:
+    if "ipBlock" in selector:
+        # Pods are never matched by address here: which pod IPs an ipBlock covers is the
+        # CNI's business, and these manifests never rely on it.
+        if peer.address is None:
+            return False
+        block = selector["ipBlock"]
+        address = ipaddress.ip_address(peer.address)
+        networks = [
+            ipaddress.ip_network(cidr) for cidr in (block["cidr"], *block.get("except", []))
+        ]
+        inside, *excepted = networks
+        return address in inside and not any(address in network for network in excepted)
+    if peer.namespace is None:
+        return False
+    if "namespaceSelector" in selector:
+        namespace = {"kubernetes.io/metadata.name": peer.namespace}
+        if not _selects(selector["namespaceSelector"], namespace):
+            return False
+    elif peer.namespace != NAMESPACE:
+        return False
+    return _selects(selector.get("podSelector", {}), peer.labels)
+
+
+def _port_matches(rule_port: Doc, destination: Peer, port: int, protocol: str) -> bool:
+    if rule_port.get("protocol", "TCP") != protocol:
+        return False
+    wanted = rule_port.get("port")
+    if wanted is None:
+        return True
+    if isinstance(wanted, str):  # a name: the destination pod's container port of that name
+        if destination.workload is None:
+            return False
+        return any(
+            declared.get("name") == wanted and declared["containerPort"] == port
+            for spec in destination.workload["spec"]["template"]["spec"]["containers"]
+            for declared in spec.get("ports", [])
+        )
+    last: int = rule_port.get("endPort") or wanted
+    return bool(wanted <= port <= last)
+
+
+def _side_allows(
+    own: Peer, other: Peer, destination: Peer, port: int, protocol: str, kind: str
+) -> bool:
+    """Whether the policies selecting `own` (for `kind`, Ingress or Egress) let the
+    connection with `other` through: open when none selects it, else some rule must."""
+    if own.namespace != NAMESPACE:
+        return True  # another namespace's pod, or an address outside: not ours to judge
+    selecting = [
+        doc["spec"]
+        for doc in network_policies()
+        if kind in _policy_types(doc["spec"]) and _selects(doc["spec"]["podSelector"], own.labels)
+    ]
+    if not selecting:
+        return True
+    peers_key = "from" if kind == "Ingress" else "to"
+    for spec in selecting:
+        for rule in spec.get(kind.lower(), []):
+            peers = rule.get(peers_key) or []
+            ports = rule.get("ports") or []
+            if (not peers or any(_peer_matches(p, other) for p in peers)) and (
+                not ports or any(_port_matches(p, destination, port, protocol) for p in ports)
+            ):
+                return True
+    return False
+
+
+def reachable(source: Peer, destination: Peer, port: int, protocol: str = "TCP") -> bool:
+    """NetworkPolicy's verdict on a new connection from `source` to `destination`:port. A pod
+    selected by no policy of a direction is open in that direction; once selected, only what
+    some rule of those policies allows passes; both ends must allow it."""
+    return _side_allows(
+        destination, source, destination, port, protocol, "Ingress"
+    ) and _side_allows(source, destination, destination, port, protocol, "Egress")
 
 
 # ---- nginx directives ----

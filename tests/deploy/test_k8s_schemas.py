@@ -9,7 +9,14 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from tests.deploy.manifests import K8S_API, K8S_DIR, container_env, k8s, k8s_pgbouncer
+from tests.deploy.manifests import (
+    K8S_API,
+    K8S_DIR,
+    container_env,
+    k8s,
+    k8s_pgbouncer,
+    server_connections_left,
+)
 
 # The oldest Kubernetes the manifests promise to run on, and the newest the validator knows.
 VERSIONS = ("1.30.0", "1.37.0")
@@ -67,13 +74,7 @@ def test_the_replica_gets_a_bounded_funnel_too() -> None:
     ini = k8s_pgbouncer()["pgbouncer"]
     deployment = k8s("Deployment", "pgbouncer")["spec"]
     peak = deployment["replicas"] + deployment["strategy"]["rollingUpdate"]["maxSurge"]
-    annotations = k8s("Service", "postgres-replica")["metadata"]["annotations"]
-    limits = {key.removeprefix("conduit/"): int(value) for key, value in annotations.items()}
-    available = (
-        limits["max-connections"]
-        - limits["superuser-reserved-connections"]
-        - limits["direct-connections-reserve"]
-    )
+    available = server_connections_left("postgres-replica")
     assert peak * int(ini["max_db_connections"]) <= available
     env = container_env(k8s(*K8S_API), "api")
     per_process = int(env["DB_POOL_SIZE"]) + int(env["DB_MAX_OVERFLOW"])

@@ -44,6 +44,7 @@ from tests.deploy.manifests import (
     option,
     per_process_pool,
     pg_setting,
+    server_connections_left,
     service_env,
     services,
     uvicorn_port,
@@ -301,13 +302,7 @@ def test_k8s_connection_budget():
     assert clients <= int(ini["max_client_conn"])
     pgbouncer = k8s("Deployment", "pgbouncer")["spec"]
     pgbouncer_peak = pgbouncer["replicas"] + pgbouncer["strategy"]["rollingUpdate"]["maxSurge"]
-    annotations = k8s("Service", "postgres")["metadata"]["annotations"]
-    limits = {key.removeprefix("conduit/"): int(value) for key, value in annotations.items()}
-    available = (
-        limits["max-connections"]
-        - limits["superuser-reserved-connections"]
-        - limits["direct-connections-reserve"]
-    )
+    available = server_connections_left("postgres")
     assert pgbouncer_peak * int(ini["max_db_connections"]) <= available
     assert (
         k8s("Deployment", "pgbouncer")["spec"]["template"]["spec"]["containers"][0]["image"]

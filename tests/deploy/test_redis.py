@@ -23,7 +23,9 @@ from tests.deploy.manifests import (
     k8s_docs,
     matches,
     memory_bytes,
+    pod,
     pod_labels,
+    reachable,
     redis_argv_settings,
     redis_conf_settings,
     service_env,
@@ -145,66 +147,21 @@ def test_k8s_cache_redis_is_one_memory_only_pod_with_headroom():
     assert "volumeMounts" not in spec
 
 
-def _port_number(target: Doc, port: int | str) -> int:
-    if isinstance(port, int):
-        return port
-    for spec in target["spec"]["template"]["spec"]["containers"]:
-        for declared in spec.get("ports", []):
-            if declared.get("name") == port:
-                number: int = declared["containerPort"]
-                return number
-    raise AssertionError(f"no container port named {port}")
-
-
-def _admits(rules: list[Doc], peer: Doc, target: Doc, port: int, direction: str) -> bool:
-    """Whether one of a policy's rules admits `peer` (a workload of this namespace) on port."""
-    for rule in rules:
-        peers = rule.get(direction)
-        ports = [_port_number(target, p["port"]) for p in rule.get("ports", [])]
-        if ports and port not in ports:
-            continue
-        if peers is None or any(
-            "namespaceSelector" not in p
-            and "ipBlock" not in p
-            and matches(p["podSelector"].get("matchLabels", {}), pod_labels(peer))
-            for p in peers
-        ):
-            return True
-    return False
-
-
-def _reachable(source: Doc, target: Doc, port: int) -> bool:
-    """NetworkPolicy semantics inside the namespace: a pod selected by no policy of a
-    direction is open in that direction; once selected, only what some rule allows passes."""
-    policies = [d["spec"] for d in k8s_docs() if d["kind"] == "NetworkPolicy"]
-
-    def allowed(pod: Doc, peer: Doc, kind: str, direction: str) -> bool:
-        selecting = [
-            p
-            for p in policies
-            if kind in p.get("policyTypes", ["Ingress"])
-            and matches(p["podSelector"].get("matchLabels", {}), pod_labels(pod))
-        ]
-        return not selecting or any(
-            _admits(p.get(kind.lower(), []), peer, target, port, direction) for p in selecting
-        )
-
-    return allowed(target, source, "Ingress", "from") and allowed(source, target, "Egress", "to")
-
-
 def test_k8s_network_policy_lets_only_api_and_worker_reach_the_cache():
     cache = k8s("Deployment", "redis-cache")
-    port = _port_number(cache, k8s("Service", "redis-cache")["spec"]["ports"][0]["targetPort"])
-    assert port == 6379
+    service = k8s("Service", "redis-cache")["spec"]["ports"][0]
+    assert service["targetPort"] == "redis"
+    assert container(cache, "redis")["ports"] == [{"name": "redis", "containerPort": 6379}]
     for workload in workloads():
-        allowed = _reachable(workload, cache, port)
+        allowed = reachable(pod(workload), pod(cache), 6379)
         expected = workload["metadata"]["name"] in {"conduit-api", "conduit-worker"}
         assert allowed == expected, workload["metadata"]["name"]
-    # The policy is what closes it: without one, every pod could reach it.
+    # A policy is what closes it: without one, every pod could reach it.
     assert any(
-        doc["kind"] == "NetworkPolicy"
-        and matches(doc["spec"]["podSelector"]["matchLabels"], pod_labels(cache))
+        "Ingress" in doc["spec"]["policyTypes"]
+        and matches(doc["spec"]["podSelector"].get("matchLabels", {}), pod_labels(cache))
         for doc in k8s_docs()
+        if doc["kind"] == "NetworkPolicy"
     )
 
 
