@@ -95,6 +95,21 @@ NOSHED = Architecture(
     "REQUEST_DEADLINE_S stays",
     {"MAX_IN_FLIGHT": "1000000", "STACK_UPSTREAM_MAX_CONNS": "0"},
 )
+
+
+def deeper_line(max_queued: int) -> Architecture:
+    """bench.overload's `queued<N>`: the stack with a waiting line of `max_queued` per worker,
+    everything else as it is; nginx's max_conns follows from the stack's rule (K x
+    (MAX_IN_FLIGHT + MAX_QUEUED), scripts/stack/config.py)."""
+    return Architecture(
+        f"queued{max_queued}",
+        f"stack, line of {max_queued:,}",
+        f"the stack with MAX_QUEUED={max_queued} (MAX_IN_FLIGHT as it is) and nginx max_conns "
+        "by the stack's rule, workers x (MAX_IN_FLIGHT + MAX_QUEUED)",
+        {"MAX_QUEUED": str(max_queued)},
+    )
+
+
 # bench.onoff's "observability off" (not one of make bench's baselines either): no /metrics,
 # no HTTP metrics, no access log lines, no traces whatever the environment says.
 NOOBS = Architecture(

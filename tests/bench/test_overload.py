@@ -17,6 +17,15 @@ ACCESS = [
     '127.0.0.1 [2026-11-30T09:41:41+00:00] "GET /api/tags HTTP/1.1" 499 0 rid=d rt=9.000 urt=-',
     "not an access log line",
 ]
+# max_conns reached: nginx refuses (no upstream time), or serves its expired copy.
+REFUSED = [
+    '127.0.0.1 [2026-12-06T02:12:08+00:00] "GET /api/articles/x-1 HTTP/1.1" 503 52 '
+    "rid=e rt=0.000 urt=0.000 cache=BYPASS",
+    '127.0.0.1 [2026-12-06T02:12:08+00:00] "GET /api/tags HTTP/1.1" 200 900 '
+    "rid=f rt=0.000 urt=0.000 cache=STALE",
+    '127.0.0.1 [2026-12-06T02:12:08+00:00] "GET /api/tags HTTP/1.1" 503 52 '
+    "rid=g rt=0.014 urt=0.013 cache=EXPIRED",
+]
 
 
 def _samples(*rows: tuple[float, float | None, int | None, float | None]) -> list[IdleSample]:
@@ -29,6 +38,25 @@ def test_served_counts_statuses_and_times_only_2xx() -> None:
     assert result["served_logged"] == 2
     assert result["served_p50_ms"] == 2500.0  # of [120, 2500]: index int(0.5 * 2)
     assert result["served_max_ms"] == 2500.0
+
+
+def test_served_tells_nginx_refusals_from_the_api_ones() -> None:
+    result = overload.served(ACCESS + REFUSED)
+    assert result["log_503_nginx"] == 1
+    assert result["log_503_api"] == 2
+    assert result["log_stale"] == 1
+    assert result["log_answers"] == 7
+
+
+def test_architecture_by_name_and_deeper_lines() -> None:
+    assert overload.architecture("count") is overload.TARGETS["count"]
+    deep = overload.architecture("queued1024")
+    assert deep is not None
+    assert deep.key == "queued1024"
+    assert deep.variant_env == {"MAX_QUEUED": "1024"}
+    assert overload.architecture("queued0") is None
+    assert overload.architecture("deep") is None
+    assert overload.parse_args(["--targets", "on,queued512"]).targets == ["on", "queued512"]
 
 
 def test_served_without_2xx_has_no_percentiles() -> None:
@@ -126,6 +154,7 @@ def _step(shedding: str, connections: int, p99: float | None, idle: float | None
         "connections": connections,
         "requests": 1000,
         "p99_ms": 10.0,
+        "non_2xx": WRK["non_2xx"],
         "errors": {"HTTP 503 shed": 300},
         "nginx_errors": {},
         "cpu": {"API": 1.5},
@@ -143,7 +172,7 @@ def _step(shedding: str, connections: int, p99: float | None, idle: float | None
     }
 
 
-def test_verdicts_judge_only_shedding_on_against_the_budget() -> None:
+def test_verdicts_judge_the_waiting_lines_against_the_budget() -> None:
     steps = [
         _step("on", 500, 1200.0, 0.8),
         _step("on", 10000, 7000.0, None),
@@ -151,11 +180,19 @@ def test_verdicts_judge_only_shedding_on_against_the_budget() -> None:
     ]
     lines = overload.verdicts(steps)
     assert len(lines) == 2
-    assert "500 connections" in lines[0]
+    assert "on, 500 connections" in lines[0]
     assert lines[0].count(": yes") == 2
     assert "10,000 connections" in lines[1]
     assert "idle after never s" in lines[1]
     assert lines[1].count(": no") == 2
+    assert "goodput 100% of the best step before (≥ 90 %: yes)" in lines[1]
+
+
+def test_verdicts_want_no_error_at_2000_and_judge_deeper_lines_too() -> None:
+    steps = [_step("queued1024", 2000, 900.0, 0.5), _step("count", 2000, 100.0, 0.1)]
+    lines = overload.verdicts(steps)
+    assert len(lines) == 1
+    assert lines[0].startswith("- queued1024, 2,000 connections: errors 300 (0: no)")
 
 
 def test_report_renders_every_step_and_the_machine() -> None:
@@ -169,7 +206,7 @@ def test_report_renders_every_step_and_the_machine() -> None:
     text = overload.render(meta, steps)
     assert text.startswith("# Overload, 2026-11-30T09:41:39+00:00")
     assert NOSHED.description in text
-    assert "| on | 10,000 | 35.0 | 100 | 1,200 | 10 | 30.0% |" in text
+    assert "| on | 10,000 | 35.0 | 100 | 1,200 | 10 | 30.0% | n/a |" in text
     assert "| off | 10,000 |" in text
     assert "| AMD EPYC |" in text
     assert "never" in text
@@ -186,3 +223,17 @@ def test_accept_queue_reads_the_listening_sockets_of_the_port() -> None:
     assert overload.accept_queue(8001, table) == 300  # the established one is not counted
     assert overload.accept_queue(8080, table) == 7
     assert overload.accept_queue(9999, table) is None
+
+
+def test_shed_reasons_and_what_was_shed_between_two_readings() -> None:
+    text = (
+        "# TYPE conduit_http_requests_shed_total counter\n"
+        'conduit_http_requests_shed_total{reason="overload"} 30.0\n'
+        'conduit_http_requests_shed_total{reason="queued"} 5.0\n'
+        "conduit_http_requests_in_flight 3.0\n"
+    )
+    after = overload.shed_reasons(text)
+    assert after == {"overload": 30.0, "queued": 5.0}
+    before = {"overload": 10.0, "queued": 5.0}
+    assert overload.shed_between(before, after) == {"overload": 20}
+    assert overload.shed_between(None, after) is None
