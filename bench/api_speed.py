@@ -231,18 +231,22 @@ def profile(args: argparse.Namespace, wrk: str, api: Api, url: str, script: Path
 def run(
     args: argparse.Namespace, wrk: str, url: str, out: Path, endpoints: list[Endpoint]
 ) -> list[Measurement]:
-    """The API uncached, then cached, then (`--bare`) their floors, each on every server;
-    the servers take turns in alternating order (A B, B A, ...) so that a drift in the
-    machine's speed during the run favours neither."""
+    """The API and (`--bare`) its floor in ABBA order, uncached then cached, each on every
+    server: API, floor, floor, API, each run half as long, so that a drift in the machine's
+    speed during the run favours neither side (the report adds up each side's two runs);
+    the servers also take turns in alternating order (A B, B A, ...)."""
     secret = os.environ.get("JWT_SECRET") or secrets.token_urlsafe(48)
     token = make_token(VIEWER_ID, secret=secret, ttl_seconds=24 * 3600)
     first = write_scripts(out, endpoints, token, url, args.slugs)
+    order = (False, True, True, False) if args.bare else (False,)  # floor or not
     phases = [
         (cached, floor)
-        for floor in (False, True)
         for cached in (False, True)
-        if (args.bare or not floor) and any(e.cached == cached for e in endpoints)
+        if any(e.cached == cached for e in endpoints)
+        for floor in order
     ]
+    if args.bare:  # each side runs twice
+        args = argparse.Namespace(**vars(args) | {"duration": max(args.duration // 2, 1)})
     results: list[Measurement] = []
     with ExitStack() as stack:
         redis = None

@@ -4,7 +4,7 @@ import argparse
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from bench.lib import markdown
@@ -40,6 +40,26 @@ class Measurement:
     result: WrkResult
     cpu: Mapping[str, float]  # cores busy, by process group
     profile: str | None = None  # py-spy summary, Markdown
+
+
+def pooled(runs: Sequence[Measurement]) -> Measurement:
+    """Several runs of one endpoint on one side (the ABBA order measures each twice) as one:
+    requests, errors and CPU seconds added up, latency as the worst run's."""
+    if len(runs) == 1:
+        return runs[0]
+    results = [m.result for m in runs]
+    seconds = sum(r.duration_s for r in results)
+    worst = max(results, key=lambda r: r.p99_ms)
+    result = replace(
+        worst,
+        requests=sum(r.requests for r in results),
+        duration_s=seconds,
+        non_2xx=sum(r.non_2xx for r in results),
+        socket_errors=sum(r.socket_errors for r in results),
+    )
+    groups = {g for m in runs for g in m.cpu}
+    cpu = {g: sum(m.cpu.get(g, 0.0) * m.result.duration_s for m in runs) / seconds for g in groups}
+    return replace(runs[0], result=result, cpu=cpu)
 
 
 def cpu_ms(m: Measurement, group: str) -> float | None:
@@ -86,7 +106,10 @@ def summary(results: Sequence[Measurement]) -> str:
     milliseconds per request by process group (API / floor)."""
     servers = list(dict.fromkeys(m.server for m in results))
     groups = [g for g in GROUPS if any(g in m.cpu for m in results)]
-    found = {(m.endpoint, m.server, m.floor): m for m in results}
+    runs: dict[tuple[Endpoint, str, bool], list[Measurement]] = {}
+    for m in results:
+        runs.setdefault((m.endpoint, m.server, m.floor), []).append(m)
+    found = {key: pooled(measured) for key, measured in runs.items()}
     header = ["server"] * (len(servers) > 1) + ["endpoint", "API req/s", "floor req/s"]
     header += ["API / floor", "target", "met", *(f"{g} ms/req" for g in groups)]
     rows = []

@@ -61,3 +61,12 @@ def test_errors_fail_the_target():
     floor = run(LIST, "uvicorn", 1000, 0.5, floor=True)
     broken = replace(floor, result=replace(floor.result, non_2xx=5))
     assert "| no (errors) |" in summary([run(LIST, "uvicorn", 900, 1.0), broken])
+
+
+def test_the_two_runs_of_a_side_are_added_up() -> None:
+    """ABBA: each side runs twice; the table reads their requests and CPU seconds together."""
+    first, second = run(LIST, "uvicorn", 1000, 0.5), run(LIST, "uvicorn", 500, 0.5)
+    table = summary([first, run(LIST, "uvicorn", 1000, 0.25, floor=True), second])
+    # 15,000 requests in 2 x 10 s; 0.5 cores x 20 s = 10 s of CPU over 15,000 requests
+    assert "| 750 | 1,000 | 75% |" in table
+    assert "| 0.67 / 0.25 |" in table
