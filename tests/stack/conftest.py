@@ -62,9 +62,16 @@ class Stack:
         return int((STATE / "api" / "api.pid").read_text())
 
     def api_worker_pids(self) -> set[int]:
-        """uvicorn's workers: the master's children started by multiprocessing's spawn_main."""
+        """uvicorn's workers: the master's children started by multiprocessing's spawn_main.
+        (A child is listed under the thread that started it: every thread of the master is
+        read, since a replacement worker may be started from another than the first.)"""
         master = self.api_master_pid()
-        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        children: list[str] = []
+        for task in Path(f"/proc/{master}/task").iterdir():
+            try:
+                children += (task / "children").read_text().split()
+            except OSError:  # a thread that ended meanwhile
+                continue
         workers = set()
         for pid in map(int, children):
             try:
