@@ -3,7 +3,6 @@ ports, one run at a time, and what an interrupted run left taken down first."""
 
 import fcntl
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -12,6 +11,8 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 import pytest
+
+from bench.lib.targets import free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,19 +44,6 @@ def run_script(
     )
     if result.returncode != 0:
         pytest.fail(f"{module} {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct ports nobody listened on a moment ago (all bound at once, so no two
-    are the same)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 @contextmanager

@@ -209,7 +209,9 @@ def api_port(target: Target) -> int:
     return int(args[args.index("--port") + 1])
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports nobody listened on a moment ago (all bound at once, so no two
+    are the same)."""
     sockets = [socket.socket() for _ in range(count)]
     try:
         for sock in sockets:
@@ -247,7 +249,7 @@ def running(stack: Stack, architecture: Architecture) -> Iterator[Target]:
         }
         yield Target(architecture, base, roots | data)
         return
-    http, https, api = _free_ports(3)
+    http, https, api = free_ports(3)
     env = stack.scripts_env() | dict(architecture.variant_env)
     env |= {
         "STACK_VARIANT": architecture.key,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ports import free_ports
+from bench.lib.targets import free_ports
 from tests.stack.conftest import PORT_VARIABLES
 
 ROOT = Path(__file__).resolve().parents[2]
