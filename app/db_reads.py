@@ -145,25 +145,34 @@ class ReadPool:
             raise _wrapped(exc, None, None, self.dialect, invalidated=False) from exc
 
 
-class Checkout:
-    """The async context manager of one checkout (a class, not a generator: it runs on
-    every read)."""
+class Releasing:
+    """The exit of a checkout's context manager: the connection it handed out goes back."""
 
-    __slots__ = ("_connection", "_pool")
+    __slots__ = ("_connection",)
 
-    def __init__(self, pool: ReadPool) -> None:
-        self._pool = pool
+    def __init__(self) -> None:
         self._connection: ReadConnection | None = None
-
-    async def __aenter__(self) -> "ReadConnection":
-        self._connection = ReadConnection(self._pool, await self._pool.checkout())
-        return self._connection
 
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._connection is not None:
             await self._connection.release()
+
+
+class Checkout(Releasing):
+    """The async context manager of one checkout (a class, not a generator: it runs on
+    every read)."""
+
+    __slots__ = ("_pool",)
+
+    def __init__(self, pool: ReadPool) -> None:
+        super().__init__()
+        self._pool = pool
+
+    async def __aenter__(self) -> "ReadConnection":
+        self._connection = ReadConnection(self._pool, await self._pool.checkout())
+        return self._connection
 
 
 class ReadConnection:

@@ -25,7 +25,6 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
@@ -39,7 +38,7 @@ from sqlalchemy.sql import ClauseElement
 from app.cache.store import Cache, Items, Loader
 from app.config import Settings
 from app.db import is_unavailable, make_engine
-from app.db_reads import ReadConnection, ReadPool, Row
+from app.db_reads import ReadConnection, ReadPool, Releasing, Row
 from app.observability import context, metrics
 
 if TYPE_CHECKING:
@@ -270,16 +269,16 @@ async def _position(engine: AsyncEngine, query: Any) -> int | None:
     return position
 
 
-class RoutedCheckout:
+class RoutedCheckout(Releasing):
     """A read connection on the node chosen when it is entered: a replica in rotation that
     has what the reader must see, else the primary; a replica that fails the checkout is
     replaced by the primary at once."""
 
-    __slots__ = ("_connection", "_router")
+    __slots__ = ("_router",)
 
     def __init__(self, router: Replicas) -> None:
+        super().__init__()
         self._router = router
-        self._connection: RoutedConnection | None = None
 
     async def __aenter__(self) -> ReadConnection:
         router = self._router
@@ -298,12 +297,6 @@ class RoutedCheckout:
         metrics.DB_READS.labels(PRIMARY).inc()
         self._connection = RoutedConnection(router, None, await router.reads.checkout())
         return self._connection
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._connection is not None:
-            await self._connection.release()
 
 
 class RoutedConnection(ReadConnection):
