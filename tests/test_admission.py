@@ -164,3 +164,17 @@ def test_the_prediction_follows_the_measured_service_time():
     admission.busy = 2  # both slots taken
     assert admission.admits(budget_s=5)
     assert not admission.admits(budget_s=0.6)  # 0.25 s in line + 0.5 s of service
+
+
+def test_a_spread_of_service_times_asks_for_more_headroom_than_their_mean():
+    steady, spread = Admission(slots=1, max_queued=100), Admission(slots=1, max_queued=100)
+    for n in range(200):
+        for admission, served_s in ((steady, 0.05), (spread, 0.01 if n % 2 else 0.09)):
+            admission.busy += 1
+            admission.release(served_s)
+    assert abs(steady.service_s - spread.service_s) < 0.01  # the same mean
+    assert steady.margin_s() == pytest.approx(0.075)  # 1.5 means
+    assert spread.margin_s() > 0.05 + 4 * 0.03  # the mean and four deviations
+    steady.busy = spread.busy = 1
+    assert steady.admits(budget_s=0.2)
+    assert not spread.admits(budget_s=0.2)

@@ -11,7 +11,10 @@ the line needs to drain at the measured service rate.
 
 The prediction comes from what the process just did: an exponentially weighted mean of the
 service time of the last requests (time from taking a slot to giving it back), so a slow
-database makes the line shorter by itself, and a fast cache lets it grow.
+database makes the line shorter by itself, and a fast cache lets it grow. What a request
+must have left when its work starts is that mean plus four mean deviations, the estimator
+TCP uses for its retransmission timer (RFC 6298): on a busy machine the service times
+spread, and a request let in should not then end in 504.
 
 MAX_QUEUED=0 is the count rule: beyond MAX_IN_FLIGHT, 503 at once.
 """
@@ -24,8 +27,11 @@ from collections import deque
 # requests, and one slow request does not close the door.
 SMOOTHING = 0.05
 INITIAL_SERVICE_S = 0.01  # until the first request has been served
-# A request is let in (or kept in line) only if its wait plus this many mean service times
-# fits its budget: a mean hides the slower half, and a request admitted should not end in 504.
+# Weight of the latest request in the mean deviation (RFC 6298's beta).
+DEVIATION_SMOOTHING = 0.25
+DEVIATIONS = 4  # RFC 6298's K
+# Whatever the spread, a request starts its work with at least this many mean service times
+# left: a mean hides the slower half.
 HEADROOM = 1.5
 MAX_RETRY_AFTER_S = 30
 
@@ -36,6 +42,7 @@ class Admission:
         self.max_queued = max_queued
         self.busy = 0
         self.service_s = INITIAL_SERVICE_S
+        self.deviation_s = 0.0
         self._measured = False
         self._line: deque[asyncio.Future[None]] = deque()
 
@@ -59,7 +66,7 @@ class Admission:
 
     def margin_s(self) -> float:
         """What must be left of a budget when a request starts its work."""
-        return HEADROOM * self.service_s
+        return self.service_s + max((HEADROOM - 1) * self.service_s, DEVIATIONS * self.deviation_s)
 
     def retry_after_s(self) -> int:
         """When the line ahead of a refused request will have drained."""
@@ -88,9 +95,11 @@ class Admission:
     def release(self, served_s: float) -> None:
         """A request that held a slot for `served_s` is done."""
         if self._measured:
-            self.service_s += SMOOTHING * (served_s - self.service_s)
+            error = served_s - self.service_s
+            self.deviation_s += DEVIATION_SMOOTHING * (abs(error) - self.deviation_s)
+            self.service_s += SMOOTHING * error
         else:
-            self.service_s, self._measured = served_s, True
+            self.service_s, self.deviation_s, self._measured = served_s, served_s / 2, True
         self._next()
 
     def _next(self) -> None:
