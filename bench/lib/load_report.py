@@ -7,7 +7,9 @@ from bench.lib import markdown
 from bench.lib.targets import ARCHITECTURES
 
 Step = Mapping[str, Any]
-CPU_GROUPS = ("nginx", "API", "PgBouncer", "PostgreSQL", "Redis", "load generator", "other", "idle")
+CPU_GROUPS = (
+    "nginx", "API", "PgBouncer", "PostgreSQL", "Redis", "Redis queue", "load generator", "other", "idle",
+)  # fmt: skip
 PHASES = {
     "wrk": "Raw load: wrk, mixed reads, no think time",
     "mixed": "User journeys with think time (Locust, mixed)",

@@ -181,11 +181,11 @@ def measured(stack: Stack, target: Target, measure: Callable[[], dict[str, Any]]
     postgres_log = stack.dir / "postgres" / "postgres.log"
     with Sampler(env["DIRECT_DATABASE_URL"], env["PGBOUNCER_ADMIN_URL"], postgres_log) as s:
         time.sleep(0.3)  # a first sample before the load
-        keyspace = redis_keyspace(env["REDIS_URL"])
+        keyspace = redis_keyspace(stack.cache_redis_url)
         cpu.start()
         result = measure()
         shares = cpu.stop()
-        cache = hit_ratio(keyspace, redis_keyspace(env["REDIS_URL"]))
+        cache = hit_ratio(keyspace, redis_keyspace(stack.cache_redis_url))
     cpu_cores = {"cpu": {k: round(v, 2) for k, v in shares.items()}}
     return result | cpu_cores | cache | s.samples.summary()
 

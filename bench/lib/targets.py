@@ -153,11 +153,23 @@ class Stack:
         return pid if Path(f"/proc/{pid}").exists() else None
 
     def data_tier_roots(self) -> dict[str, Callable[[], int | None]]:
-        return {
+        """ "Redis" is the read cache's instance (REDIS_CACHE_URL, redis-cache/) where the stack
+        has one, "Redis queue" the other (jobs, rate limits); one instance: "Redis" only."""
+        roots: dict[str, Callable[[], int | None]] = {
             "PgBouncer": lambda: self.pid("pgbouncer/pgbouncer.pid"),
             "PostgreSQL": lambda: self.pid("postgres/data/postmaster.pid"),
-            "Redis": lambda: self.pid("redis/redis.pid"),
         }
+        if self.cache_redis_url == self.env["REDIS_URL"]:
+            return roots | {"Redis": lambda: self.pid("redis/redis.pid")}
+        return roots | {
+            "Redis": lambda: self.pid("redis-cache/redis.pid"),
+            "Redis queue": lambda: self.pid("redis/redis.pid"),
+        }
+
+    @property
+    def cache_redis_url(self) -> str:
+        """The Redis the API's read cache uses (app/redis.py)."""
+        return self.env.get("REDIS_CACHE_URL") or self.env["REDIS_URL"]
 
     def scripts_env(self) -> dict[str, str]:
         """STACK_* settings that point `scripts.stack` at this stack's data tier."""
