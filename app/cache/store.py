@@ -47,7 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.cache.channel import CHANNEL, PUBLISH_SCRIPT, SEQUENCE, Listener
 from app.cache.local import LocalCache
-from app.observability import metrics
+from app.observability import context, metrics
 
 log = logging.getLogger("conduit.cache")
 
@@ -114,6 +114,7 @@ class Cache:
         if self.listener is None or not self.listener.trusted or not self.available:
             return False
         assert self.redis is not None  # noqa: S101 - checked by `available`
+        context.reached(context.REDIS)
         try:
             sequence = int(await self.redis.get(SEQUENCE) or 0)
         except (RedisError, OSError, TimeoutError):
@@ -343,6 +344,8 @@ class Cache:
 
     def _count(self, family: str, result: str) -> None:
         self.stats[family, result] += 1
+        # A follower of a lookup in flight in this worker counts as Redis, where its leader went.
+        context.reached(context.LOCAL if result == "local" else context.REDIS)
         metrics.CACHE_REQUESTS.labels(family, result).inc()
 
 

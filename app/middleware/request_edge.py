@@ -241,7 +241,9 @@ class RequestEdge:
         method = scope["method"] if scope["method"] in _METHODS else "OTHER"
         route = self.routes(scope)
         if self.metrics:
-            recorder.HTTP.finished(method, route, status, seconds, failed)
+            served = context.current()
+            tier = served.tier if served is not None else 0
+            recorder.HTTP.finished(method, route, status, seconds, failed, tier)
         if self.access_log:
             logs.access(method, route, status, seconds)
 

@@ -21,10 +21,17 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _WELL_FORMED = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
 
+# The deepest tier a request waited on, in order (conduit_http_requests_by_tier_total):
+# none, the worker's own memory (L1), Redis, PostgreSQL (a pooled connection checked out).
+TIERS = ("none", "local", "redis", "database")
+LOCAL, REDIS, DATABASE = 1, 2, 3
+
+
 @dataclass(slots=True)
 class RequestContext:
     request_id: str
     user_id: int | None = None
+    tier: int = 0  # an index into TIERS
 
 
 _current: ContextVar[RequestContext | None] = ContextVar("conduit_request", default=None)
@@ -67,6 +74,13 @@ def set_user_id(user_id: int) -> None:
     context = _current.get()
     if context is not None:
         context.user_id = user_id
+
+
+def reached(tier: int) -> None:
+    """The request being served waited on `tier` (LOCAL, REDIS or DATABASE)."""
+    context = _current.get()
+    if context is not None and tier > context.tier:
+        context.tier = tier
 
 
 def request_id_headers() -> dict[str, str]:

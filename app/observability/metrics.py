@@ -93,6 +93,12 @@ HTTP_IN_FLIGHT = Gauge(
     "Requests being served right now, all worker processes together.",
     multiprocess_mode="livesum",
 )
+HTTP_TIERS = Counter(
+    "conduit_http_requests_by_tier_total",
+    "HTTP requests answered, by the deepest tier they waited on: none, local (the worker's "
+    "in-process cache only), redis, database (a PostgreSQL connection was checked out).",
+    ["tier"],
+)
 HTTP_SHED = Counter(
     "conduit_http_requests_shed_total",
     "Requests refused early to protect the service (load shedding, rate limit, deadline).",

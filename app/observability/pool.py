@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, PoolProxiedConnection
 
-from app.observability import metrics, recorder
+from app.observability import context, metrics, recorder
 
 
 class MeteredQueuePool(AsyncAdaptedQueuePool):
@@ -33,6 +33,7 @@ class MeteredQueuePool(AsyncAdaptedQueuePool):
             recorder.POOL.used(self, perf_counter() - started)
             raise
         recorder.POOL.used(self, perf_counter() - started)
+        context.reached(context.DATABASE)
         return connection
 
     def _do_return_conn(self, record: ConnectionPoolEntry) -> None:

@@ -12,6 +12,7 @@ import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from app.cache.local import LocalCache
@@ -19,6 +20,8 @@ from app.cache.store import Cache
 from app.cache.viewer import Layout, _personalize_parsed
 from app.config import Settings
 from app.main import create_app
+from app.observability import recorder
+from app.observability.context import TIERS
 from app.state import AppState
 from tests.concurrency.conftest import make_users, publish
 from tests.conftest import ROOT, serve_with_state
@@ -115,6 +118,29 @@ async def test_a_write_reaches_every_workers_l1_by_push(workers, engine, setting
     assert took < 1.0
     body = (await other.get(f"/articles/{slug}")).json()["article"]["body"]
     assert body == "pushed"
+
+
+def _by_tier() -> dict[str, float]:
+    recorder.flush()
+    name = "conduit_http_requests_by_tier_total"
+    return {tier: REGISTRY.get_sample_value(name, {"tier": tier}) or 0.0 for tier in TIERS}
+
+
+async def test_each_request_counts_once_under_the_deepest_tier_it_waited_on(
+    workers, engine, settings
+):
+    (writer, _), (other, _) = workers
+    (author,) = await make_users(engine, settings, 1)
+    slug = await publish(writer, author, "Tiers")
+    counted = []
+    # Built from PostgreSQL, then from L1; logged in: the viewer's flags from PostgreSQL, then
+    # L1 again after one GET of the sequence number from Redis (`caught_up`).
+    for headers in ({}, {}, author, author):
+        before = _by_tier()
+        assert (await other.get(f"/articles/{slug}", headers=headers)).status_code == 200
+        after = _by_tier()
+        counted.append({t: after[t] - before[t] for t in TIERS if after[t] != before[t]})
+    assert counted == [{"database": 1}, {"local": 1}, {"database": 1}, {"redis": 1}]
 
 
 async def test_the_writer_reads_their_own_write_on_another_worker_at_once(
