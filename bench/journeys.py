@@ -14,8 +14,14 @@ BENCH_DATA: JSON with slugs, users, tags, tokens (seeded users' JWTs, bench.load
 them in once), viral (a slug), run (a unique id for sign-ups). BENCH_THINK: "min:max"
 seconds between page views. BENCH_MEMBER_SHARE, BENCH_LOGIN_SHARE: fractions. BENCH_SETTLE:
 seconds between the last user's start and the statistics' reset.
+BENCH_CHECK_WRITES=1 (bench.cluster): each member is a seeded user of their own (no two
+share a token) and reads back each write at once: "own write: <write>" requests, which fail
+as "stale" when the answer does not show it (read-your-writes, docs/ARCHITECTURE.md
+"Replicas"). BENCH_TIMELINE: a CSV written at exit with every request's start (epoch s),
+duration (ms) and outcome, for the moments a fault struck.
 """
 
+import csv
 import itertools
 import json
 import os
@@ -35,6 +41,8 @@ THINK_MIN, THINK_MAX = (float(x) for x in os.environ.get("BENCH_THINK", "5:15").
 MEMBER_SHARE = float(os.environ.get("BENCH_MEMBER_SHARE", "0.2"))
 LOGIN_SHARE = float(os.environ.get("BENCH_LOGIN_SHARE", "0.05"))
 SETTLE_S = float(os.environ.get("BENCH_SETTLE", "0"))
+CHECK_WRITES = os.environ.get("BENCH_CHECK_WRITES") == "1"
+TIMELINE = os.environ.get("BENCH_TIMELINE")
 PASSWORD = "password"  # noqa: S105 - bench.lib.seeding's password for every user
 SLUGS: list[str] = DATA["slugs"]
 USERS: list[str] = DATA["users"]
@@ -42,6 +50,7 @@ TAGS: list[str] = DATA["tags"]
 TOKENS: list[tuple[str, str]] = [tuple(t) for t in DATA["tokens"]]  # (email, token)
 VIRAL: str = DATA.get("viral") or SLUGS[0]
 _arrivals = itertools.count()
+_members = itertools.count()  # with CHECK_WRITES: the next member's own token
 WEIGHT_SCALE = 100  # Locust weights are integers
 
 
@@ -59,6 +68,28 @@ def _measure_after_settling(environment: Environment, **_: Any) -> None:
 
 
 events.init.add_listener(_measure_after_settling)  # type: ignore[no-untyped-call]
+
+# (start epoch s, duration ms, failed) of every request, with TIMELINE.
+_timeline: list[tuple[float, float, int]] = []
+
+
+def _record_request(
+    start_time: float, response_time: float, exception: BaseException | None, **_: Any
+) -> None:
+    _timeline.append((start_time, response_time, int(exception is not None)))
+
+
+def _write_timeline(**_: Any) -> None:
+    assert TIMELINE is not None  # noqa: S101 - registered only with it
+    with open(TIMELINE, "w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["start", "ms", "failed"])
+        writer.writerows((f"{s:.4f}", f"{ms:.1f}", failed) for s, ms, failed in _timeline)
+
+
+if TIMELINE:
+    events.request.add_listener(_record_request)  # type: ignore[no-untyped-call]
+    events.quitting.add_listener(_write_timeline)  # type: ignore[no-untyped-call]
 
 
 def _slug() -> str:
@@ -79,16 +110,18 @@ class Visitor(FastHttpUser):
         super().__init__(*args, **kwargs)
         self.headers: dict[str, str] = {}
 
-    def _call(self, method: str, path: str, name: str, **kwargs: Any) -> None:
-        """A request whose failure is named by what the API said (shed, deadline, ...)."""
+    def _call(self, method: str, path: str, name: str, **kwargs: Any) -> Any:
+        """A request whose failure is named by what the API said (shed, deadline, ...); its
+        JSON body when it succeeded and has one, else None."""
         with self.client.request(
             method, path, name=name, headers=self.headers, catch_response=True, **kwargs
         ) as response:
             if response.status_code and response.status_code < 400:
-                return
+                return response.json() if response.text else None
             if not response.status_code:  # no answer at all: the client's own error stands
-                return
+                return None
             response.failure(error_kind(response.status_code, response.text or ""))
+            return None
 
     def _get(self, path: str, name: str) -> None:
         self._call("GET", path, name)
@@ -126,7 +159,10 @@ class Member(Visitor):
     weight = round(WEIGHT_SCALE * MEMBER_SHARE)
 
     def on_start(self) -> None:
-        email, token = random.choice(TOKENS)
+        if CHECK_WRITES:  # one account per member: only their own writes change what they see
+            email, token = TOKENS[next(_members) % len(TOKENS)]
+        else:
+            email, token = random.choice(TOKENS)
         if random.random() < LOGIN_SHARE:
             body = {"user": {"email": email, "password": PASSWORD}}
             with self.client.post(
@@ -135,28 +171,61 @@ class Member(Visitor):
                 if r.status_code == 200:
                     token = r.json()["user"]["token"]
         self.headers = {"Authorization": f"Token {token}"}
+        self.own_name = DATA.get("names", {}).get(email)  # with CHECK_WRITES: nobody follows self
 
     @task(2)
     def feed(self) -> None:
         self._get("/api/articles/feed?limit=10", "feed")
 
+    def _read_back(self, write: str, path: str, shows: Any) -> None:
+        """With CHECK_WRITES: read `path` at once, through any host; stale unless `shows`
+        holds for its body. A failed read counts as such, not as stale."""
+        if not CHECK_WRITES:
+            return
+        name = f"own write: {write}"
+        with self.client.get(
+            path, name=name, headers=self.headers, catch_response=True
+        ) as response:
+            if not response.status_code or response.status_code >= 400:
+                if response.status_code:
+                    response.failure(error_kind(response.status_code, response.text or ""))
+                return
+            if not shows(response.json()):
+                response.failure("stale")
+
     @task(1)
     def favorite(self) -> None:
         slug = _slug()
-        self._call("POST", f"/api/articles/{slug}/favorite", "favorite")
-        if random.random() < 0.3:
-            self._call("DELETE", f"/api/articles/{slug}/favorite", "unfavorite")
+        if self._call("POST", f"/api/articles/{slug}/favorite", "favorite") is not None:
+            self._read_back(
+                "favorite", f"/api/articles/{slug}", lambda b: b["article"]["favorited"]
+            )
+        if (
+            random.random() < 0.3
+            and self._call("DELETE", f"/api/articles/{slug}/favorite", "unfavorite") is not None
+        ):
+            self._read_back(
+                "unfavorite", f"/api/articles/{slug}", lambda b: not b["article"]["favorited"]
+            )
 
     @task(1)
     def follow(self) -> None:
         user = random.choice(USERS)
-        self._call("POST", f"/api/profiles/{user}/follow", "follow")
+        if user == self.own_name:
+            return
+        if self._call("POST", f"/api/profiles/{user}/follow", "follow") is not None:
+            self._read_back("follow", f"/api/profiles/{user}", lambda b: b["profile"]["following"])
 
     @task(1)
     def comment(self) -> None:
         body = {"comment": {"body": f"bench comment {random.getrandbits(32):x}"}}
         path = f"/api/articles/{_slug()}/comments"
-        self._call("POST", path, "comment", json=body)
+        made = self._call("POST", path, "comment", json=body)
+        if made is not None:
+            made_id = made["comment"]["id"]
+            self._read_back(
+                "comment", path, lambda b: any(c["id"] == made_id for c in b["comments"])
+            )
 
     @task(1)
     def publish(self) -> None:
@@ -169,7 +238,14 @@ class Member(Visitor):
             "body": "lorem ipsum " * 100,
             "tagList": random.sample(TAGS, 2),
         }
-        self._call("POST", "/api/articles", "publish", json={"article": article})
+        made = self._call("POST", "/api/articles", "publish", json={"article": article})
+        if made is not None:
+            slug = made["article"]["slug"]
+            self._read_back(
+                "publish",
+                f"/api/articles?author={made['article']['author']['username']}&limit=5",
+                lambda b: any(a["slug"] == slug for a in b["articles"]),
+            )
 
 
 class Arrival(FastHttpUser):
