@@ -15,7 +15,7 @@ until the listener says so again (`Cache.get_or_load`).
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 # How many recent invalidations a fill may be checked against; a fill that started longer
@@ -32,7 +32,7 @@ T = TypeVar("T")
 class Entry:
     document: str
     names: tuple[str, ...]  # the versions (and items) it was built from
-    born: float = field(default_factory=time.monotonic)
+    expires: float  # time.monotonic() after which it is not served
     memo: Any = None  # something derived from the document once (app/cache/viewer.py)
 
 
@@ -49,7 +49,7 @@ class LocalCache:
         entry = self._entries.get(key)
         if entry is None:
             return None
-        if time.monotonic() - entry.born > MAX_AGE_S:
+        if time.monotonic() > entry.expires:
             self._drop(key)
             return None
         self._entries.move_to_end(key)
@@ -69,10 +69,20 @@ class LocalCache:
         """A mark to take before reading from Redis; hand it to `fill`."""
         return self._count
 
-    def fill(self, key: str, document: str, names: Iterable[str], mark: int) -> bool:
-        """Keep `document` unless one of `names` was invalidated after `mark` (or too long ago
-        to know). True if kept."""
+    def fill(
+        self,
+        key: str,
+        document: str,
+        names: Iterable[str],
+        mark: int,
+        *,
+        max_age_s: float = MAX_AGE_S,
+    ) -> bool:
+        """Keep `document` for at most `max_age_s` (and MAX_AGE_S) unless one of `names` was
+        invalidated after `mark` (or too long ago to know). True if kept."""
         names = tuple(names)
+        if max_age_s <= 0:
+            return False
         if self._count - mark > len(self._log):  # too long ago to tell
             return False
         wanted = frozenset(names)
@@ -85,7 +95,7 @@ class LocalCache:
         if cost > self.max_bytes:
             return False
         self._drop(key)
-        self._entries[key] = Entry(document, names)
+        self._entries[key] = Entry(document, names, time.monotonic() + min(max_age_s, MAX_AGE_S))
         self.size += cost
         for name in names:
             self._keys_by_name.setdefault(name, set()).add(key)

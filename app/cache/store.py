@@ -18,11 +18,15 @@ untrusted (the next reader rebuilds it).
 
 Misses are collapsed: within a process by a shared future per key, across processes by a
 short Redis lease (SET NX PX); the other readers wait briefly for the leaseholder's entry.
-Hot entries are refreshed early (probabilistically, before the TTL) by one reader.
+Hot entries are refreshed early (probabilistically, before the TTL) by one reader, while
+everyone else goes on with the entry, which is still current (its versions say so).
 
 In front of Redis, each worker may keep an in-process copy of what it read (L1,
 app/cache/local.py), emptied by push from every writer (app/cache/channel.py): a hot read then
-costs no network round trip at all.
+costs no network round trip at all. A copy is kept only until its Redis entry's early-refresh
+window opens, so that in the window reads reach Redis and one of them rebuilds the entry: a
+copy that lived on would read Redis again only after the TTL, when the entry is gone for
+every reader at once.
 
 Redis trouble never fails a request: every call has a timeout of milliseconds, an error
 counts as a miss and opens a short circuit (Redis is skipped for CIRCUIT_S), after which
@@ -38,7 +42,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from redis.asyncio import Redis
@@ -62,6 +66,12 @@ ITEMS_EPOCH = "items"  # bumped with every item version (`item_changed`)
 Loader = Callable[[], Awaitable[str | None]]
 # The version names of the items a document shows, e.g. ["article:a-slug", ...].
 Items = Callable[[str], list[str]]
+
+
+class Fetched(NamedTuple):
+    document: str | None
+    names: list[str] | None  # what it was built from, when known to be current (for L1)
+    stored_at: float  # time.time() of its Redis entry
 
 
 def changed(session: AsyncSession, *versions: str) -> None:
@@ -160,12 +170,24 @@ class Cache:
                 return await self.get_or_load(family, key, versions, load, items)
         future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
+
+        def serve_current(document: str) -> None:
+            # An early refresh: the entry is still current, so the readers waiting here take
+            # it now, and later ones read it as usual, instead of all waiting for the rebuild.
+            future.set_result(document)
+            if self._inflight.get(key) is future:
+                del self._inflight[key]
+
         try:
             mark = l1.since() if l1 is not None else 0
-            document, names = await self._fetch(family, key, versions, load, items)
+            fetched = await self._fetch(family, key, versions, load, items, serve_current)
+            document, names = fetched.document, fetched.names
             if l1 is not None and document is not None and names is not None:
-                l1.fill(key, document, names, mark)
-            future.set_result(document)
+                # Not into the early-refresh window of its Redis entry (the module says why).
+                window = fetched.stored_at + TTL_S - EARLY_REFRESH_S - time.time()
+                l1.fill(key, document, names, mark, max_age_s=window)
+            if not future.done():
+                future.set_result(document)
             return document
         except asyncio.CancelledError:
             # Not the followers' cancellation: handed to them as an error, it would end
@@ -173,11 +195,13 @@ class Cache:
             future.cancel()
             raise
         except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: no "never retrieved" warning if nobody waits
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # retrieved: no "never retrieved" warning if nobody waits
             raise
         finally:
-            del self._inflight[key]
+            if self._inflight.get(key) is future:
+                del self._inflight[key]
 
     async def publish(self, versions: Iterable[str]) -> None:
         """Bump versions after a commit; entries built from the old ones are stale from now,
@@ -208,10 +232,17 @@ class Cache:
         return True
 
     async def _fetch(
-        self, family: str, key: str, versions: list[str], load: Loader, items: Items | None
-    ) -> tuple[str | None, list[str] | None]:
+        self,
+        family: str,
+        key: str,
+        versions: list[str],
+        load: Loader,
+        items: Items | None,
+        serve_current: Callable[[str], None],
+    ) -> Fetched:
         """The document, and the names it was built from when it is known to be current
-        (what L1 may keep it under), else None."""
+        (what L1 may keep it under), else None. `serve_current(document)` is called when an
+        early refresh starts, with the entry that is still current."""
         redis = self.redis
         assert redis is not None  # noqa: S101 - checked by `available`
         names = [*versions, ITEMS_EPOCH] if items else versions
@@ -226,21 +257,27 @@ class Cache:
         except (RedisError, OSError, TimeoutError):
             self._count(family, "error")
             self._open_circuit()
-            return await load(), None
+            return Fetched(await load(), None, time.time())
         current_document: str | None = None  # still valid, chosen for an early refresh
         if stored is not None:
-            built_from = [*versions, *stored.get("x", [])]
-            if not self._refresh_early(stored["t"]):
+            built_from, current_at = [*versions, *stored.get("x", [])], stored["t"]
+            if not self._refresh_early(current_at):
                 self._count(family, "hit")
-                document: str = stored["d"]
-                return document, built_from
+                return Fetched(stored["d"], built_from, current_at)
             current_document = stored["d"]
+        leased = await self._lease(key)
+        if current_document is not None:
+            if not leased:  # another process is refreshing it; it is still current
+                self._count(family, "hit")
+                return Fetched(current_document, built_from, current_at)
+            serve_current(current_document)
         self._count(family, "miss")
-        if not await self._lease(key):
+        if not leased:
             waited = await self._wait_for(key, stamp)
             if waited is not None:
                 self._count(family, "collapsed")
-                return waited, None  # its items are not known here: not for L1
+                # Its items are not known here: not for L1.
+                return Fetched(waited, None, time.time())
         try:
             document_or_none = await load()
         except Exception:
@@ -249,16 +286,18 @@ class Cache:
             # PostgreSQL is down or busy: the entry is still valid (no write has bumped its
             # versions), so an early refresh that failed costs the reader nothing.
             log.warning("early refresh of %s failed: serving the current entry", key)
-            return current_document, None
+            return Fetched(current_document, None, current_at)
+        stored_at = time.time()
         if document_or_none is None:
-            return None, None
+            return Fetched(None, None, stored_at)
         if not items:
-            await self._store(key, stamp, document_or_none)
-            return document_or_none, versions
+            await self._store(key, stamp, document_or_none, stored_at)
+            return Fetched(document_or_none, versions, stored_at)
         names = items(document_or_none)
         item_stamp = await self._item_stamp(names, epoch=int(current[-1] or 0))
-        await self._store(key, stamp, document_or_none, (names, item_stamp))
-        return document_or_none, ([*versions, *names] if item_stamp is not None else None)
+        await self._store(key, stamp, document_or_none, stored_at, (names, item_stamp))
+        trusted = [*versions, *names] if item_stamp is not None else None
+        return Fetched(document_or_none, trusted, stored_at)
 
     async def _items_current(self, stored: dict[str, Any]) -> bool:
         """The entry's items still have the versions it was built with (no items: true)."""
@@ -322,12 +361,13 @@ class Cache:
         key: str,
         stamp: list[int],
         document: str,
+        stored_at: float,
         items: tuple[list[str], list[int] | None] | None = None,
     ) -> None:
         """Stored even when untrusted: readers already waiting for this load take it
         (`_wait_for`), later ones rebuild it."""
         assert self.redis is not None  # noqa: S101
-        fields: dict[str, Any] = {"v": stamp, "t": time.time(), "d": document}
+        fields: dict[str, Any] = {"v": stamp, "t": stored_at, "d": document}
         if items is not None:
             fields["x"], fields["xv"] = items
         entry = orjson.dumps(fields)

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from app.cache.store import ITEMS_EPOCH
+from app.cache.store import ITEMS_EPOCH, Cache
 from tests.concurrency.conftest import make_users, publish
 from tests.statements import count_statements
 
@@ -187,6 +187,48 @@ async def test_a_failed_early_refresh_serves_the_current_entry(cache, monkeypatc
     monkeypatch.setattr(cache, "_refresh_early", lambda _stored_at: False)
     with pytest.raises(ConnectionError):  # a miss has nothing to fall back on
         await cache.get_or_load("tags", f"{key}-cold", ["tags"], database_down)
+
+
+async def test_readers_during_an_early_refresh_are_served_the_current_entry_at_once(
+    cache, redis, monkeypatch
+):
+    """One reader rebuilds an entry in its early-refresh window; the entry is still current,
+    so the readers of the same process that waited on that reader, those that come after it
+    and those of another process get it without waiting for the rebuild (a rebuild of a
+    search takes hundreds of ms under load), and the rebuilt entry is served after."""
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def old() -> str:
+        return '{"tags": ["old"]}'
+
+    async def rebuild() -> str:
+        started.set()
+        await release.wait()
+        return '{"tags": ["new"]}'
+
+    async def never() -> str:
+        raise AssertionError("one reader rebuilds it, the others wait for nothing")
+
+    key = f"tags-refresh-{uuid.uuid4().hex}"
+    assert await cache.get_or_load("tags", key, ["tags"], old) == '{"tags": ["old"]}'
+    other = Cache(redis)  # another process
+    for each in (cache, other):
+        monkeypatch.setattr(each, "_refresh_early", lambda _stored_at: True)
+    leader = asyncio.create_task(cache.get_or_load("tags", key, ["tags"], rebuild))
+    await asyncio.sleep(0)  # the leader is reading Redis
+    waiting = asyncio.create_task(cache.get_or_load("tags", key, ["tags"], never))
+    await started.wait()
+    assert await asyncio.wait_for(waiting, 1) == '{"tags": ["old"]}'
+    assert cache.stats["tags", "collapsed"] == 1  # it did wait on the leader
+    assert await cache.get_or_load("tags", key, ["tags"], never) == '{"tags": ["old"]}'
+    assert await other.get_or_load("tags", key, ["tags"], never) == '{"tags": ["old"]}'
+    assert other.stats["tags", "hit"] == 1  # at once, not after polling for the new entry
+    assert not leader.done()
+    release.set()
+    assert await leader == '{"tags": ["new"]}'
+    for each in (cache, other):
+        monkeypatch.setattr(each, "_refresh_early", lambda _stored_at: False)
+        assert await each.get_or_load("tags", key, ["tags"], never) == '{"tags": ["new"]}'
 
 
 async def test_a_cancelled_leader_does_not_cancel_the_readers_waiting_for_it(cache):

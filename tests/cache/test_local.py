@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from app.cache.local import LocalCache
-from app.cache.store import Cache
+from app.cache.store import EARLY_REFRESH_S, TTL_S, Cache
 from app.cache.viewer import Layout, _personalize_parsed
 from app.config import Settings
 from app.main import create_app
@@ -92,6 +92,47 @@ def test_local_cache_keeps_no_copy_read_while_its_versions_were_invalidated():
     mark = local.since()
     local.flush()
     assert not local.fill("article:c", "any", ["article:c"], mark)
+
+
+def test_local_cache_keeps_a_copy_no_longer_than_asked():
+    local = LocalCache(max_bytes=L1_BYTES)
+    assert not local.fill("gone", "x", ["n"], local.since(), max_age_s=0)
+    assert local.fill("brief", "x", ["n"], local.since(), max_age_s=0.05)
+    assert local.get("brief") == "x"
+    time.sleep(0.06)
+    assert (local.get("brief"), len(local)) == (None, 0)
+
+
+async def test_l1_keeps_a_copy_only_until_its_redis_entry_may_be_refreshed_early(
+    workers, redis, monkeypatch
+):
+    """From the start of its Redis entry's early-refresh window a document is no longer read
+    from L1, so reads reach Redis, where one of them rebuilds it before the TTL; a copy that
+    outlived the window would next read Redis after the TTL, when the entry is gone."""
+    _, cache = workers[0]
+    assert cache.local is not None
+    monkeypatch.setattr(cache, "_refresh_early", lambda _stored_at: False)
+    opens_in = TTL_S - EARLY_REFRESH_S  # seconds from an entry's store to its window
+
+    async def document() -> str:
+        return '{"tags": ["w"]}'
+
+    async def stored_ago(key: str, seconds: float) -> None:
+        entry = orjson.loads(await redis.get(f"c:{key}"))
+        entry["t"] = time.time() - seconds
+        await redis.set(f"c:{key}", orjson.dumps(entry))
+        cache.local.flush()  # read again from Redis
+
+    key = "tags-window"
+    await cache.get_or_load("tags", key, ["tags"], document)
+    assert cache.local.get(key) is not None
+    await stored_ago(key, opens_in - 10)  # its window opens in 10 s
+    assert await cache.get_or_load("tags", key, ["tags"], document) == '{"tags": ["w"]}'
+    assert 0 < cache.local._entries[key].expires - time.monotonic() <= 10
+    await stored_ago(key, opens_in + 1)  # in its window
+    assert await cache.get_or_load("tags", key, ["tags"], document) == '{"tags": ["w"]}'
+    assert cache.local.get(key) is None
+    assert cache.stats["tags", "hit"] == 2
 
 
 async def test_a_write_reaches_every_workers_l1_by_push(workers, engine, settings):
