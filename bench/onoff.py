@@ -32,7 +32,6 @@ from statistics import fmean
 from typing import Any
 
 import httpx
-import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.lib import markdown, runs, seeding
@@ -41,7 +40,7 @@ from bench.lib.load_report import errors, ok_rps, one_line
 from bench.lib.machine import machine_info, package_versions, raise_nofile, tool_versions
 from bench.lib.markdown import figure
 from bench.lib.paths import folder
-from bench.lib.samplers import measured
+from bench.lib.samplers import measured, pgbouncer_totals
 from bench.lib.targets import (
     NOCACHE,
     NOOBS,
@@ -197,19 +196,6 @@ def read_cache_counts(base_url: str) -> dict[tuple[str, str], float] | None:
     except httpx.HTTPError:
         return None
     return cache_counts(response.text) if response.status_code == 200 else None
-
-
-def pgbouncer_totals(admin_url: str, database: str = "conduit") -> dict[str, int]:
-    """PgBouncer's SHOW STATS totals for one database: statements and transactions so far
-    (live counters; only the avg_ columns wait for stats_period)."""
-    with psycopg.connect(
-        admin_url, autocommit=True, connect_timeout=5, cursor_factory=psycopg.ClientCursor
-    ) as conn:
-        cursor = conn.execute("SHOW STATS")
-        names = [c.name for c in cursor.description or []]
-        rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-    row = next(r for r in rows if r["database"] == database)
-    return {"queries": int(row["total_query_count"]), "transactions": int(row["total_xact_count"])}
 
 
 def sql_per_request(

@@ -3,13 +3,19 @@
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bench.lib import markdown
+from bench.lib import markdown, tiers
 from bench.lib.targets import ARCHITECTURES
 
 Step = Mapping[str, Any]
 CPU_GROUPS = (
     "nginx", "API", "PgBouncer", "PostgreSQL", "Redis", "Redis queue", "load generator", "other", "idle",
 )  # fmt: skip
+TIERS_NOTE = (
+    "Where the requests were answered, as shares of the step's requests in nginx's access log "
+    "(arrival included): nginx's micro-cache (`cache=` HIT, UPDATING, STALE), nginx's own 503 "
+    "at `max_conns`, and the rest by the deepest tier the API waited on "
+    "(`conduit_http_requests_by_tier_total`: L1 only, Redis, PostgreSQL, none)."
+)
 PHASES = {
     "wrk": "Raw load: wrk, mixed reads, no think time",
     "mixed": "User journeys with think time (Locust, mixed)",
@@ -135,6 +141,23 @@ def cpu_table(steps: Sequence[Step], phase: str) -> str:
     return markdown.table(header, rows, left=2)
 
 
+def tiers_table(steps: Sequence[Step], phase: str) -> str:
+    """Where a step's requests were answered (bench/lib/tiers.py); empty when not counted."""
+    header = ["architecture", "load", "requests (nginx log)", "nginx micro-cache"]
+    header += ["refused by nginx", "L1 only", "Redis", "PostgreSQL", "none", "no PostgreSQL"]
+    rows = []
+    for s in steps:
+        if s["phase"] != phase or (share := tiers.shares(dict(s))) is None:
+            continue
+        cells = [share[k] for k in ("nginx", "refused by nginx", *tiers.API_TIERS)]
+        rows.append(
+            [_label(s["architecture"]), f"{s['load']:,}", f"{sum(s['nginx_cache'].values()):,}"]
+            + [f"{100 * x:.1f} %" for x in cells]
+            + [f"{100 * (1 - share['database']):.1f} %"]
+        )
+    return markdown.table(header, rows, left=2) if rows else ""
+
+
 def storm_table(steps: Sequence[Step]) -> str:
     header = ["architecture", "users", "favorite req/s", "p50 ms", "p99 ms", "max ms", "answers"]
     header += ["favoritesCount", "favorite rows", "confirmed on / off", "lost / phantom"]
@@ -256,6 +279,8 @@ def render(meta: Mapping[str, Any], steps: Sequence[Step], charts: Sequence[str]
         lines += [storm_table(steps) if phase == "storm" else load_table(steps, phase)]
         lines += ["CPU in cores busy while measuring (`other`: the rest of the machine):", ""]
         lines += [cpu_table(steps, phase)]
+        if table := tiers_table(steps, phase):
+            lines += [TIERS_NOTE, "", table]
     lines += [
         "## Data set",
         "",

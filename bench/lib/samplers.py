@@ -14,7 +14,8 @@ import psycopg
 import redis
 
 from bench.lib.machine import CpuShare
-from bench.lib.targets import Stack, Target
+from bench.lib.targets import Stack, Target, api_port
+from bench.lib.tiers import Tiers
 
 INTERVAL_S = 0.1
 # The app's backends: its role and database, through PgBouncer or straight (a baseline).
@@ -178,16 +179,22 @@ def measured(stack: Stack, target: Target, measure: Callable[[], dict[str, Any]]
     cores each component used, Redis's hit ratio and the samples' peaks."""
     env = stack.env
     cpu = CpuShare(target.roots, own="load generator")
+    try:
+        metrics_url: str | None = f"http://127.0.0.1:{api_port(target)}/metrics"
+    except ValueError:  # the API is not running, or not uvicorn with --port
+        metrics_url = None
+    tiers = Tiers(target.access_log, metrics_url)
     postgres_log = stack.dir / "postgres" / "postgres.log"
     with Sampler(env["DIRECT_DATABASE_URL"], env["PGBOUNCER_ADMIN_URL"], postgres_log) as s:
         time.sleep(0.3)  # a first sample before the load
         keyspace = redis_keyspace(stack.cache_redis_url)
+        tiers.start()
         cpu.start()
         result = measure()
         shares = cpu.stop()
         cache = hit_ratio(keyspace, redis_keyspace(stack.cache_redis_url))
     cpu_cores = {"cpu": {k: round(v, 2) for k, v in shares.items()}}
-    return result | cpu_cores | cache | s.samples.summary()
+    return result | cpu_cores | cache | s.samples.summary() | tiers.stop()
 
 
 def redis_keyspace(url: str) -> tuple[int, int] | None:
@@ -208,3 +215,16 @@ def hit_ratio(before: tuple[int, int] | None, after: tuple[int, int] | None) -> 
     hits, misses = after[0] - before[0], after[1] - before[1]
     ratio = round(hits / (hits + misses), 3) if hits + misses else None
     return {"redis_hits": hits, "redis_misses": misses, "redis_hit_ratio": ratio}
+
+
+def pgbouncer_totals(admin_url: str, database: str = "conduit") -> dict[str, int]:
+    """PgBouncer's SHOW STATS totals for one database: statements and transactions so far
+    (live counters; only the avg_ columns wait for stats_period)."""
+    with psycopg.connect(
+        admin_url, autocommit=True, connect_timeout=5, cursor_factory=psycopg.ClientCursor
+    ) as conn:
+        cursor = conn.execute("SHOW STATS")
+        names = [c.name for c in cursor.description or []]
+        rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    row = next(r for r in rows if r["database"] == database)
+    return {"queries": int(row["total_query_count"]), "transactions": int(row["total_xact_count"])}

@@ -195,6 +195,7 @@ class Target:
     architecture: Architecture
     base_url: str  # without /api
     roots: Mapping[str, Callable[[], int | None]]
+    access_log: Path | None = None  # nginx's, when clients go through one
 
 
 def reconnect_pgbouncer(stack: Stack) -> None:
@@ -259,7 +260,7 @@ def running(stack: Stack, architecture: Architecture) -> Iterator[Target]:
             "nginx": lambda: stack.pid("nginx/nginx.pid"),
             "API": lambda: stack.pid("api/api.pid"),
         }
-        yield Target(architecture, base, roots | data)
+        yield Target(architecture, base, roots | data, stack.dir / "nginx" / "access.log")
         return
     http, https, api = free_ports(3)
     env = stack.scripts_env() | dict(architecture.variant_env)
@@ -278,6 +279,7 @@ def running(stack: Stack, architecture: Architecture) -> Iterator[Target]:
         if architecture.nginx:
             roots = {"nginx": lambda: stack.pid(f"{variant}/nginx/nginx.pid")} | roots
         base = f"http://127.0.0.1:{http if architecture.nginx else api}"
-        yield Target(architecture, base, roots | data)
+        log = stack.dir / variant / "nginx" / "access.log" if architecture.nginx else None
+        yield Target(architecture, base, roots | data, log)
     finally:
         _scripts_stack(env, "down")

@@ -245,6 +245,17 @@ def _authorization(token: str) -> str:
     return f'wrk.headers["Authorization"] = "Token {token}"\n'
 
 
+def tokens_script(tokens: Sequence[str]) -> str:
+    """The URL's path, each request with one of `tokens`, drawn at random."""
+    listed = _lua_strings(tokens)
+    return (
+        f"tokens = {listed}\n"
+        "request = function()\n"
+        '  return wrk.format(nil, nil, {["Authorization"] = "Token " .. tokens[math.random(#tokens)]})\n'
+        "end\n" + DONE_LUA
+    )
+
+
 def rotate_script(paths: Sequence[str], token: str | None = None) -> str:
     listed = ",\n".join(json.dumps(path) for path in paths)  # JSON strings are Lua strings here
     script = f"paths = {{\n{listed}\n}}\n" + ROTATE_LUA + DONE_LUA

@@ -1,0 +1,100 @@
+"""Where the answers of a step came from: nginx's micro-cache (the `cache=` field of its
+access log, deploy/stack/nginx.conf) and, for the requests that reached the API, the deepest
+tier each one waited on (`conduit_http_requests_by_tier_total` on the API's /metrics: local,
+redis, database, none; app/observability/context.py)."""
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+TIER_COUNTER = "conduit_http_requests_by_tier_total"
+API_TIERS = ("local", "redis", "database", "none")
+# nginx answered these from its copy: fresh, stale while one request refreshes it, or stale
+# because no upstream was left (max_conns).
+NGINX_SERVED = ("HIT", "UPDATING", "STALE")
+LOG_FLUSH_S = 2.5  # nginx writes its access log every 2 s (deploy/stack/nginx.conf)
+
+
+def api_tiers(metrics_url: str) -> dict[str, float] | None:
+    """The tier counter of every worker of one uvicorn; None when /metrics does not answer."""
+    try:
+        response = httpx.get(metrics_url, timeout=10)
+    except httpx.HTTPError:
+        return None
+    if response.status_code != 200:
+        return None
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if sample.name == TIER_COUNTER:
+                tier = sample.labels["tier"]
+                counts[tier] = counts.get(tier, 0.0) + sample.value
+    return counts
+
+
+def cache_statuses(log: Path, offset: int) -> dict[str, int]:
+    """The access log's lines from byte `offset` on, by their `cache=` field ("-": none);
+    nginx's own 503s at max_conns (no upstream time, as bench.overload reads them) apart, as
+    `refused`."""
+    counted: Counter[str] = Counter()
+    with log.open("rb") as lines:
+        lines.seek(offset)
+        for raw in lines:
+            line = raw.decode(errors="replace")
+            status = line.partition('" ')[2][:3]
+            upstream_time = line.partition(" urt=")[2].partition(" ")[0]
+            cache = line.rpartition(" cache=")[2].strip() or "-"
+            if status == "503" and upstream_time in ("0.000", "-") and cache not in NGINX_SERVED:
+                counted["refused"] += 1
+            else:
+                counted[cache] += 1
+    return dict(counted)
+
+
+class Tiers:
+    """`start()` before a step, `stop()` after it (waits for nginx to write its log)."""
+
+    def __init__(self, access_log: Path | None, metrics_url: str | None) -> None:
+        self._log, self._metrics = access_log, metrics_url
+        self._offset = 0
+        self._api: dict[str, float] | None = None
+
+    def start(self) -> None:
+        if self._log is not None and self._log.exists():
+            self._offset = self._log.stat().st_size
+        self._api = api_tiers(self._metrics) if self._metrics else None
+
+    def stop(self) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        if self._log is not None and self._log.exists():
+            time.sleep(LOG_FLUSH_S)
+            result["nginx_cache"] = cache_statuses(self._log, self._offset)
+        after = api_tiers(self._metrics) if self._metrics else None
+        if self._api is not None and after is not None:
+            result["api_tiers"] = {
+                tier: round(after.get(tier, 0.0) - self._api.get(tier, 0.0)) for tier in API_TIERS
+            }
+        return result
+
+
+def shares(step: dict[str, Any]) -> dict[str, float] | None:
+    """Each tier's share of all the requests of a step: nginx (its copy), refused by nginx,
+    then the API's tiers scaled to the requests that reached the API. None without both
+    counts. The API also counts the stack's own probes (/readyz every few seconds), which
+    nginx does not log: a few per step."""
+    statuses, tiers = step.get("nginx_cache"), step.get("api_tiers")
+    if not statuses or tiers is None:
+        return None
+    total = sum(statuses.values())
+    served = sum(statuses.get(s, 0) for s in NGINX_SERVED)
+    refused = statuses.get("refused", 0)
+    reached = total - served - refused
+    api_total = sum(tiers.values())
+    result = {"nginx": served / total, "refused by nginx": refused / total}
+    for tier in API_TIERS:
+        result[tier] = reached / total * tiers[tier] / api_total if api_total else 0.0
+    return result
