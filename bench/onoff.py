@@ -36,12 +36,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.lib import markdown, runs, seeding
 from bench.lib.database import dataset
-from bench.lib.load_report import errors, ok_rps, one_line
+from bench.lib.load_report import TIERS_NOTE, errors, ok_rps, one_line, tiers_table
 from bench.lib.machine import machine_info, package_versions, raise_nofile, tool_versions
 from bench.lib.markdown import figure
 from bench.lib.paths import folder
 from bench.lib.samplers import measured, pgbouncer_totals
 from bench.lib.targets import (
+    ARCHITECTURES,
+    BEFORE,
     NOCACHE,
     NOOBS,
     STACK,
@@ -121,6 +123,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--size", choices=sorted(seeding.PRESETS), help="data set (default; quick: small)"
     )
     parser.add_argument("--no-seed", action="store_true", help="keep the stack's data as it is")
+    parser.add_argument(
+        "--baseline",
+        choices=(NOCACHE.key, BEFORE.key),
+        default=NOCACHE.key,
+        help="cache: what the stack is compared with (nocache; before: bench/lib/targets.py)",
+    )
     parser.add_argument("--wrk-timeout", type=float, default=30, help="wrk's request timeout (s)")
     args = parser.parse_args(argv)
     quick, cache = args.quick, args.scenario == "cache"
@@ -320,7 +328,7 @@ class Bench:
             weighted_script(weighted, tokens=tokens, logged_in=args.logged_in, think_ms=args.think)
         )
         admin = self.stack.env["PGBOUNCER_ADMIN_URL"]
-        for architecture in (STACK, NOCACHE):
+        for architecture in (STACK, ARCHITECTURES[args.baseline]):
             print(f"{architecture.label}: {architecture.description}", flush=True)
             reconnect_pgbouncer(self.stack)
             with running(self.stack, architecture) as target:
@@ -429,6 +437,10 @@ def _errors(step: Step) -> str:
     return f"{count:,}" + (f" ({what})" if what else "")
 
 
+def _cache_label(architecture: str) -> str:
+    return {STACK.key: "on", NOCACHE.key: "off"}.get(architecture, architecture)
+
+
 def cache_table(steps: Sequence[Step]) -> str:
     header = ["cache", "connections", "req/s", "2xx req/s", "p50 ms", "p99 ms", "max ms"]
     header += ["hit ratio", "hits", "misses", "collapsed", "served", "SQL / 2xx", "net"]
@@ -437,7 +449,7 @@ def cache_table(steps: Sequence[Step]) -> str:
     for s in _figured(steps):
         lookups = s["cache_lookups"]
         rows.append([
-            "on" if s["architecture"] == STACK.key else "off", f"{s['load']:,}",
+            _cache_label(s["architecture"]), f"{s['load']:,}",
             f"{s['rps']:,.0f}", f"{ok_rps(s):,.0f}", f"{s['p50_ms']:,.1f}", f"{s['p99_ms']:,.1f}",
             f"{s['max_ms']:,.1f}", figure(s.get("cache_hit_ratio"), ".1%"),
             f"{lookups.get('hit', 0):,}", f"{lookups.get('miss', 0):,}",
@@ -569,7 +581,8 @@ def render(meta: Mapping[str, Any], steps: Sequence[Step]) -> str:
             f"connections; {mix} (`{meta['viral']}`, the most favorited article); "
             f"{args['logged_in']:.0%} of requests carry one of {len(meta.get('tokens', []))} "
             "seeded users' tokens. Cache on: the stack; off: the `nocache` baseline beside it "
-            "(CACHE_ENABLED=false), same data.",
+            "(CACHE_ENABLED=false), or `before` (`--baseline before`: Redis the only cache "
+            "tier, the count rule), same data.",
             "",
             summary(meta, steps),
             "Hit ratio: hits / (hits + misses) of the API's `conduit_cache_requests_total` "
@@ -583,6 +596,10 @@ def render(meta: Mapping[str, Any], steps: Sequence[Step]) -> str:
             "periodic statements are counted too, a handful per step). API CPU: cores used by "
             "the API workers / 2xx req/s. Latency percentiles include the fast 503s.",
             "",
+        ]
+        if table := tiers_table(steps, "wrk"):
+            lines += [TIERS_NOTE, "", table]
+        lines += [
             "## Targets (issue 6, cache on)",
             "",
             *cache_verdicts(steps),
