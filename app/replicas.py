@@ -10,7 +10,11 @@ must see, everything else on the primary (docs/ARCHITECTURE.md "Replicas").
   poll finds it well again. `Replicas.connect` is the lifespan state's `connect`.
 - A read goes to a replica in rotation whose replayed position is at least the one it needs:
   the reader's last write (the request's user, app/observability/context.py) and, for a load
-  that fills the shared cache (`RoutedCache`), the mark. Otherwise to the primary.
+  that fills the shared cache (`RoutedCache`), the mark. When the last poll is behind that,
+  a replica that was close (`CHECK_LAG_POLLS` polls) is asked at once, one question per
+  replica and process at a time, shared by the reads that wait for it: under a steady
+  stream of writes the mark is almost always ahead of the last poll, while the replica
+  itself is milliseconds behind. Otherwise to the primary.
 - A replica failing under a read (stopped, PgBouncer gone) is taken out of rotation and the
   statement runs again on the primary: reads are single autocommit statements, so nothing
   is repeated that could differ from a read that went to the primary in the first place.
@@ -61,6 +65,13 @@ if KEYS[2] then
   redis.call('SET', KEYS[2], lsn, 'PX', ARGV[2])
 end
 """
+# A replica whose lag, as polled, is within this many poll intervals is asked at once when a
+# read needs more than the last poll saw; one further behind is not (a paused or slow
+# replay would cost every such read a useless round trip).
+CHECK_LAG_POLLS = 4
+# How long a read waits for that answer before it goes to the primary (the question goes on
+# in the background; the next reads wait for the same one).
+CHECK_WAIT_S = 0.05
 # A load for the shared cache is running (set by RoutedCache around its loader).
 _SHARED: ContextVar[bool] = ContextVar("conduit_shared_load", default=False)
 
@@ -171,6 +182,7 @@ class Replicas:
         self._samples = _Samples(keep_s=self.max_lag_s + 1)
         self._poller: asyncio.Task[None] | None = None
         self._pending: dict[str, asyncio.Future[int | None]] = {}  # per node, see `_ask`
+        self._checks: dict[str, asyncio.Future[int | None]] = {}  # per node, see `_check`
 
     def start(self) -> None:
         self._poller = asyncio.create_task(self._poll_forever(), name="replica-poller")
@@ -179,9 +191,10 @@ class Replicas:
         if self._poller is not None:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
-        for pending in self._pending.values():
+        waiting = [*self._pending.values(), *self._checks.values()]
+        for pending in waiting:
             pending.cancel()
-        await asyncio.gather(*self._pending.values(), return_exceptions=True)
+        await asyncio.gather(*waiting, return_exceptions=True)
         for node in self.nodes:
             await node.engine.dispose()
 
@@ -203,8 +216,36 @@ class Replicas:
             return self._fallback("unknown")
         fresh = [node for node in ready if node.replayed >= required]
         if not fresh:
+            fresh = [node for node in ready if await self._caught_up(node, required)]
+        if not fresh:
             return self._fallback("behind")
         return fresh[0] if len(fresh) == 1 else random.choice(fresh)  # noqa: S311 - spreading load
+
+    async def _caught_up(self, node: Node, required: int) -> bool:
+        """Whether a node the last poll saw behind `required` has replayed it by now: asked
+        at once if it was close (CHECK_LAG_POLLS), its answer raising what the poll saw
+        (replay only moves forward). Concurrent reads share one question per node; a read
+        waits CHECK_WAIT_S for the answer at most."""
+        if node.lag_s > CHECK_LAG_POLLS * self.poll_s:
+            return False
+        if (pending := self._checks.get(node.name)) is None:
+            pending = asyncio.ensure_future(_position(node.engine, _REPLAYED_LSN))
+            self._checks[node.name] = pending
+
+            def forget(done: asyncio.Future[int | None], name: str = node.name) -> None:
+                if self._checks.get(name) is done:
+                    del self._checks[name]
+
+            pending.add_done_callback(forget)
+        done, _ = await asyncio.wait({pending}, timeout=CHECK_WAIT_S)
+        position = pending.result() if done and not pending.cancelled() else None
+        if position is None:
+            metrics.DB_REPLICA_CHECKS.labels("no_answer").inc()
+            return False
+        node.replayed = max(node.replayed, position)
+        caught_up = node.replayed >= required
+        metrics.DB_REPLICA_CHECKS.labels("caught_up" if caught_up else "behind").inc()
+        return caught_up
 
     def failed(self, node: Node, exc: BaseException) -> None:
         node.out()

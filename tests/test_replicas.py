@@ -2,14 +2,15 @@
 would give them; the "replica" is the test database itself, reached through a pool of its
 own. tests/cluster runs the same code against a streaming replica under load."""
 
+import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import replicas, transaction
@@ -91,6 +92,66 @@ async def test_a_writer_reads_from_a_replica_only_once_it_has_replayed_the_write
     _ready(node, lsn)
     with context.bound(None, user_id=7):
         assert await router.choose() is node
+
+
+async def test_a_replica_the_poll_saw_close_behind_is_asked_at_once(
+    router: Replicas, positions: WritePositions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a steady stream of writes the last poll is almost always behind the mark; the
+    replica itself is not. Concurrent reads share one question, and its answer serves the
+    reads after it without another."""
+    lsn = await _record_as(positions, user_id=7)
+    node = router.nodes[0]
+    _ready(node, lsn - 1)
+    monkeypatch.setattr(replicas, "_REPLAYED_LSN", text(f"SELECT {lsn}::bigint"))
+    asked: list[str] = []
+    event.listen(node.engine.sync_engine, "before_cursor_execute", _note(asked))
+    caught_up = _count("conduit_db_replica_checks_total", result="caught_up")
+    with context.bound(None, user_id=7):
+        chosen = await asyncio.gather(*(router.choose() for _ in range(10)))
+    assert chosen == [node] * 10
+    assert node.replayed == lsn
+    assert len(asked) == 1
+    # Counted per read that waited for an answer: those before it came, at least the first.
+    assert 1 <= _count("conduit_db_replica_checks_total", result="caught_up") - caught_up <= 10
+
+
+async def test_a_replica_asked_at_once_but_still_behind_leaves_the_read_to_the_primary(
+    router: Replicas, positions: WritePositions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lsn = await _record_as(positions, user_id=7)
+    node = router.nodes[0]
+    _ready(node, lsn - 2)
+    monkeypatch.setattr(replicas, "_REPLAYED_LSN", text(f"SELECT {lsn - 1}::bigint"))
+    behind = _count("conduit_db_replica_checks_total", result="behind")
+    with context.bound(None, user_id=7):
+        assert await router.choose() is None
+    assert node.replayed == lsn - 1
+    assert _count("conduit_db_replica_checks_total", result="behind") == behind + 1
+
+
+async def test_a_replica_the_poll_saw_well_behind_is_not_asked(
+    router: Replicas, positions: WritePositions
+) -> None:
+    lsn = await _record_as(positions, user_id=7)
+    node = router.nodes[0]
+    _ready(node, lsn - 1)
+    node.lag_s = replicas.CHECK_LAG_POLLS * router.poll_s + 0.1  # in rotation, but lagging
+    asked: list[str] = []
+    event.listen(node.engine.sync_engine, "before_cursor_execute", _note(asked))
+    with context.bound(None, user_id=7):
+        assert await router.choose() is None
+    assert await router.choose() is node  # anonymous: within the lag bound
+    assert asked == []
+
+
+def _note(asked: list[str]) -> Callable[..., None]:
+    """A `before_cursor_execute` listener noting each statement sent."""
+
+    def before_cursor_execute(*args: object) -> None:
+        asked.append(str(args[2]))  # (connection, cursor, statement, ...)
+
+    return before_cursor_execute
 
 
 async def test_cache_loads_need_the_last_write_anyone_made(

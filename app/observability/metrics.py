@@ -154,6 +154,13 @@ DB_READ_FALLBACKS = Counter(
     "unavailable), error (a replica failed under the read, which ran again on the primary).",
     ["reason"],
 )
+DB_REPLICA_CHECKS = Counter(
+    "conduit_db_replica_checks_total",
+    "Reads that waited for a replica's replay position asked at once (the last poll was behind "
+    "what they needed; one question per replica and process, shared), by result: caught_up "
+    "(the read went to the replica), behind, no_answer.",
+    ["result"],
+)
 DB_REPLICA_LAG = Gauge(
     "conduit_db_replica_lag_seconds",
     "How long ago the primary was where the replica has replayed to (+Inf: down), as polled.",
