@@ -1,26 +1,33 @@
-"""The plain public reads, routed without FastAPI's machinery.
+"""The plain public reads, answered without FastAPI's machinery.
 
 A public read spends about as much CPU in FastAPI's routing, parameter validation and
-dependency solving as in its own work (bench/README.md, "Where the time goes"). So the hottest
-GETs (one article, its comments, a profile, the tags, a page of the list or of the feed) have
-a second route each, first in the router, that takes only the plain case: a path parameter
-and a query whose every value is plainly valid, by the same rules the FastAPI route declares
-(read from the same `Annotated` parameters; the numbers' bounds are named below). It answers with
-the same function the FastAPI route calls (`answer_*`), through the app's own exception
-handlers. Anything else — a value out of range, an unknown or repeated query parameter,
-`fields=`, HEAD — is not matched here and goes on to the FastAPI route, which validates and
-answers as the OpenAPI document says. One behaviour, whichever route serves:
+dependency solving, and in the layers a request passes on its way to the router, as in its
+own work (bench/README.md, "Where the time goes"). So the hottest GETs (one article, its
+comments, a profile, the tags, a page of the list or of the feed) are answered by one ASGI
+layer just inside the request edge (`HotReads`), which takes only the plain case: a path
+parameter and a query whose every value is plainly valid, by the same rules the FastAPI route
+declares (read from the same `Annotated` parameters; the numbers' bounds are named below). It
+answers with the same function the FastAPI route calls (`answer_*`), through the app's own
+exception handlers. Anything else — a value out of range, an unknown or repeated query
+parameter, `fields=`, HEAD — is not matched here and goes on to the FastAPI route, which
+validates and answers as the OpenAPI document says. One behaviour, whichever answers:
 tests/test_hot_reads.py compares the two.
+
+The layers skipped are those with nothing to do for a GET: rate limits and idempotency keys
+(writes), streamed uploads (imports), Starlette's exception layer (its handlers are the ones
+`HotReads` calls) and FastAPI's exit stack (no dependencies here).
 """
 
+import inspect
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi.responses import Response
-from starlette.routing import BaseRoute, Match, NoMatchFound, compile_path
-from starlette.types import Receive, Scope, Send
+from starlette.requests import Request
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.articles import slugs
 from app.articles.router import Search, answer_article, answer_feed, answer_list
@@ -37,6 +44,7 @@ from app.dependencies import (
     signed_in,
 )
 from app.middleware import edge
+from app.observability import tracing
 from app.profiles.router import answer_profile
 from app.schemas import Storable, is_storable
 from app.state import app_state
@@ -45,6 +53,7 @@ from app.tags.router import answer_tags
 Params = dict[str, str]
 Check = Callable[[str], bool]
 Answer = Callable[[Scope, Params], Awaitable[Response]]
+Handler = Callable[[Request, Any], Response | Awaitable[Response]]  # as FastAPI keeps them
 
 _DIGITS = re.compile(r"[0-9]{1,9}")  # longer numbers are left to FastAPI's validation
 
@@ -89,8 +98,8 @@ _LIST_QUERY: Mapping[str, Check] = {
 _FEED_QUERY = {name: _LIST_QUERY[name] for name in ("limit", "offset", "cursor")}
 
 
-class HotRead(BaseRoute):
-    """A GET whose path and query pass `checks`, answered by `answer`, or no match."""
+class HotRead:
+    """A GET whose path and query pass `checks`, answered by `answer`."""
 
     def __init__(
         self,
@@ -100,32 +109,60 @@ class HotRead(BaseRoute):
         query: Mapping[str, Check] | None = None,
     ) -> None:
         self.path_format = path_format  # the route label of metrics and logs
-        self.path = path_format
         self._regex = compile_path(path_format)[0]
-        self._answer = answer
+        self.answer = answer
         self._checks = checks
         self._query = query or {}
 
-    def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        if scope["type"] != "http" or scope["method"] != "GET":
-            return Match.NONE, {}
+    def match(self, scope: Scope) -> Params | None:
+        """The path's and query's parameters if the request is this read's plain case."""
         found = self._regex.match(_route_path(scope))
         if found is None:
-            return Match.NONE, {}
+            return None
         params: Params = found.groupdict()
         if not all(check(params[name]) for name, check in self._checks.items()):
-            return Match.NONE, {}
+            return None
         query = _plain_query(scope["query_string"], self._query)
-        if query is None:
-            return Match.NONE, {}
-        return Match.FULL, {"route": self, "path_params": params | query}
+        return None if query is None else params | query
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await self._answer(scope, scope["path_params"])
+
+class HotReads:
+    """The layer that answers the plain case of the hot reads (module docstring); every other
+    request goes on to `app`. An exception is answered by the handler the app has for it,
+    as Starlette's exception layer would; one without a handler goes on up (a 500)."""
+
+    def __init__(self, app: ASGIApp, *, handlers: Mapping[Any, Handler]) -> None:
+        self.app = app
+        self.reads = reads()
+        self._handlers = handlers  # the FastAPI app's, read when an exception is raised
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            for read in self.reads:
+                if (params := read.match(scope)) is not None:
+                    scope["route"], scope["path_params"] = read, params
+                    tracing.route_selected(scope, read.path_format)
+                    await self._answer(read, scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+    async def _answer(self, read: HotRead, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            response = await read.answer(scope, scope["path_params"])
+        except Exception as exc:
+            handler = self._handler(exc)
+            if handler is None:
+                raise
+            answered = handler(Request(scope, receive), exc)
+            response = await answered if inspect.isawaitable(answered) else answered
         await response(scope, receive, send)
 
-    def url_path_for(self, name: str, /, **path_params: Any) -> Any:
-        raise NoMatchFound(name, path_params)
+    def _handler(self, exc: Exception) -> Handler | None:
+        for kind in type(exc).__mro__:
+            # The handler of Exception is the outermost layer's (ServerErrorMiddleware).
+            if kind is not Exception and (handler := self._handlers.get(kind)) is not None:
+                return handler
+        return None
 
 
 def _route_path(scope: Scope) -> str:
@@ -187,8 +224,8 @@ def _page(scope: Scope, params: Params) -> ListPage:
     return ListPage.of(scope, limit=limit, offset=offset, cursor=params.get("cursor"))
 
 
-def routes() -> list[BaseRoute]:
-    """The hot reads' routes, to go first in the app's router."""
+def reads() -> list[HotRead]:
+    """The hot reads, in the order they are tried."""
     return [
         HotRead("/api/articles", _list, {}, _LIST_QUERY),
         HotRead("/api/articles/feed", _feed, {}, _FEED_QUERY),

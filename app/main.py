@@ -31,7 +31,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.routing import compile_path
 
-from app import hot_reads, jwt_secret, replicas
+from app import gc_tuning, hot_reads, jwt_secret, replicas
 from app.articles.router import router as articles_router
 from app.cache.store import Cache
 from app.comments.router import router as comments_router
@@ -113,20 +113,23 @@ def create_app(
         if settings.cache_enabled and (url := settings.redis_cache_url or settings.redis_url):
             cache.listen(url, connect_timeout_s=settings.redis_timeout_s)  # L1's invalidations
         try:
-            yield as_lifespan_state(
-                AppState(
-                    settings=settings,
-                    engine=engine,
-                    # Public reads run on the driver, through the engine's own pool.
-                    connect=router.connect if router else ReadPool(engine, tracer_provider).connect,
-                    sessions=make_sessionmaker(engine),
-                    redis=redis,
-                    jobs=make_queue(settings, redis),
-                    cache=cache,
-                    hashing=PasswordHashing(settings.password_hash_threads),
-                    positions=positions,
+            with gc_tuning.tuned_for_serving():
+                yield as_lifespan_state(
+                    AppState(
+                        settings=settings,
+                        engine=engine,
+                        # Public reads run on the driver, through the engine's own pool.
+                        connect=router.connect
+                        if router
+                        else ReadPool(engine, tracer_provider).connect,
+                        sessions=make_sessionmaker(engine),
+                        redis=redis,
+                        jobs=make_queue(settings, redis),
+                        cache=cache,
+                        hashing=PasswordHashing(settings.password_hash_threads),
+                        positions=positions,
+                    )
                 )
-            )
         finally:
             if router is not None:
                 await router.close()
@@ -165,8 +168,6 @@ def create_app(
         webhooks_router,
     ):
         app.include_router(router, prefix="/api", responses=error_responses(422))
-    # The plain case of the hottest reads, first: routed without FastAPI (app/hot_reads.py).
-    app.router.routes[:0] = hot_reads.routes()
     _add_error_handlers(app)
     _add_docs(app)
     app.add_middleware(Idempotency, settings=settings, exempt=(IMPORTS_PATH,), unkeyed=AUTH_PATHS)
@@ -182,6 +183,8 @@ def create_app(
         or settings.rate_limit_login_per_account_per_minute
     ):
         app.add_middleware(RateLimit, settings=settings)
+    # The plain case of the hottest reads, answered without FastAPI (app/hot_reads.py).
+    app.add_middleware(hot_reads.HotReads, handlers=app.exception_handlers)
     app.add_middleware(
         RequestEdge,
         deadline_s=settings.request_deadline_s,

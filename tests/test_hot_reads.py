@@ -1,9 +1,9 @@
-"""The hot reads' own routes (app/hot_reads.py) answer exactly as the FastAPI routes do: the
-same requests, sent to the app and to the same app without them, get the same status, body
-and headers; the plain cases are served by the hot routes, the others by FastAPI's."""
+"""The hot reads' own layer (app/hot_reads.py) answers exactly as the FastAPI routes do: the
+same requests, sent to the app and to the same app without it, get the same status, body
+and headers; the plain cases are served by the hot reads, the others by FastAPI's routes."""
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 from app.config import Settings
 from app.db_reads import borrowed
-from app.hot_reads import HotRead
+from app.hot_reads import HotRead, HotReads
 from app.main import create_app
 from tests.conftest import ROOT, auth, make_state, serve_with_state, token_for
 from tests.factories import favorite, follow, make_article, make_comment, make_user
@@ -28,12 +28,13 @@ async def clients(
     engine: AsyncEngine,
     connection: AsyncConnection,
 ) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
-    """(the app, the same app without its hot routes), over one state."""
+    """(the app, the same app without its hot reads' layer), over one state."""
     state = make_state(settings, engine, connect=lambda: borrowed(connection), sessions=sessions)
     hot = create_app(settings)
     plain: FastAPI = create_app(settings)
-    plain.router.routes[:] = [r for r in plain.router.routes if not isinstance(r, HotRead)]
-    assert len(plain.router.routes) == len(hot.router.routes) - 6
+    layers = len(plain.user_middleware)
+    plain.user_middleware = [m for m in plain.user_middleware if m.cls is not cast(Any, HotReads)]
+    assert len(plain.user_middleware) == layers - 1
     async with (
         httpx.AsyncClient(
             transport=httpx.ASGITransport(app=serve_with_state(hot, state)), base_url=ROOT
@@ -47,15 +48,15 @@ async def clients(
 
 @pytest.fixture
 async def served(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The paths the hot routes served."""
+    """The paths the hot reads served."""
     paths: list[str] = []
-    handle = HotRead.handle
+    answer = HotReads._answer
 
-    async def counted(self: HotRead, scope: Any, receive: Any, send: Any) -> None:
+    async def counted(self: HotReads, read: HotRead, scope: Any, receive: Any, send: Any) -> None:
         paths.append(scope["path"])
-        await handle(self, scope, receive, send)
+        await answer(self, read, scope, receive, send)
 
-    monkeypatch.setattr(HotRead, "handle", counted)
+    monkeypatch.setattr(HotReads, "_answer", counted)
     return paths
 
 
