@@ -33,6 +33,7 @@ class Entry:
     document: str
     names: tuple[str, ...]  # the versions (and items) it was built from
     expires: float  # time.monotonic() after which it is not served
+    stored_at: float  # time.time() of the shared cache's entry it copies
     memo: Any = None  # something derived from the document once (app/cache/viewer.py)
 
 
@@ -46,6 +47,10 @@ class LocalCache:
         self._count = 0  # invalidations seen, including flushes
 
     def get(self, key: str) -> str | None:
+        entry = self.entry(key)
+        return None if entry is None else entry.document
+
+    def entry(self, key: str) -> Entry | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -53,7 +58,7 @@ class LocalCache:
             self._drop(key)
             return None
         self._entries.move_to_end(key)
-        return entry.document
+        return entry
 
     def memo(self, key: str, document: str, derive: Callable[[str], T]) -> T:
         """`derive(document)`, computed once while `document` is the entry for `key`."""
@@ -76,13 +81,11 @@ class LocalCache:
         names: Iterable[str],
         mark: int,
         *,
-        max_age_s: float = MAX_AGE_S,
+        stored_at: float | None = None,
     ) -> bool:
-        """Keep `document` for at most `max_age_s` (and MAX_AGE_S) unless one of `names` was
-        invalidated after `mark` (or too long ago to know). True if kept."""
+        """Keep `document` (stored in the shared cache at `stored_at`, by default now) unless
+        one of `names` was invalidated after `mark` (or too long ago to know). True if kept."""
         names = tuple(names)
-        if max_age_s <= 0:
-            return False
         if self._count - mark > len(self._log):  # too long ago to tell
             return False
         wanted = frozenset(names)
@@ -95,7 +98,9 @@ class LocalCache:
         if cost > self.max_bytes:
             return False
         self._drop(key)
-        self._entries[key] = Entry(document, names, time.monotonic() + min(max_age_s, MAX_AGE_S))
+        expires = time.monotonic() + MAX_AGE_S
+        stored_at = time.time() if stored_at is None else stored_at
+        self._entries[key] = Entry(document, names, expires, stored_at)
         self.size += cost
         for name in names:
             self._keys_by_name.setdefault(name, set()).add(key)

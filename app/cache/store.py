@@ -23,10 +23,10 @@ everyone else goes on with the entry, which is still current (its versions say s
 
 In front of Redis, each worker may keep an in-process copy of what it read (L1,
 app/cache/local.py), emptied by push from every writer (app/cache/channel.py): a hot read then
-costs no network round trip at all. A copy is kept only until its Redis entry's early-refresh
-window opens, so that in the window reads reach Redis and one of them rebuilds the entry: a
-copy that lived on would read Redis again only after the TTL, when the entry is gone for
-every reader at once.
+costs no network round trip at all. An L1 reader also takes part in the early refresh of the
+Redis entry its copy was read from (one of them rebuilds it, the others go on reading the
+copy): L1 reads Redis at most once a minute per key, so without that the entry of a hot key
+was never refreshed early and, at its TTL, gone for every reader at once.
 
 Redis trouble never fails a request: every call has a timeout of milliseconds, an error
 counts as a miss and opens a short circuit (Redis is skipped for CIRCUIT_S), after which
@@ -102,6 +102,7 @@ class Cache:
         self.local = LocalCache(local_bytes) if redis is not None and local_bytes > 0 else None
         self.listener: Listener | None = None
         self._inflight: dict[str, asyncio.Future[str | None]] = {}
+        self._refreshing: set[str] = set()  # keys being rebuilt early by a reader here
         self._closed_until = 0.0
         self._unpublished: set[str] = set()
         self._publish_script = redis.register_script(PUBLISH_SCRIPT) if redis else None
@@ -153,9 +154,13 @@ class Cache:
         if not self.available or not await self._publish_pending():
             return await load()
         l1 = self.local if local and self.listener is not None and self.listener.trusted else None
-        if l1 is not None and (document := l1.get(key)) is not None:
-            self._count(family, "local")
-            return document
+        refresh = False  # this reader rebuilds a copy that L1 still serves to the others
+        if l1 is not None and (copy := l1.entry(key)) is not None:
+            busy = key in self._inflight or key in self._refreshing
+            if busy or not self._refresh_early(copy.stored_at):
+                self._count(family, "local")
+                return copy.document
+            refresh = True
         versions = sorted(versions)
         if (inflight := self._inflight.get(key)) is not None:
             self._count(family, "collapsed")
@@ -173,19 +178,20 @@ class Cache:
 
         def serve_current(document: str) -> None:
             # An early refresh: the entry is still current, so the readers waiting here take
-            # it now, and later ones read it as usual, instead of all waiting for the rebuild.
+            # it now, and later ones read it as usual (L1 readers: their copy), instead of all
+            # waiting for the rebuild.
             future.set_result(document)
-            if self._inflight.get(key) is future:
-                del self._inflight[key]
+            del self._inflight[key]
+            self._refreshing.add(key)
 
         try:
             mark = l1.since() if l1 is not None else 0
-            fetched = await self._fetch(family, key, versions, load, items, serve_current)
+            fetched = await self._fetch(
+                family, key, versions, load, items, serve_current, refresh=refresh
+            )
             document, names = fetched.document, fetched.names
             if l1 is not None and document is not None and names is not None:
-                # Not into the early-refresh window of its Redis entry (the module says why).
-                window = fetched.stored_at + TTL_S - EARLY_REFRESH_S - time.time()
-                l1.fill(key, document, names, mark, max_age_s=window)
+                l1.fill(key, document, names, mark, stored_at=fetched.stored_at)
             if not future.done():
                 future.set_result(document)
             return document
@@ -202,6 +208,8 @@ class Cache:
         finally:
             if self._inflight.get(key) is future:
                 del self._inflight[key]
+            elif key in self._refreshing:  # served early (serve_current): the rebuild is over
+                self._refreshing.discard(key)
 
     async def publish(self, versions: Iterable[str]) -> None:
         """Bump versions after a commit; entries built from the old ones are stale from now,
@@ -239,10 +247,13 @@ class Cache:
         load: Loader,
         items: Items | None,
         serve_current: Callable[[str], None],
+        *,
+        refresh: bool = False,
     ) -> Fetched:
         """The document, and the names it was built from when it is known to be current
         (what L1 may keep it under), else None. `serve_current(document)` is called when an
-        early refresh starts, with the entry that is still current."""
+        early refresh starts, with the entry that is still current; `refresh`: the caller
+        has drawn the early refresh already."""
         redis = self.redis
         assert redis is not None  # noqa: S101 - checked by `available`
         names = [*versions, ITEMS_EPOCH] if items else versions
@@ -261,7 +272,7 @@ class Cache:
         current_document: str | None = None  # still valid, chosen for an early refresh
         if stored is not None:
             built_from, current_at = [*versions, *stored.get("x", [])], stored["t"]
-            if not self._refresh_early(current_at):
+            if not (refresh or self._refresh_early(current_at)):
                 self._count(family, "hit")
                 return Fetched(stored["d"], built_from, current_at)
             current_document = stored["d"]
