@@ -71,9 +71,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-seed", action="store_true", help="keep the cluster's data")
     parser.add_argument("--members", type=int, default=1000, help="accounts members use")
     parser.add_argument("--kill-users", type=int, default=3000, help="0: no kill step")
-    parser.add_argument("--kill-host", type=int, default=2)
+    parser.add_argument(
+        "--kill-hosts", type=runs.ints, default=[2, 3, 1], help="killed in turn, one run"
+    )
     parser.add_argument("--before-kill", type=float, default=10, help="measured s before it")
-    parser.add_argument("--after-kill", type=float, default=20, help="measured s after it")
+    parser.add_argument("--after-kill", type=float, default=20, help="s from a kill to the next")
     parser.add_argument("--restart-after", type=float, default=8, help="s after the kill")
     args = parser.parse_args(argv)
     low, high = (float(x) for x in args.think.split(":"))
@@ -157,13 +159,14 @@ def by_label(samples: Metrics, name: str, label: str) -> dict[str, float]:
 
 
 def read_counts(hosts: Sequence[str]) -> dict[str, dict[str, dict[str, float]]]:
-    """Per host: reads by node, fallbacks by reason."""
+    """Per host: reads by node, fallbacks by reason, replica checks by result."""
     counts = {}
     for host in hosts:
         samples = scrape(host)
         counts[host] = {
             "reads": by_label(samples, "conduit_db_reads_total", "node"),
             "fallbacks": by_label(samples, "conduit_db_read_fallbacks_total", "reason"),
+            "checks": by_label(samples, "conduit_db_replica_checks_total", "result"),
         }
     return counts
 
@@ -258,6 +261,7 @@ class Runner:
         after = read_counts(hosts)
         reads = delta(scraped["before"], after, "reads")
         fallbacks = delta(scraped["before"], after, "fallbacks")
+        replica_checks = delta(scraped["before"], after, "checks")
         checks = sum(
             int(v["requests"]) for k, v in result.by_name.items() if OWN_WRITE in k
         )  # fmt: skip
@@ -274,6 +278,7 @@ class Runner:
             "reads": reads,
             "replica_share": share(reads),
             "fallbacks": fallbacks,
+            "replica_checks": replica_checks,
             "own_write_reads": checks,
             "stale": stale,
             "pg_backends_peak": {
@@ -294,37 +299,59 @@ class Runner:
         }
 
     def kill_step(self) -> dict[str, Any]:
+        """One Locust run, a host killed (and started again) every --after-kill seconds."""
         args, cluster = self.args, self.cluster
-        users, host = args.kill_users, args.kill_host
+        users, hosts = args.kill_users, args.kill_hosts
         warm_s = 1 + args.ramp + args.settle
-        run_time = int(warm_s + args.before_kill + args.after_kill)
+        run_time = int(warm_s + args.before_kill + len(hosts) * args.after_kill)
         timeline = self.out / "kill-timeline.csv"
-        moments: dict[str, float] = {}
+        kills: list[dict[str, float]] = []
 
-        def fault() -> None:
+        def faults() -> None:
             time.sleep(warm_s + args.before_kill)
-            gauge = scrape(cluster.hosts[host - 1])
-            moments["in_flight_gauge"] = gauge.get(
-                ("conduit_http_requests_in_flight", frozenset()), -1
-            )
-            moments["kill_started"] = time.time()
-            kill_host(cluster.dir, host)
-            moments["killed"] = time.time()
-            time.sleep(args.restart_after)
-            moments["restart_started"] = time.time()
-            scripts_cluster(cluster.dir, "up", f"api{host}")
-            moments["restarted"] = time.time()
+            for host in hosts:
+                cycle = time.monotonic()
+                gauge = scrape(cluster.hosts[host - 1])
+                moments = {
+                    "host": host,
+                    "in_flight_gauge": gauge.get(
+                        ("conduit_http_requests_in_flight", frozenset()), -1
+                    ),
+                    "kill_started": time.time(),
+                }
+                kill_host(cluster.dir, host)
+                moments["killed"] = time.time()
+                time.sleep(args.restart_after)
+                moments["restart_started"] = time.time()
+                scripts_cluster(cluster.dir, "up", f"api{host}")
+                moments["restarted"] = time.time()
+                kills.append(moments)
+                time.sleep(max(0.0, args.after_kill - (time.monotonic() - cycle)))
 
-        thread = threading.Thread(target=fault, daemon=True)
+        thread = threading.Thread(target=faults, daemon=True)
         thread.start()
         result = self.locust(users, run_time, self.out / f"locust-kill-{users}", timeline)
         thread.join()
-        # Host back: it serves requests again (nginx tries it after fail_timeout).
-        back = by_label(scrape(cluster.hosts[host - 1]), "conduit_http_requests_total", "status")
-        return analyse_kill(timeline, moments) | {
+        requests = load_timeline(timeline)
+        analysed = [analyse_kill(requests, moments) for moments in kills]
+        in_flight = {r for kill in analysed for r in kill.pop("in_flight")}
+        errors = [r for r in requests if r[2]]
+        # Each host back: it serves requests again (nginx tries it after fail_timeout).
+        answered = {
+            f"api{n}": int(
+                sum(by_label(scrape(url), "conduit_http_requests_total", "status").values())
+            )
+            for n, url in enumerate(cluster.hosts, start=1)
+        }
+        return {
             "users": users,
-            "host": host,
-            "restarted_host_answered": int(sum(back.values())),
+            "kills": analysed,
+            "requests": len(requests),
+            "errors": len(errors),
+            "errors_in_flight_at_a_kill": sum(1 for r in errors if r in in_flight),
+            "in_flight_killed_hosts_gauge": sum(k["in_flight_killed_host_gauge"] for k in analysed),
+            "in_flight_all_hosts": sum(k["in_flight_all_hosts"] for k in analysed),
+            "answered_since_restart": answered,
             "locust_errors": dict(result.errors),
             "p99_ms": result.p99_ms,
         }
@@ -339,7 +366,8 @@ class Runner:
         if self.args.kill_users:
             time.sleep(self.args.pause)
             self.kill = self.kill_step()
-            print(f"  kill: {json.dumps(self.kill)[:400]}", flush=True)
+            summary = {k: v for k, v in self.kill.items() if k != "kills"}
+            print(f"  kills: {json.dumps(summary)}", flush=True)
             self.save()
 
     def save(self) -> None:
@@ -368,17 +396,23 @@ def scripts_cluster(state: Path, *args: str) -> None:
     )
 
 
-def analyse_kill(timeline: Path, moments: Mapping[str, float]) -> dict[str, Any]:
-    """Errors against the requests in flight at the kill; successes per second around it."""
+Request = tuple[float, float, bool]  # start, end (epoch s), failed
+
+
+def load_timeline(timeline: Path) -> list[Request]:
     with timeline.open() as rows:
-        requests = [
+        return [
             (float(r["start"]), float(r["start"]) + float(r["ms"]) / 1000, r["failed"] == "1")
             for r in csv.DictReader(rows)
         ]
+
+
+def analyse_kill(requests: Sequence[Request], moments: Mapping[str, float]) -> dict[str, Any]:
+    """One kill: the requests in flight at it, the errors among them and after it;
+    successes per second around it; p99 of the requests started in the 5 s after it."""
     started, killed = moments["kill_started"], moments["killed"]
     in_flight = [r for r in requests if r[0] <= killed and r[1] >= started]
-    errors = [r for r in requests if r[2]]
-    errors_after = [r for r in errors if r[1] >= started]
+    errors_after = [r for r in requests if r[2] and killed - 1 <= r[1] <= killed + 15]
 
     def per_second(since: float, seconds: int) -> list[int]:
         buckets = [0] * seconds
@@ -392,21 +426,22 @@ def analyse_kill(timeline: Path, moments: Mapping[str, float]) -> dict[str, Any]
     after = per_second(killed, 15)
     baseline = sum(before) / len(before)
     back = next((s for s, n in enumerate(after) if n >= 0.9 * baseline), None)
-    latencies = sorted(1000 * (end - start) for start, end, _ in requests if killed <= start)
+    latencies = sorted(1000 * (e - s) for s, e, _ in requests if killed <= s < killed + 5)
     return {
+        "host": int(moments["host"]),
         "kill_ms": round(1000 * (killed - started), 1),
+        "in_flight": in_flight,
         "in_flight_all_hosts": len(in_flight),
-        "in_flight_killed_host_gauge": moments.get("in_flight_gauge"),
-        "errors": len(errors),
-        "errors_after_kill": len(errors_after),
-        "errors_in_flight": sum(1 for r in errors if r in in_flight),
+        "in_flight_killed_host_gauge": int(moments["in_flight_gauge"]),
+        "errors_around": len(errors_after),
+        "errors_in_flight": sum(1 for r in errors_after if r in in_flight),
         "error_starts_s": [round(r[0] - killed, 3) for r in errors_after][:50],
         "per_second_before": before,
         "per_second_after": after,
         "baseline_per_second": round(baseline, 1),
         "back_within_s": None if back is None else back + 1,
         "restart_s": round(moments["restarted"] - moments["restart_started"], 1),
-        "p99_ms_after_kill": round(latencies[int(0.99 * (len(latencies) - 1))], 1)
+        "p99_ms_5s_after": round(latencies[int(0.99 * (len(latencies) - 1))], 1)
         if latencies
         else None,
     }
@@ -417,7 +452,7 @@ def one_line(step: Mapping[str, Any]) -> str:
         f"{step['users']:,} users: {step['rps']} req/s, p50 {step['p50_ms']:.0f} ms, "
         f"p99 {step['p99_ms']:.0f} ms, errors {sum(step['errors'].values())}, "
         f"replica share {step['replica_share']}, reads {step['reads']}, "
-        f"fallbacks {step['fallbacks']}, stale {step['stale']}/{step['own_write_reads']}, "
+        f"fallbacks {step['fallbacks']}, checks {step['replica_checks']}, stale {step['stale']}/{step['own_write_reads']}, "
         f"backends {step['pg_backends_peak']}"
     )
 
@@ -443,6 +478,7 @@ def render(
                 + " %",
                 f"{reads.get(REPLICA, 0):,} / {reads.get(PRIMARY, 0):,}",
                 markdown.tally(sorted(falls.items(), key=lambda kv: -kv[1])) or "none",
+                markdown.tally(sorted(s.get("replica_checks", {}).items())) or "none",
                 f"{s['stale']} of {s['own_write_reads']:,}",
                 f"{s['pg_backends_peak'][PRIMARY]} / {s['pg_backends_peak'][REPLICA]} (≤ {pool})",
             ]
@@ -450,7 +486,8 @@ def render(
     table = markdown.table(
         [
             "users", "req/s", "p50 ms", "p99 ms", "errors", "replica share of reads",
-            "reads replica / primary", "primary's reads by reason", "stale own-write reads",
+            "reads replica / primary", "primary's reads by reason",
+            "reads that asked the replica at once", "stale own-write reads",
             "PostgreSQL backends peak primary / replica",
         ],
         rows,
@@ -463,16 +500,42 @@ def render(
     ]
     if kill:
         text.append(
-            f"\nKill: host {kill['host']} under {kill['users']:,} users: "
-            f"{kill['errors_after_kill']} errors after the kill "
-            f"({kill['errors_in_flight']} of them in flight at it); in flight at the kill "
-            f"{kill['in_flight_all_hosts']} on all hosts, {kill['in_flight_killed_host_gauge']} "
-            f"on the killed host (its gauge just before); successes per second "
-            f"{kill['baseline_per_second']} before, back to ≥ 90 % within "
-            f"{kill['back_within_s']} s; after: {kill['per_second_after']}; p99 of requests "
-            f"started after the kill {kill['p99_ms_after_kill']} ms; restart took "
-            f"{kill['restart_s']} s, then the host answered {kill['restarted_host_answered']} "
-            "requests.\n"
+            f"\nKills under {kill['users']:,} users, one Locust run ({kill['requests']:,} "
+            f"requests): {kill['errors']} errors, {kill['errors_in_flight_at_a_kill']} of them "
+            "in flight at a kill.\n\n"
+        )
+        text.append(
+            markdown.table(
+                [
+                    "host",
+                    "kill ms",
+                    "in flight: killed host (gauge) / all hosts",
+                    "errors (in flight)",
+                    "successes/s before",
+                    "back ≥ 90 % within",
+                    "p99 ms, 5 s after",
+                    "restart s",
+                    "successes/s, each second after",
+                ],
+                [
+                    [
+                        f"api{k['host']}",
+                        f"{k['kill_ms']:.0f}",
+                        f"{k['in_flight_killed_host_gauge']} / {k['in_flight_all_hosts']}",
+                        f"{k['errors_around']} ({k['errors_in_flight']})",
+                        f"{k['baseline_per_second']:.0f}",
+                        markdown.figure(k["back_within_s"], "d", "never") + " s",
+                        markdown.figure(k["p99_ms_5s_after"], ".0f"),
+                        f"{k['restart_s']:.1f}",
+                        " ".join(str(n) for n in k["per_second_after"]),
+                    ]
+                    for k in kill["kills"]
+                ],
+                text_from=8,
+            )
+        )
+        text.append(
+            f"\nRequests answered by each host since its restart: {kill['answered_since_restart']}.\n"
         )
     text.append("\n## Machine\n\n" + markdown.facts(meta["machine"]))
     text.append("\n## CPU (cores) per step\n\n")
