@@ -95,9 +95,10 @@ HTTP_IN_FLIGHT = Gauge(
 )
 HTTP_TIERS = Counter(
     "conduit_http_requests_by_tier_total",
-    "HTTP requests answered, by the deepest tier they waited on: none, local (the worker's "
-    "in-process cache only), redis, database (a PostgreSQL connection was checked out).",
-    ["tier"],
+    "HTTP requests answered, by method, route template and the deepest tier they waited on: "
+    "none, local (the worker's in-process cache only), redis, database (a PostgreSQL "
+    "connection was checked out).",
+    ["method", "route", "tier"],
 )
 HTTP_SHED = Counter(
     "conduit_http_requests_shed_total",

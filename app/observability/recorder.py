@@ -30,7 +30,7 @@ class HttpRecorder:
         self._in_flight_written: int | None = None
         self._requests: dict[tuple[str, str, int], int] = {}
         self._errors: dict[tuple[str, str], int] = {}
-        self._tiers = [0] * len(TIERS)
+        self._tiers: dict[tuple[str, str, int], int] = {}  # (method, route, tier)
         # (method, route) -> [count in bucket 0, 1, ..., +Inf, sum of seconds]
         self._durations: dict[tuple[str, str], list[float]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop a flush is due on
@@ -43,7 +43,7 @@ class HttpRecorder:
         self, method: str, route: str, status: int, seconds: float, failed: bool, tier: int = 0
     ) -> None:
         self.in_flight -= 1
-        self._tiers[tier] += 1
+        self._tiers[method, route, tier] = self._tiers.get((method, route, tier), 0) + 1
         key = (method, route, status)
         self._requests[key] = self._requests.get(key, 0) + 1
         if (tally := self._durations.get(key[:2])) is None:
@@ -65,16 +65,15 @@ class HttpRecorder:
         requests, self._requests = self._requests, {}
         errors, self._errors = self._errors, {}
         durations, self._durations = self._durations, {}
-        tiers, self._tiers = self._tiers, [0] * len(TIERS)
+        tiers, self._tiers = self._tiers, {}
         for (method, route, status), count in requests.items():
             metrics.HTTP_REQUESTS.labels(method, route, str(status)).inc(count)
         for labels, count in errors.items():
             metrics.HTTP_ERRORS.labels(*labels).inc(count)
         for labels, tally in durations.items():
             _add(metrics.HTTP_DURATION.labels(*labels), tally)
-        for name, count in zip(TIERS, tiers, strict=True):
-            if count:
-                metrics.HTTP_TIERS.labels(name).inc(count)
+        for (method, route, tier), count in tiers.items():
+            metrics.HTTP_TIERS.labels(method, route, TIERS[tier]).inc(count)
         if self.in_flight != self._in_flight_written:
             metrics.HTTP_IN_FLIGHT.set(self.in_flight)
             self._in_flight_written = self.in_flight

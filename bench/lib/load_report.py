@@ -158,6 +158,26 @@ def tiers_table(steps: Sequence[Step], phase: str) -> str:
     return markdown.table(header, rows, left=2) if rows else ""
 
 
+def tier_routes_table(steps: Sequence[Step], phase: str, least: float = 0.01) -> str:
+    """The API's requests by route and tier, for routes with at least `least` of a step's."""
+    header = ["architecture", "load", "route", "at the API", *tiers.API_TIERS]
+    rows = []
+    for s in steps:
+        routes: dict[str, dict[str, int]] = s.get("api_tier_routes") or {}
+        if s["phase"] != phase or not routes:
+            continue
+        total = sum(sum(r.values()) for r in routes.values())
+        ordered = sorted(routes.items(), key=lambda item: -sum(item[1].values()))
+        for route, counted in ordered:
+            if sum(counted.values()) >= least * total:
+                rows.append(
+                    [_label(s["architecture"]), f"{s['load']:,}", f"`{route}`"]
+                    + [f"{sum(counted.values()):,}"]
+                    + [f"{counted.get(t, 0):,}" for t in tiers.API_TIERS]
+                )
+    return markdown.table(header, rows, left=3) if rows else ""
+
+
 def storm_table(steps: Sequence[Step]) -> str:
     header = ["architecture", "users", "favorite req/s", "p50 ms", "p99 ms", "max ms", "answers"]
     header += ["favoritesCount", "favorite rows", "confirmed on / off", "lost / phantom"]
@@ -281,6 +301,9 @@ def render(meta: Mapping[str, Any], steps: Sequence[Step], charts: Sequence[str]
         lines += [cpu_table(steps, phase)]
         if table := tiers_table(steps, phase):
             lines += [TIERS_NOTE, "", table]
+        if table := tier_routes_table(steps, phase):
+            lines += ["The API's requests by route and tier (routes with ≥ 1 % of them):", ""]
+            lines += [table]
     lines += [
         "## Data set",
         "",

@@ -19,20 +19,25 @@ NGINX_SERVED = ("HIT", "UPDATING", "STALE")
 LOG_FLUSH_S = 2.5  # nginx writes its access log every 2 s (deploy/stack/nginx.conf)
 
 
-def api_tiers(metrics_url: str) -> dict[str, float] | None:
-    """The tier counter of every worker of one uvicorn; None when /metrics does not answer."""
+def api_tiers(metrics_url: str) -> dict[tuple[str, str], float] | None:
+    """The tier counter of every worker of one uvicorn by ("METHOD route", tier); None when
+    /metrics does not answer."""
     try:
         response = httpx.get(metrics_url, timeout=10)
     except httpx.HTTPError:
         return None
     if response.status_code != 200:
         return None
-    counts: dict[str, float] = {}
+    counts: dict[tuple[str, str], float] = {}
     for family in text_string_to_metric_families(response.text):
         for sample in family.samples:
             if sample.name == TIER_COUNTER:
-                tier = sample.labels["tier"]
-                counts[tier] = counts.get(tier, 0.0) + sample.value
+                labels = sample.labels
+                key = (
+                    f"{labels.get('method', '')} {labels.get('route', '')}".strip(),
+                    labels["tier"],
+                )
+                counts[key] = counts.get(key, 0.0) + sample.value
     return counts
 
 
@@ -61,7 +66,7 @@ class Tiers:
     def __init__(self, access_log: Path | None, metrics_url: str | None) -> None:
         self._log, self._metrics = access_log, metrics_url
         self._offset = 0
-        self._api: dict[str, float] | None = None
+        self._api: dict[tuple[str, str], float] | None = None
 
     def start(self) -> None:
         if self._log is not None and self._log.exists():
@@ -75,9 +80,14 @@ class Tiers:
             result["nginx_cache"] = cache_statuses(self._log, self._offset)
         after = api_tiers(self._metrics) if self._metrics else None
         if self._api is not None and after is not None:
+            routes: dict[str, dict[str, int]] = {}
+            for key, value in after.items():
+                if n := round(value - self._api.get(key, 0.0)):
+                    routes.setdefault(key[0], {})[key[1]] = n
             result["api_tiers"] = {
-                tier: round(after.get(tier, 0.0) - self._api.get(tier, 0.0)) for tier in API_TIERS
+                tier: sum(r.get(tier, 0) for r in routes.values()) for tier in API_TIERS
             }
+            result["api_tier_routes"] = routes
         return result
 
 
