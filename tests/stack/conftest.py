@@ -62,24 +62,22 @@ class Stack:
         return int((STATE / "api" / "api.pid").read_text())
 
     def api_worker_pids(self) -> set[int]:
-        """uvicorn's workers: the master's children started by multiprocessing's spawn_main.
-        (A child is listed under the thread that started it: every thread of the master is
-        read, since a replacement worker may be started from another than the first.)"""
+        """uvicorn's workers: the master's children started by multiprocessing's spawn_main,
+        found by their parent in /proc/<pid>/stat (a task's `children` file may miss a child a
+        thread started, or one whose thread has ended)."""
         master = self.api_master_pid()
-        children: list[str] = []
-        for task in Path(f"/proc/{master}/task").iterdir():
-            try:
-                children += (task / "children").read_text().split()
-            except OSError:  # a thread that ended meanwhile
-                continue
         workers = set()
-        for pid in map(int, children):
-            try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:
+        for process in Path("/proc").iterdir():
+            if not process.name.isdigit():
                 continue
-            if b"spawn_main" in cmdline:
-                workers.add(pid)
+            try:
+                stat = (process / "stat").read_text()
+                cmdline = (process / "cmdline").read_bytes()
+            except OSError:  # ended meanwhile
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])  # after the command's name
+            if parent == master and b"spawn_main" in cmdline:
+                workers.add(int(process.name))
         return workers
 
 
