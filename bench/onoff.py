@@ -166,8 +166,8 @@ def cache_counts(exposition: str) -> dict[tuple[str, str], float]:
 def cache_delta(
     before: Mapping[tuple[str, str], float], after: Mapping[tuple[str, str], float]
 ) -> dict[str, Any]:
-    """Lookups between two readings, by family and in all; hit ratio = hits / (hits + misses).
-    `collapsed` are lookups that shared one already in flight for the same key in the same
+    """Lookups between two readings, by family and in all; hit ratio = hits / (hits + misses),
+    where a hit is from Redis (`hit`) or from the worker's L1 (`local`). `collapsed` are lookups that shared one already in flight for the same key in the same
     process (hit or miss), or, after counting a miss, got the entry another process's lease
     holder rebuilt; `error` are lookups Redis did not answer. Served = (hits + collapsed) /
     all of them: the share answered without building the document (an upper bound: a collapse
@@ -179,14 +179,20 @@ def cache_delta(
             families.setdefault(family, {})[result] = n
     total = {
         result: sum(f.get(result, 0) for f in families.values())
-        for result in ("hit", "miss", "collapsed", "error")
+        for result in ("local", "hit", "miss", "collapsed", "error")
     }
+    hits = total["hit"] + total["local"]
     return {
         "cache_lookups": total,
-        "cache_hit_ratio": _ratio(total["hit"], total["miss"]),
-        "cache_served_ratio": _ratio(total["hit"] + total["collapsed"], total["miss"]),
+        "cache_hit_ratio": _ratio(hits, total["miss"]),
+        "cache_served_ratio": _ratio(hits + total["collapsed"], total["miss"]),
         "cache_families": {
-            name: counts | {"hit_ratio": _ratio(counts.get("hit", 0), counts.get("miss", 0))}
+            name: counts
+            | {
+                "hit_ratio": _ratio(
+                    counts.get("hit", 0) + counts.get("local", 0), counts.get("miss", 0)
+                )
+            }
             for name, counts in families.items()
         },
     }
@@ -443,7 +449,8 @@ def _cache_label(architecture: str) -> str:
 
 def cache_table(steps: Sequence[Step]) -> str:
     header = ["cache", "connections", "req/s", "2xx req/s", "p50 ms", "p99 ms", "max ms"]
-    header += ["hit ratio", "hits", "misses", "collapsed", "served", "SQL / 2xx", "net"]
+    header += ["hit ratio", "hits (L1 + Redis)", "misses", "collapsed", "served", "SQL / 2xx"]
+    header += ["net"]
     header += ["API CPU ms / 2xx", "PG backends peak", "PgBouncer waiting peak", "errors"]
     rows = []
     for s in _figured(steps):
@@ -452,7 +459,7 @@ def cache_table(steps: Sequence[Step]) -> str:
             _cache_label(s["architecture"]), f"{s['load']:,}",
             f"{s['rps']:,.0f}", f"{ok_rps(s):,.0f}", f"{s['p50_ms']:,.1f}", f"{s['p99_ms']:,.1f}",
             f"{s['max_ms']:,.1f}", figure(s.get("cache_hit_ratio"), ".1%"),
-            f"{lookups.get('hit', 0):,}", f"{lookups.get('miss', 0):,}",
+            f"{lookups.get('hit', 0) + lookups.get('local', 0):,}", f"{lookups.get('miss', 0):,}",
             f"{lookups.get('collapsed', 0):,}", figure(s.get("cache_served_ratio"), ".1%"),
             figure(s.get("sql_per_request"), ".3f"),
             figure(s.get("sql_per_request_net"), ".3f"), figure(_cpu_ms(s), ".2f"),
@@ -487,10 +494,11 @@ def family_table(steps: Sequence[Step]) -> str:
         for family, counts in s["cache_families"].items():
             rows.append([
                 s["architecture"], f"{s['load']:,}", family,
-                *(f"{counts.get(r, 0):,}" for r in ("hit", "miss", "collapsed", "error")),
+                *(f"{counts.get(r, 0):,}" for r in ("local", "hit", "miss", "collapsed", "error")),
                 figure(counts.get("hit_ratio"), ".1%"),
             ])  # fmt: skip
-    header = ["architecture", "connections", "family", "hits", "misses", "collapsed", "errors"]
+    header = ["architecture", "connections", "family", "L1 hits", "Redis hits", "misses"]
+    header += ["collapsed", "errors"]
     table = markdown.table([*header, "hit ratio"], rows, left=3)
     return table if rows else "No cache lookups counted.\n"
 

@@ -45,11 +45,20 @@ def test_hit_ratio_is_hits_over_hits_and_misses_between_two_readings() -> None:
     before = {("article", "hit"): 100.0, ("article", "miss"): 5.0}
     after = cache_counts(EXPOSITION)
     delta = cache_delta(before, after)
-    assert delta["cache_lookups"] == {"hit": 840, "miss": 5, "collapsed": 90, "error": 0}
+    assert delta["cache_lookups"] == {
+        "local": 0, "hit": 840, "miss": 5, "collapsed": 90, "error": 0
+    }  # fmt: skip
     assert delta["cache_hit_ratio"] == pytest.approx(840 / 845, abs=1e-4)
     assert delta["cache_served_ratio"] == pytest.approx(930 / 935, abs=1e-4)
     assert delta["cache_families"]["tags"] == {"hit": 40, "hit_ratio": 1.0}
     assert delta["cache_families"]["article"]["miss"] == 5
+
+
+def test_an_l1_hit_is_a_hit() -> None:
+    after = {("article", "local"): 90.0, ("article", "hit"): 5.0, ("article", "miss"): 5.0}
+    delta = cache_delta({}, after)
+    assert delta["cache_hit_ratio"] == pytest.approx(0.95)
+    assert delta["cache_families"]["article"]["hit_ratio"] == pytest.approx(0.95)
 
 
 def test_no_lookups_means_no_ratio() -> None:
