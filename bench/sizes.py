@@ -278,7 +278,9 @@ def render(
         ])  # fmt: skip
     errors = sum(m.result.non_2xx + m.result.socket_errors for m in measured)
     command = "python -m bench.sizes " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False)
+        f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+        for k, v in vars(args).items()
+        if v not in (None, False)
     )
     return "\n".join([
         f"# Reads at any size (issue 20), {started:%Y-%m-%d %H:%M} UTC",
