@@ -24,6 +24,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from starlette.types import Message, Receive, Scope, Send
 
+from app import gc_tuning
 from app.articles import cursors, pages, queries
 from bench.lib import statements
 from bench.lib.database import plain_url
@@ -175,16 +176,19 @@ async def _answer(send: Send, status: int, body: bytes) -> None:
 
 async def _lifespan(receive: Receive, send: Send) -> None:
     global _pool  # one pool per worker process, like the API's engine
-    while True:
-        message: Message = await receive()
-        if message["type"] == "lifespan.startup":
-            size = int(os.environ.get("DB_POOL_SIZE", "32"))
-            url = plain_url(os.environ["DATABASE_URL"])
-            _pool = AsyncConnectionPool(url, min_size=size, max_size=size, open=False)
-            await _pool.open(wait=True)
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            if _pool is not None:
-                await _pool.close()
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+    # The garbage collector set as the API sets it (app/gc_tuning.py): the floor is what the
+    # same statements cost at best, and this process imports the API's modules too.
+    with gc_tuning.tuned_for_serving():
+        while True:
+            message: Message = await receive()
+            if message["type"] == "lifespan.startup":
+                size = int(os.environ.get("DB_POOL_SIZE", "32"))
+                url = plain_url(os.environ["DATABASE_URL"])
+                _pool = AsyncConnectionPool(url, min_size=size, max_size=size, open=False)
+                await _pool.open(wait=True)
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if _pool is not None:
+                    await _pool.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
