@@ -154,13 +154,14 @@ class Cache:
         if not self.available or not await self._publish_pending():
             return await load()
         l1 = self.local if local and self.listener is not None and self.listener.trusted else None
-        refresh = False  # this reader rebuilds a copy that L1 still serves to the others
+        # The time of the Redis entry this reader rebuilds early while L1 serves its copy.
+        refresh: float | None = None
         if l1 is not None and (copy := l1.entry(key)) is not None:
             busy = key in self._inflight or key in self._refreshing
             if busy or not self._refresh_early(copy.stored_at):
                 self._count(family, "local")
                 return copy.document
-            refresh = True
+            refresh = copy.stored_at
         versions = sorted(versions)
         if (inflight := self._inflight.get(key)) is not None:
             self._count(family, "collapsed")
@@ -248,12 +249,13 @@ class Cache:
         items: Items | None,
         serve_current: Callable[[str], None],
         *,
-        refresh: bool = False,
+        refresh: float | None = None,
     ) -> Fetched:
         """The document, and the names it was built from when it is known to be current
         (what L1 may keep it under), else None. `serve_current(document)` is called when an
         early refresh starts, with the entry that is still current; `refresh`: the caller
-        has drawn the early refresh already."""
+        has drawn the early refresh of the entry stored at that time (if Redis has a newer
+        one, another reader has rebuilt it already)."""
         redis = self.redis
         assert redis is not None  # noqa: S101 - checked by `available`
         names = [*versions, ITEMS_EPOCH] if items else versions
@@ -272,7 +274,7 @@ class Cache:
         current_document: str | None = None  # still valid, chosen for an early refresh
         if stored is not None:
             built_from, current_at = [*versions, *stored.get("x", [])], stored["t"]
-            if not (refresh or self._refresh_early(current_at)):
+            if current_at != refresh and not self._refresh_early(current_at):
                 self._count(family, "hit")
                 return Fetched(stored["d"], built_from, current_at)
             current_document = stored["d"]

@@ -99,10 +99,12 @@ async def test_in_the_early_refresh_window_one_l1_reader_rebuilds_while_the_othe
 ):
     """L1 reads Redis at most once a minute per key, so its readers draw the early refresh of
     the Redis entry their copy came from: one of them rebuilds it while the others are served
-    the copy. Without that the entry of a hot key was never refreshed early, and at its TTL
-    every reader of the key waited for the rebuild at once."""
-    _, cache = workers[0]
+    the copy, and another worker's reader who draws it later takes the rebuilt entry instead
+    of rebuilding it again. Without that the entry of a hot key was never refreshed early, and
+    at its TTL every reader of the key waited for the rebuild at once."""
+    (_, cache), (_, other) = workers
     assert cache.local is not None
+    assert other.local is not None
     started, release = asyncio.Event(), asyncio.Event()
 
     async def old() -> str:
@@ -118,10 +120,13 @@ async def test_in_the_early_refresh_window_one_l1_reader_rebuilds_while_the_othe
 
     key = "tags-window"
     await cache.get_or_load("tags", key, ["tags"], old)
+    assert await other.get_or_load("tags", key, ["tags"], never) == '{"tags": ["old"]}'
     copy = cache.local.entry(key)
     assert copy is not None
-    assert copy.stored_at == orjson.loads(await redis.get(f"c:{key}"))["t"]  # what is drawn on
-    monkeypatch.setattr(cache, "_refresh_early", lambda _stored_at: True)
+    stored_at = orjson.loads(await redis.get(f"c:{key}"))["t"]
+    assert copy.stored_at == stored_at  # what is drawn on
+    for each in (cache, other):  # the old entry is due, the rebuilt one not
+        monkeypatch.setattr(each, "_refresh_early", lambda at: at == stored_at)
     rebuilding = asyncio.create_task(cache.get_or_load("tags", key, ["tags"], rebuild))
     await asyncio.wait_for(started.wait(), 5)
     before = cache.stats["tags", "local"]
@@ -130,9 +135,13 @@ async def test_in_the_early_refresh_window_one_l1_reader_rebuilds_while_the_othe
     assert cache.stats["tags", "local"] == before + 5
     release.set()
     assert await rebuilding == '{"tags": ["new"]}'
-    monkeypatch.setattr(cache, "_refresh_early", lambda _stored_at: False)
     assert await cache.get_or_load("tags", key, ["tags"], never) == '{"tags": ["new"]}'
     assert cache.stats["tags", "local"] == before + 6
+    hits = other.stats["tags", "hit"]
+    assert await other.get_or_load("tags", key, ["tags"], never) == '{"tags": ["new"]}'
+    assert other.stats["tags", "hit"] == hits + 1
+    assert await other.get_or_load("tags", key, ["tags"], never) == '{"tags": ["new"]}'
+    assert other.stats["tags", "local"] == 1  # its copy is the rebuilt entry now
 
 
 async def test_a_write_reaches_every_workers_l1_by_push(workers, engine, settings):
