@@ -558,11 +558,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     runner = Runner(args, cluster, out)
     runner.data = sample_data(direct) | cluster.members(args.members)
     counts, pg = dataset(direct)
-    load_before = os.getloadavg()
-    info = machine_info() | pg | {
-        "RLIMIT_NOFILE (load generator)": str(nofile),
-        "load average before the run": " ".join(f"{x:.2f}" for x in load_before),
-    }  # fmt: skip
+    info = machine_info() | pg | {"RLIMIT_NOFILE (load generator)": str(nofile)}
     wall = time.monotonic()
     try:
         runner.run()
