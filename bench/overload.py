@@ -428,8 +428,13 @@ class Overload:
                 "accept_queue_samples": queue,
             }  # fmt: skip
 
-        result = measured(self.stack, target, measure)
-        samples = idle.watch(stopped, args.idle_window)
+        samples: list[IdleSample] = []
+        result = measured(
+            self.stack,
+            target,
+            measure,
+            then=lambda: samples.extend(idle.watch(stopped, args.idle_window)),
+        )
         time.sleep(max(0.0, LOG_FLUSH_S - (time.monotonic() - stopped)))
         step = {"shedding": key, "connections": connections} | result
         step |= summarise(result, result["duration_s"]) | time_to_idle(samples)

@@ -174,9 +174,16 @@ class Sampler:
         return conn
 
 
-def measured(stack: Stack, target: Target, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def measured(
+    stack: Stack,
+    target: Target,
+    measure: Callable[[], dict[str, Any]],
+    then: Callable[[], object] | None = None,
+) -> dict[str, Any]:
     """Run `measure` with the samplers and CPU accounting around it: its result, plus the
-    cores each component used, Redis's hit ratio and the samples' peaks."""
+    cores each component used, Redis's hit ratio and the samples' peaks. `then` runs as soon
+    as `measure` returns, outside the CPU accounting and before the summaries (reading the
+    logs takes seconds): what must watch the moments right after the load."""
     env = stack.env
     cpu = CpuShare(target.roots, own="load generator")
     try:
@@ -192,6 +199,8 @@ def measured(stack: Stack, target: Target, measure: Callable[[], dict[str, Any]]
         cpu.start()
         result = measure()
         shares = cpu.stop()
+        if then is not None:
+            then()
         cache = hit_ratio(keyspace, redis_keyspace(stack.cache_redis_url))
     cpu_cores = {"cpu": {k: round(v, 2) for k, v in shares.items()}}
     return result | cpu_cores | cache | s.samples.summary() | tiers.stop()
