@@ -226,6 +226,28 @@ async def test_a_request_that_waited_out_its_budget_is_refused_at_once():
     assert (lifetime.admission.busy, lifetime.admission.queued) == (0, 0)
 
 
+async def test_a_request_left_with_less_than_its_service_is_refused_even_when_idle():
+    served = 0
+
+    async def app(_scope: Any, _receive: Any, send: Any) -> None:
+        nonlocal served
+        served += 1
+        await asyncio.sleep(0.05)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    lifetime = RequestEdge(app, deadline_s=1.0, max_in_flight=10)
+    for _ in range(5):  # the process measures its service time
+        assert (await _serve(lifetime, _scope_with()))[0]["status"] == 200
+    assert lifetime.admission.margin_s() > 0.05
+    # Every slot is free, but only 30 ms of its second are left: it could only end in 504.
+    queued = f"t={time.time() - 0.97:.3f}".encode()
+    sent = await _serve(lifetime, _scope_with((b"x-request-start", queued)))
+    assert sent[0]["status"] == 503
+    assert served == 5
+    assert (lifetime.admission.busy, lifetime.admission.queued) == (0, 0)
+
+
 async def test_time_spent_queued_comes_off_the_deadline():
     async def slow(_scope: Any, _receive: Any, _send: Any) -> None:
         await asyncio.sleep(30)

@@ -171,7 +171,11 @@ class RequestEdge:
                 await _refuse(exchange, 413, f"request body exceeds {limit} bytes")
                 return
         budget_s = self.deadline_s - queued_s(scope["headers"], time.time())
-        if budget_s <= 0:  # nobody may be waiting any more: no work for a stale request
+        # What is left of its budget (it may have waited in front of this process) would not
+        # cover its own service: no work for a request that would end in 504. Never on this
+        # ground with half its budget left: after a slow spell the estimate is stale until
+        # requests let in measure it again.
+        if budget_s <= min(self.admission.margin_s(), self.deadline_s / 2):
             await _shed(exchange, "queued")
             return
         if not self.admission.admits(budget_s):
