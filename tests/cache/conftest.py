@@ -1,3 +1,4 @@
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -38,3 +39,19 @@ async def uncached_client(
     transport = httpx.ASGITransport(app=serve_with_state(app, committing_state))
     async with httpx.AsyncClient(transport=transport, base_url=ROOT + "/api") as client:
         yield client
+
+
+class Rebuild:
+    """The loads of an entry rebuilt while others read it: `old` gives the first document,
+    `rebuild` sets `started` and gives the new one once `release` is set."""
+
+    def __init__(self) -> None:
+        self.started, self.release = asyncio.Event(), asyncio.Event()
+
+    async def old(self) -> str:
+        return '{"tags": ["old"]}'
+
+    async def rebuild(self) -> str:
+        self.started.set()
+        await self.release.wait()
+        return '{"tags": ["new"]}'

@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 from app.cache.store import ITEMS_EPOCH, Cache
+from tests.cache.conftest import Rebuild
 from tests.concurrency.conftest import make_users, publish
 from tests.statements import count_statements
 
@@ -196,35 +197,27 @@ async def test_readers_during_an_early_refresh_are_served_the_current_entry_at_o
     so the readers of the same process that waited on that reader, those that come after it
     and those of another process get it without waiting for the rebuild (a rebuild of a
     search takes hundreds of ms under load), and the rebuilt entry is served after."""
-    started, release = asyncio.Event(), asyncio.Event()
-
-    async def old() -> str:
-        return '{"tags": ["old"]}'
-
-    async def rebuild() -> str:
-        started.set()
-        await release.wait()
-        return '{"tags": ["new"]}'
+    loads = Rebuild()
 
     async def never() -> str:
         raise AssertionError("one reader rebuilds it, the others wait for nothing")
 
     key = f"tags-refresh-{uuid.uuid4().hex}"
-    assert await cache.get_or_load("tags", key, ["tags"], old) == '{"tags": ["old"]}'
+    assert await cache.get_or_load("tags", key, ["tags"], loads.old) == '{"tags": ["old"]}'
     other = Cache(redis)  # another process
     for each in (cache, other):
         monkeypatch.setattr(each, "_refresh_early", lambda _stored_at: True)
-    leader = asyncio.create_task(cache.get_or_load("tags", key, ["tags"], rebuild))
+    leader = asyncio.create_task(cache.get_or_load("tags", key, ["tags"], loads.rebuild))
     await asyncio.sleep(0)  # the leader is reading Redis
     waiting = asyncio.create_task(cache.get_or_load("tags", key, ["tags"], never))
-    await started.wait()
+    await loads.started.wait()
     assert await asyncio.wait_for(waiting, 1) == '{"tags": ["old"]}'
     assert cache.stats["tags", "collapsed"] == 1  # it did wait on the leader
     assert await cache.get_or_load("tags", key, ["tags"], never) == '{"tags": ["old"]}'
     assert await other.get_or_load("tags", key, ["tags"], never) == '{"tags": ["old"]}'
     assert other.stats["tags", "hit"] == 1  # at once, not after polling for the new entry
     assert not leader.done()
-    release.set()
+    loads.release.set()
     assert await leader == '{"tags": ["new"]}'
     for each in (cache, other):
         monkeypatch.setattr(each, "_refresh_early", lambda _stored_at: False)

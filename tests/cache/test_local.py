@@ -23,6 +23,7 @@ from app.main import create_app
 from app.observability import recorder
 from app.observability.context import TIERS
 from app.state import AppState
+from tests.cache.conftest import Rebuild
 from tests.concurrency.conftest import make_users, publish
 from tests.conftest import ROOT, serve_with_state
 from tests.redis_server import RedisServer
@@ -105,21 +106,13 @@ async def test_in_the_early_refresh_window_one_l1_reader_rebuilds_while_the_othe
     (_, cache), (_, other) = workers
     assert cache.local is not None
     assert other.local is not None
-    started, release = asyncio.Event(), asyncio.Event()
-
-    async def old() -> str:
-        return '{"tags": ["old"]}'
-
-    async def rebuild() -> str:
-        started.set()
-        await release.wait()
-        return '{"tags": ["new"]}'
+    loads = Rebuild()
 
     async def never() -> str:
         raise AssertionError("the others read L1")
 
     key = "tags-window"
-    await cache.get_or_load("tags", key, ["tags"], old)
+    await cache.get_or_load("tags", key, ["tags"], loads.old)
     assert await other.get_or_load("tags", key, ["tags"], never) == '{"tags": ["old"]}'
     copy = cache.local.entry(key)
     assert copy is not None
@@ -127,13 +120,13 @@ async def test_in_the_early_refresh_window_one_l1_reader_rebuilds_while_the_othe
     assert copy.stored_at == stored_at  # what is drawn on
     for each in (cache, other):  # the old entry is due, the rebuilt one not
         monkeypatch.setattr(each, "_refresh_early", lambda at: at == stored_at)
-    rebuilding = asyncio.create_task(cache.get_or_load("tags", key, ["tags"], rebuild))
-    await asyncio.wait_for(started.wait(), 5)
+    rebuilding = asyncio.create_task(cache.get_or_load("tags", key, ["tags"], loads.rebuild))
+    await asyncio.wait_for(loads.started.wait(), 5)
     before = cache.stats["tags", "local"]
     readers = [cache.get_or_load("tags", key, ["tags"], never) for _ in range(5)]
     assert await asyncio.gather(*readers) == ['{"tags": ["old"]}'] * 5
     assert cache.stats["tags", "local"] == before + 5
-    release.set()
+    loads.release.set()
     assert await rebuilding == '{"tags": ["new"]}'
     assert await cache.get_or_load("tags", key, ["tags"], never) == '{"tags": ["new"]}'
     assert cache.stats["tags", "local"] == before + 6
