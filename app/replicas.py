@@ -181,8 +181,8 @@ class Replicas:
             self.nodes.append(Node(f"replica-{n}", engine, ReadPool(engine, tracer_provider)))
         self._samples = _Samples(keep_s=self.max_lag_s + 1)
         self._poller: asyncio.Task[None] | None = None
-        self._pending: dict[str, asyncio.Future[int | None]] = {}  # per node, see `_ask`
-        self._checks: dict[str, asyncio.Future[int | None]] = {}  # per node, see `_check`
+        # The position question in flight to each node, shared (`_question`).
+        self._questions: dict[str, asyncio.Future[int | None]] = {}
 
     def start(self) -> None:
         self._poller = asyncio.create_task(self._poll_forever(), name="replica-poller")
@@ -191,7 +191,7 @@ class Replicas:
         if self._poller is not None:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
-        waiting = [*self._pending.values(), *self._checks.values()]
+        waiting = list(self._questions.values())
         for pending in waiting:
             pending.cancel()
         await asyncio.gather(*waiting, return_exceptions=True)
@@ -228,15 +228,7 @@ class Replicas:
         waits CHECK_WAIT_S for the answer at most."""
         if node.lag_s > CHECK_LAG_POLLS * self.poll_s:
             return False
-        if (pending := self._checks.get(node.name)) is None:
-            pending = asyncio.ensure_future(_position(node.engine, _REPLAYED_LSN))
-            self._checks[node.name] = pending
-
-            def forget(done: asyncio.Future[int | None], name: str = node.name) -> None:
-                if self._checks.get(name) is done:
-                    del self._checks[name]
-
-            pending.add_done_callback(forget)
+        pending = self._question(node.name, node.engine, _REPLAYED_LSN)
         done, _ = await asyncio.wait({pending}, timeout=CHECK_WAIT_S)
         position = pending.result() if done and not pending.cancelled() else None
         if position is None:
@@ -288,17 +280,27 @@ class Replicas:
 
     async def _ask(self, name: str, engine: AsyncEngine, query: Any) -> int | None:
         """The node's position, None if it failed or has not answered within the round's
-        time. A query that hangs (a PgBouncer waiting for its stopped server) is left to
-        finish in the background, and the node is not asked again before it has: cancelling
-        it would wait just as long, for the connection to be cleaned up."""
-        if (pending := self._pending.get(name)) is None:
-            pending = asyncio.ensure_future(_position(engine, query))
-            self._pending[name] = pending
+        time."""
+        pending = self._question(name, engine, query)
         done, _ = await asyncio.wait({pending}, timeout=max(self.poll_s * 5, 0.5))
-        if not done:
-            return None
-        del self._pending[name]
-        return pending.result()
+        return pending.result() if done and not pending.cancelled() else None
+
+    def _question(self, name: str, engine: AsyncEngine, query: Any) -> asyncio.Future[int | None]:
+        """The position question in flight to the node `name`, asked now if there is none:
+        the poll and the reads that cannot wait for it share one question per node. A query
+        that hangs (a PgBouncer waiting for its stopped server) is left to finish in the
+        background, and the node is not asked again before it has: cancelling it would wait
+        just as long, for the connection to be cleaned up."""
+        if (pending := self._questions.get(name)) is None:
+            pending = asyncio.ensure_future(_position(engine, query))
+            self._questions[name] = pending
+
+            def forget(done: asyncio.Future[int | None]) -> None:
+                if self._questions.get(name) is done:
+                    del self._questions[name]
+
+            pending.add_done_callback(forget)
+        return pending
 
 
 async def _position(engine: AsyncEngine, query: Any) -> int | None:
