@@ -60,6 +60,7 @@ from bench.lib.targets import (
     reconnect_pgbouncer,
     running,
 )
+from bench.lib.tiers import ACCESS_LINE, NO_UPSTREAM
 from bench.lib.wrk import ensure_wrk, mixed_script, run_wrk, wrk_version
 
 # "on": the stack as it is (admission by waiting time); "count": the rule before it; "off": no
@@ -75,13 +76,6 @@ LOG_FLUSH_S = 2.5  # nginx writes its access log every 2 s (deploy/stack/nginx.c
 BUDGET_S = 5.0  # REQUEST_DEADLINE_S's default: the target for p99 of served requests
 IDLE_TARGET_S = 2.0
 ERRORLESS = 2000  # issue 18: no error at all at this many connections
-# nginx `log_format conduit`: ... "$request" $status $bytes rid=... rt=$request_time ...
-ACCESS_LINE = re.compile(r'" (\d{3}) \d+ rid=\S* rt=([\d.]+)(?: urt=(\S+))?(?: cache=(\S+))?')
-# nginx's own refusal at max_conns never reaches an upstream: its $upstream_response_time is
-# the 0 ms it spent finding none ("no live upstreams" in error.log). An API answer in under a
-# millisecond of nginx's clock would read the same: fine for a 503 under overload, where
-# the API's own refusals take milliseconds (run s3-overload: none of its 3,472 under 1 ms).
-NO_UPSTREAM = ("0.000", "-")
 IN_FLIGHT = re.compile(r"^conduit_http_requests_in_flight(?:\{[^}]*\})? (\S+)$", re.MULTILINE)
 # The API's refusals by reason: "overload" (the wait it predicts does not fit the budget, or
 # the line is full), "queued" (the budget ran out before the work began: waiting in front of
