@@ -14,13 +14,11 @@ of a cached read.
 """
 
 import os
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from starlette.types import Message, Receive, Scope, Send
 
@@ -38,12 +36,10 @@ _NOT_FOUND = (404, b'{"errors":{"body":["not found"]}}')
 
 
 def _statements(viewer_id: int | None) -> dict[str, Statement]:
-    article, comments = statements.comments_of(viewer_id)
     return {
         "page": statements.page(queries.Filters(), viewer_id),
         "single": statements.single(viewer_id),
-        "article_id": article,
-        "comments": comments,
+        "comments": statements.comments_of(viewer_id),
         "profile": statements.profile(viewer_id),
     }
 
@@ -95,15 +91,17 @@ async def _respond(scope: Scope) -> tuple[int, bytes]:
         return 200, orjson.dumps({"tags": names})
     if path.startswith(_PROFILES):
         values["username"] = path.removeprefix(_PROFILES)
-        found = await _rows(ours["profile"], values, named=True)
-        return (200, orjson.dumps({"profile": _person(found[0])})) if found else _NOT_FOUND
+        return await _document(ours["profile"], values)
     if not path.startswith(_ARTICLES + "/"):
         return _NOT_FOUND
     slug, _, rest = path.removeprefix(_ARTICLES + "/").partition("/")
     values["slug"] = slug
-    if rest == "comments":
-        return await _comments(ours, values)
-    found = await _rows(ours["single"], values)
+    return await _document(ours["comments" if rest == "comments" else "single"], values)
+
+
+async def _document(statement: Statement, values: dict[str, object]) -> tuple[int, bytes]:
+    """A document PostgreSQL rendered (an article, its comments, a profile), or 404."""
+    found = await _rows(statement, values)
     return (200, found[0][0].encode()) if found else _NOT_FOUND
 
 
@@ -113,51 +111,12 @@ async def _page(statement: Statement, limit: int, query: str) -> tuple[int, byte
     return 200, body.encode()
 
 
-async def _comments(ours: dict[str, Statement], values: dict[str, object]) -> tuple[int, bytes]:
-    """Two statements on one connection, as the API runs them: the article, its comments."""
+async def _rows(statement: Statement, values: dict[str, object]) -> list[Any]:
     assert _pool is not None  # noqa: S101 - opened by the lifespan
     async with _pool.connection() as conn:
-        found = await _execute(conn, ours["article_id"], values, named=False)
-        if not found:
-            return _NOT_FOUND
-        values["article_id"] = found[0][0]
-        rows = await _execute(conn, ours["comments"], values, named=True)
-    return 200, orjson.dumps({"comments": [_comment(row) for row in rows]})
-
-
-def _comment(row: dict[str, Any]) -> dict[str, object]:
-    return {
-        "id": row["id"],
-        "createdAt": _timestamp(row["created_at"]),
-        "updatedAt": _timestamp(row["updated_at"]),
-        "body": row["body"],
-        "author": _person(row),
-    }
-
-
-def _person(row: dict[str, Any]) -> dict[str, object]:
-    return {key: row[key] for key in ("username", "bio", "image", "following")}
-
-
-def _timestamp(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"  # as app/schemas.py
-
-
-async def _rows(
-    statement: Statement, values: dict[str, object], *, named: bool = False
-) -> list[Any]:
-    assert _pool is not None  # noqa: S101 - opened by the lifespan
-    async with _pool.connection() as conn:
-        return await _execute(conn, statement, values, named=named)
-
-
-async def _execute(
-    conn: AsyncConnection[Any], statement: Statement, values: dict[str, object], *, named: bool
-) -> list[Any]:
-    """The rows, as dicts by column name when `named` (comments, profiles: rendered here)."""
-    cursor = conn.cursor(row_factory=dict_row) if named else conn.cursor()
-    await cursor.execute(statement.sql, statement.bind(**values), prepare=True)
-    return await cursor.fetchall()
+        cursor = conn.cursor()
+        await cursor.execute(statement.sql, statement.bind(**values), prepare=True)
+        return await cursor.fetchall()
 
 
 def _limit(scope: Scope) -> int:

@@ -2,12 +2,12 @@
 
 Every read is ONE statement that returns the finished JSON document: PostgreSQL joins the
 author, evaluates the viewer's `favorited`/`following` as indexed EXISTS, reads the count
-from the counters (app/counts) and renders the RealWorld shape with `json_build_object`. Python passes the text through:
-no per-row objects, no re-serialisation, one round trip (docs/ARCHITECTURE.md, "Read path").
+from the counters (app/counts) and renders the RealWorld shape (app/json_sql.py). Python passes
+the text through: no per-row objects, no re-serialisation, one round trip (docs/ARCHITECTURE.md,
+"Read path").
 """
 
 from dataclasses import dataclass
-from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -32,25 +32,12 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
-from sqlalchemy.orm import InstrumentedAttribute
 
+from app import json_sql
 from app.articles import search as search_sql
 from app.articles.cursors import Position
 from app.counts import queries as counts
 from app.models import Article, Favorite, FavoriteCountShard, Follow, User
-
-# The RealWorld suite wants milliseconds and a zone: 2026-01-02T03:04:05.678Z
-_ISO_UTC: ColumnElement[str] = literal_column("""'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'""")
-
-
-def _key(name: str) -> ColumnElement[str]:
-    # Keys inlined as SQL literals: json_build_object cannot type untyped bind parameters.
-    return literal_column(f"'{name}'")
-
-
-def _timestamp(column: InstrumentedAttribute[datetime]) -> ColumnElement[str]:
-    return func.to_char(func.timezone(literal_column("'UTC'"), column), _ISO_UTC)
-
 
 # Statements are built once per shape (which filters, anonymous or not) and cached, with
 # bound parameters for the values: building a SQLAlchemy expression of this size costs more
@@ -123,7 +110,9 @@ def single(slug: str, viewer_id: int | None) -> tuple[Select[str], dict[str, obj
 
 @cache
 def _single(*, viewer: bool) -> Select[str]:
-    document = func.json_build_object(_key("article"), _article_json(viewer=viewer, with_body=True))
+    document = func.json_build_object(
+        json_sql.key("article"), _article_json(viewer=viewer, with_body=True)
+    )
     return (
         select(cast(document, Text))
         .join_from(Article, User, User.id == Article.author_id)
@@ -154,16 +143,16 @@ def _page(
         .join(User, User.id == Article.author_id)
         .scalar_subquery()
     )
-    document: list[ColumnElement[Any]] = [_key("articles"), articles]
+    document: list[ColumnElement[Any]] = [json_sql.key("articles"), articles]
     found = search_sql.counted(*clauses) if search else None
     if found is not None:
         document += [
-            _key("articlesCount"), func.least(found.c.n, search_sql.COUNT_LIMIT),
-            _key("articlesCountExact"), found.c.n <= search_sql.COUNT_LIMIT,
+            json_sql.key("articlesCount"), func.least(found.c.n, search_sql.COUNT_LIMIT),
+            json_sql.key("articlesCountExact"), found.c.n <= search_sql.COUNT_LIMIT,
         ]  # fmt: skip
     else:
         count = _count(tag=tag, author=author, favorited_by=favorited_by, followed_by=followed_by)
-        document += [_key("articlesCount"), count]
+        document += [json_sql.key("articlesCount"), count]
     on_page = select(func.count()).select_from(rows).scalar_subquery()
     last = (
         select(func.json_build_array(rows.c.created_at, rows.c.id, rows.c.tier))
@@ -289,23 +278,17 @@ def _article_json(*, viewer: bool, with_body: bool) -> ColumnElement[object]:
         following = exists().where(
             Follow.follower_id == _VIEWER, Follow.followee_id == Article.author_id
         )
-    author = func.json_build_object(
-        _key("username"), User.username,
-        _key("bio"), User.bio,
-        _key("image"), User.image,
-        _key("following"), following,
-    )  # fmt: skip
     fields = [
-        _key("slug"), Article.slug,
-        _key("title"), Article.title,
-        _key("description"), Article.description,
-        _key("tagList"), Article.tag_list,
-        _key("createdAt"), _timestamp(Article.created_at),
-        _key("updatedAt"), _timestamp(Article.updated_at),
-        _key("favorited"), favorited,
-        _key("favoritesCount"), favorites_count(),
-        _key("author"), author,
+        json_sql.key("slug"), Article.slug,
+        json_sql.key("title"), Article.title,
+        json_sql.key("description"), Article.description,
+        json_sql.key("tagList"), Article.tag_list,
+        json_sql.key("createdAt"), json_sql.timestamp(Article.created_at),
+        json_sql.key("updatedAt"), json_sql.timestamp(Article.updated_at),
+        json_sql.key("favorited"), favorited,
+        json_sql.key("favoritesCount"), favorites_count(),
+        json_sql.key("author"), json_sql.profile(following),
     ]  # fmt: skip
     if with_body:
-        fields += [_key("body"), Article.body]
+        fields += [json_sql.key("body"), Article.body]
     return func.json_build_object(*fields)

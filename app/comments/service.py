@@ -1,14 +1,28 @@
 from functools import cache
-from typing import Any
 
-from sqlalchemy import BigInteger, Select, Text, bindparam, delete, exists, false, insert, select
+from sqlalchemy import (
+    BigInteger,
+    Select,
+    Text,
+    bindparam,
+    cast,
+    delete,
+    exists,
+    false,
+    func,
+    insert,
+    literal_column,
+    select,
+)
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import json_sql
 from app.articles import service as articles
 from app.cache import versions
 from app.cache.store import Cache, changed
 from app.cache.viewer import read_through
-from app.comments.schemas import Comment, MultipleCommentsResponse
+from app.comments.schemas import Comment
 from app.db import Connect
 from app.db_reads import ReadConnection
 from app.errors import Forbidden, NotFound
@@ -43,33 +57,16 @@ async def list_comments(
 
 
 async def _comments_json(db: ReadConnection, *, slug: str, viewer_id: int | None) -> str | None:
-    article_id = await db.scalar(_ARTICLE_ID, {"slug": slug})
-    if article_id is None:
-        return None
-    rows = await db.all(
-        _comments_query(viewer=viewer_id is not None),
-        {"article_id": article_id, "viewer_id": viewer_id},
-    )
-    comments = [
-        Comment(
-            id=id_,
-            created_at=created_at,
-            updated_at=updated_at,
-            body=body,
-            author=Profile(username=username, bio=bio, image=image, following=following),
-        )
-        for id_, created_at, updated_at, body, username, bio, image, following in rows
-    ]
-    return MultipleCommentsResponse(comments=comments).model_dump_json()
-
-
-# Statements built once per shape: reads run on the driver, which compiles each once.
-_ARTICLE_ID: Select[int] = select(Article.id).where(Article.slug == bindparam("slug", type_=Text))
+    # One statement: no row when the slug is unknown, else the finished document.
+    statement = _comments_query(viewer=viewer_id is not None)
+    document: str | None = await db.scalar(statement, {"slug": slug, "viewer_id": viewer_id})
+    return document
 
 
 @cache
-def _comments_query(*, viewer: bool) -> Select[*tuple[Any, ...]]:
-    """An article's comments with their authors, oldest first."""
+def _comments_query(*, viewer: bool) -> Select[str]:
+    """`{"comments": [...]}` of the article with the slug, oldest first, rendered by
+    PostgreSQL (app/json_sql.py); built once per shape."""
     following = (
         exists().where(
             Follow.follower_id == bindparam("viewer_id", type_=BigInteger),
@@ -78,21 +75,22 @@ def _comments_query(*, viewer: bool) -> Select[*tuple[Any, ...]]:
         if viewer
         else false()
     )
-    return (
-        select(
-            CommentRow.id,
-            CommentRow.created_at,
-            CommentRow.updated_at,
-            CommentRow.body,
-            User.username,
-            User.bio,
-            User.image,
-            following.label("following"),
-        )
-        .join(User, User.id == CommentRow.author_id)
-        .where(CommentRow.article_id == bindparam("article_id", type_=BigInteger))
-        .order_by(CommentRow.created_at, CommentRow.id)
+    comment = func.json_build_object(
+        json_sql.key("id"), CommentRow.id,
+        json_sql.key("createdAt"), json_sql.timestamp(CommentRow.created_at),
+        json_sql.key("updatedAt"), json_sql.timestamp(CommentRow.updated_at),
+        json_sql.key("body"), CommentRow.body,
+        json_sql.key("author"), json_sql.profile(following),
+    )  # fmt: skip
+    in_order = aggregate_order_by(comment, CommentRow.created_at, CommentRow.id)
+    comments = func.coalesce(func.json_agg(in_order), literal_column("'[]'::json"))
+    document = (
+        select(cast(func.json_build_object(json_sql.key("comments"), comments), Text))
+        .join_from(CommentRow, User, User.id == CommentRow.author_id)
+        .where(CommentRow.article_id == Article.id)
+        .scalar_subquery()
     )
+    return select(document).where(Article.slug == bindparam("slug", type_=Text))
 
 
 async def add(session: AsyncSession, *, slug: str, author: User, body: str) -> Comment:

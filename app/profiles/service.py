@@ -1,10 +1,21 @@
 from functools import cache
-from typing import Any
 
-from sqlalchemy import BigInteger, Select, Text, bindparam, delete, exists, false, select
+from sqlalchemy import (
+    BigInteger,
+    Select,
+    Text,
+    bindparam,
+    cast,
+    delete,
+    exists,
+    false,
+    func,
+    select,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import json_sql
 from app.cache import versions
 from app.cache.store import Cache
 from app.cache.viewer import read_through, viewer_changed
@@ -12,7 +23,6 @@ from app.db import Connect
 from app.db_reads import ReadConnection
 from app.errors import Forbidden, NotFound
 from app.models import Follow, User
-from app.profiles.schemas import ProfileResponse
 from app.retry import in_savepoint
 from app.schemas import Profile
 from app.users import service as users
@@ -42,17 +52,13 @@ async def get(connect: Connect, cache: Cache, *, username: str, viewer_id: int |
 
 async def _profile_json(db: ReadConnection, *, username: str, viewer_id: int | None) -> str | None:
     params = {"username": username, "viewer_id": viewer_id}
-    row = await db.first(_profile_query(viewer=viewer_id is not None), params)
-    if row is None:
-        return None
-    name, bio, image, following = row
-    profile = Profile(username=name, bio=bio, image=image, following=following)
-    return ProfileResponse(profile=profile).model_dump_json()
+    document: str | None = await db.scalar(_profile_query(viewer=viewer_id is not None), params)
+    return document
 
 
 @cache
-def _profile_query(*, viewer: bool) -> Select[*tuple[Any, ...]]:
-    """Built once per shape: reads run on the driver, which compiles each statement once."""
+def _profile_query(*, viewer: bool) -> Select[str]:
+    """`{"profile": ...}`, rendered by PostgreSQL (app/json_sql.py); built once per shape."""
     following = (
         exists().where(
             Follow.follower_id == bindparam("viewer_id", type_=BigInteger),
@@ -61,9 +67,8 @@ def _profile_query(*, viewer: bool) -> Select[*tuple[Any, ...]]:
         if viewer
         else false()
     )
-    return select(User.username, User.bio, User.image, following.label("following")).where(
-        User.username == bindparam("username", type_=Text)
-    )
+    document = func.json_build_object(json_sql.key("profile"), json_sql.profile(following))
+    return select(cast(document, Text)).where(User.username == bindparam("username", type_=Text))
 
 
 async def follow(session: AsyncSession, *, follower: User, username: str) -> Profile:

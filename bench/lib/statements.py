@@ -2,11 +2,11 @@
 (bench/bare_app.py) runs instead of the API.
 
 Each statement is built by the API's code with marker values in place of what a request
-supplies (slug, username, viewer, page size, the article id a first statement found); the
-markers then name the parameters to fill in per request. The article list and the single
-article come from app/articles/queries.py's builders. Comments, profiles and tags build
-their statements inside their services, so those services are called once on a stand-in
-connection that keeps each statement it is handed and answers at once with no rows.
+supplies (slug, username, viewer, page size); the markers then name the parameters to fill in
+per request. The article list and the single article come from app/articles/queries.py's
+builders. Comments, profiles and tags build their statements inside their services, so those
+services are called once on a stand-in connection that keeps each statement it is handed and
+answers at once (no rows, or the `scalar` it was given).
 """
 
 from collections.abc import Coroutine, Mapping
@@ -30,12 +30,11 @@ T = TypeVar("T")
 Params = Mapping[str, object] | None
 
 SLUG, USERNAME = "\x00slug", "\x00username"  # no real slug or username holds a NUL
-VIEWER, ARTICLE_ID, LIMIT = -1, -2, -3  # ids and sizes are positive
+VIEWER, LIMIT = -1, -2  # ids and sizes are positive
 _FILLS: dict[object, str] = {
     SLUG: "slug",
     USERNAME: "username",
     VIEWER: "viewer_id",
-    ARTICLE_ID: "article_id",
     LIMIT: "limit",
 }
 
@@ -72,12 +71,11 @@ def single(viewer_id: int | None) -> Statement:
     return compiled(*queries.single(SLUG, viewer_id))
 
 
-def comments_of(viewer_id: int | None) -> tuple[Statement, Statement]:
-    """The article's id by slug, then its comments (rows, rendered by the caller)."""
-    recorder = _Recorder(scalar=ARTICLE_ID)
+def comments_of(viewer_id: int | None) -> Statement:
+    recorder = _Recorder(scalar="{}")  # a document: found, so no lookup of a moved slug
     _run(comments.list_comments(recorder.connect, Cache(None), slug=SLUG, viewer_id=viewer_id))
-    article, rows = recorder.statements
-    return article, rows
+    (statement,) = recorder.statements
+    return statement
 
 
 def profile(viewer_id: int | None) -> Statement:

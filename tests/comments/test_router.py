@@ -1,5 +1,6 @@
+from app.comments.schemas import MultipleCommentsResponse
 from tests.conftest import auth, token_for
-from tests.factories import make_article, make_comment, make_user
+from tests.factories import follow, make_article, make_comment, make_user
 
 
 async def test_add_list_and_delete_comment(client, session, settings):
@@ -25,6 +26,25 @@ async def test_add_list_and_delete_comment(client, session, settings):
     )
     assert deleted.status_code == 204
     assert (await client.get(f"/articles/{article.slug}/comments")).json() == {"comments": []}
+
+
+async def test_comments_oldest_first_with_the_viewers_following(client, session, settings):
+    """Rendered by PostgreSQL: the shape the OpenAPI document shows, in order, with the
+    viewer's own flags."""
+    author, fan = await make_user(session), await make_user(session)
+    article = await make_article(session, author)
+    first = await make_comment(session, article, author, body="first")
+    second = await make_comment(session, article, fan, body="second\n\"quoted\"")
+    await follow(session, fan, author)
+    url = f"/articles/{article.slug}/comments"
+
+    anonymous = (await client.get(url)).json()
+    assert MultipleCommentsResponse.model_validate(anonymous)
+    assert [c["id"] for c in anonymous["comments"]] == [first.id, second.id]
+    assert anonymous["comments"][1]["body"] == 'second\n"quoted"'
+    assert [c["author"]["following"] for c in anonymous["comments"]] == [False, False]
+    as_fan = (await client.get(url, headers=auth(token_for(fan.id, settings)))).json()
+    assert [c["author"]["following"] for c in as_fan["comments"]] == [True, False]
 
 
 async def test_delete_comment_of_someone_else_is_403(client, session, settings):
