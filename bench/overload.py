@@ -3,7 +3,7 @@
 the same stack with the count rule it replaced (bench/lib/targets.py COUNT) started beside it,
 in one run (`--targets on,count,off`: "off" is no admission at all; `queued<N>`, e.g.
 `queued1024`, is the stack with a waiting line of N per worker and nginx's max_conns by the
-stack's rule).
+stack's rule; "haproxy" is the line held by HAProxy in front of the API, STACK_ADMISSION=haproxy).
 
     make stack && make bench-overload              # 500 / 2,000 / 5,000 / 10,000, 20 s each
     make bench-overload BENCH_ARGS=--quick         # 200 / 1,000 connections, 5 s each
@@ -19,8 +19,10 @@ app queries in pg_stat_activity, and the API workers' CPU, until all three stay 
 """
 
 import argparse
+import csv
 import json
 import re
+import socket
 import threading
 import time
 import urllib.request
@@ -49,6 +51,7 @@ from bench.lib.paths import folder
 from bench.lib.samplers import BACKENDS, INTERVAL_S, measured
 from bench.lib.targets import (
     COUNT,
+    HAPROXY,
     NOSHED,
     STACK,
     Architecture,
@@ -65,7 +68,7 @@ from bench.lib.wrk import ensure_wrk, mixed_script, run_wrk, wrk_version
 
 # "on": the stack as it is (admission by waiting time); "count": the rule before it; "off": no
 # admission at all; "queued<N>" (architecture()): the waiting line N deep per worker.
-TARGETS: dict[str, Architecture] = {"on": STACK, "count": COUNT, "off": NOSHED}
+TARGETS: dict[str, Architecture] = {"on": STACK, "count": COUNT, "off": NOSHED, "haproxy": HAPROXY}
 DEEPER = re.compile(r"queued([1-9]\d{0,5})")
 # Judged against issue 18's targets: the rules that admit by waiting time.
 NOT_JUDGED = ("count", "off")
@@ -102,7 +105,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--targets",
         default="on,count",
-        help="comma-separated: on (waiting line), count, off, queued<N> (a line of N per worker)",
+        help="comma-separated: on (waiting line), count, off, queued<N> (a line of N per worker), "
+        "haproxy (HAProxy's line)",
     )
     parser.add_argument(
         "--retry-after",
@@ -225,6 +229,48 @@ def sampled(read: Callable[[], int | None]) -> Iterator[list[int]]:
     finally:
         stop.set()
         thread.join(timeout=5)
+
+
+def haproxy_counts(stat_csv: str) -> dict[str, int]:
+    """From HAProxy's `show stat`: what its frontend refused at once (`dreq`: the line longer
+    than the budget), what its backend could not hand on (`econ`: the queue's timeout, or no
+    API), what the API answered, and the longest line since the counters were cleared."""
+    rows = list(csv.DictReader(stat_csv.removeprefix("# ").splitlines()))
+
+    def field(proxy: str, name: str, key: str) -> int:
+        row = next((r for r in rows if r["pxname"] == proxy and r["svname"] == name), None)
+        return int(row[key] or 0) if row is not None else 0
+
+    return {
+        "refused_at_once": field("api", "FRONTEND", "dreq"),
+        "queue_timeouts": field("api", "BACKEND", "econ"),
+        "to_api": field("api", "api", "stot"),
+        "api_5xx": field("api", "api", "hrsp_5xx"),
+        "queue_max": field("api", "BACKEND", "qmax"),
+    }
+
+
+def haproxy_socket(target: Target) -> Path | None:
+    """The admin socket beside the running HAProxy's config (deploy/stack/haproxy.cfg)."""
+    root = target.roots.get("HAProxy")
+    args = cmdline(root() if root else None)
+    return Path(args[args.index("-f") + 1]).with_name("haproxy.sock") if "-f" in args else None
+
+
+def haproxy_command(path: Path | None, command: str) -> str | None:
+    if path is None:
+        return None
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(2)
+            sock.connect(str(path))
+            sock.sendall(command.encode() + b"\n")
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+    except OSError:
+        return None
+    return b"".join(chunks).decode(errors="replace")
 
 
 def nginx_errors(lines: Iterable[str]) -> dict[str, int]:
@@ -402,6 +448,8 @@ class Overload:
         stopped, port = 0.0, api_port(target)
         idle = IdleWatch(target, self.stack.env["DIRECT_DATABASE_URL"])
         shed_before = idle.shed()
+        haproxy = haproxy_socket(target)
+        haproxy_command(haproxy, "clear counters all")
 
         def measure() -> dict[str, Any]:
             nonlocal stopped
@@ -435,6 +483,8 @@ class Overload:
         step |= served(read_from(access, offsets[0]))
         step["nginx_errors"] = nginx_errors(read_from(errors, offsets[1]))
         step["api_shed"] = shed_between(shed_before, idle.shed())
+        if (stat := haproxy_command(haproxy, "show stat")) is not None:
+            step["haproxy"] = haproxy_counts(stat)
         step["idle_samples"] = [asdict(s) for s in samples]
         self.steps.append(step)
         print("  " + one_line(step), flush=True)
@@ -581,7 +631,12 @@ def render(meta: Mapping[str, Any], steps: Sequence[Mapping[str, Any]]) -> str:
         "(overload: the predicted wait did not fit; queued: the budget ran out before the work "
         "began; deadline: 504); stale copies: answers nginx served from its expired micro-cache "
         "copy because no upstream could refresh it (`no live upstreams` in error.log counts "
-        "these and nginx's own 503s); "
+        "these and nginx's own 503s); under `haproxy` nginx's max_conns is only what HAProxy "
+        "can hold open, and a 503 it logs with no upstream time is mostly HAProxy's, answered "
+        "within nginx's millisecond; "
+        "HAProxy's counts from its stats socket (refused_at_once: the line longer than half "
+        "the budget at the measured rate; queue_timeouts: waited out `timeout queue`; "
+        "queue_max: the longest line); "
         "errors by kind from wrk's Lua "
         '(`HTTP 503 shed` is "server busy" from nginx at max_conns or from the API; '
         "`HTTP 503` without a kind is nginx's own: upstream refused or timed out).",
@@ -606,7 +661,10 @@ def _by_whom(step: Mapping[str, Any]) -> str:
         return "n/a"
     reasons = markdown.tally((step.get("api_shed") or {}).items())
     api = f"{step['log_503_api']:,}" + (f" ({reasons})" if reasons else "")
-    return f"{step['log_503_nginx']:,} / {api}, {step['log_stale']:,} stale"
+    whom = f"{step['log_503_nginx']:,} / {api}, {step['log_stale']:,} stale"
+    if haproxy := step.get("haproxy"):
+        whom += "; HAProxy: " + markdown.tally(haproxy.items())
+    return whom
 
 
 def _described(steps: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -85,7 +85,18 @@ BEFORE = Architecture(
         "STACK_UPSTREAM_MAX_CONNS": "128",
     },
 )
-ARCHITECTURES = {a.key: a for a in (STACK, NOCACHE, DIRECT, SINGLE, COUNT, BEFORE)}
+# "haproxy" (bench.overload; bench.loadtest's storm): the line in front of the API held by
+# HAProxy (C) instead of the API's event loops, bounded by what the API serves within half
+# the budget at its measured rate (scripts/stack/haproxy.py); nginx passes every miss on.
+HAPROXY = Architecture(
+    "haproxy",
+    "stack, HAProxy's line",
+    "the stack with STACK_ADMISSION=haproxy: nginx → HAProxy (K x MAX_IN_FLIGHT "
+    "at the API at once, the rest queued; refused at once when the line exceeds what the API "
+    "serves in half the budget at its measured throughput; timeout queue 0.8 x budget) → API",
+    {"STACK_ADMISSION": "haproxy"},
+)
+ARCHITECTURES = {a.key: a for a in (STACK, NOCACHE, DIRECT, SINGLE, COUNT, BEFORE, HAPROXY)}
 # bench.overload's "shedding off" (not one of make bench's baselines): no admission control,
 # the request deadline and the rest of the stack as they are.
 NOSHED = Architecture(
@@ -259,23 +270,32 @@ def running(stack: Stack, architecture: Architecture) -> Iterator[Target]:
         roots = {
             "nginx": lambda: stack.pid("nginx/nginx.pid"),
             "API": lambda: stack.pid("api/api.pid"),
+            "HAProxy": lambda: stack.pid("haproxy/haproxy.pid"),  # STACK_ADMISSION=haproxy
         }
         yield Target(architecture, base, roots | data, stack.dir / "nginx" / "access.log")
         return
-    http, https, api = free_ports(3)
+    http, https, api, haproxy = free_ports(4)
     env = stack.scripts_env() | dict(architecture.variant_env)
     env |= {
         "STACK_VARIANT": architecture.key,
         "STACK_HTTP_PORT": str(http),
         "STACK_HTTPS_PORT": str(https),
         "STACK_API_PORT": str(api),
+        "STACK_HAPROXY_PORT": str(haproxy),
     }
-    components = ["api", "nginx"] if architecture.nginx else ["api"]
+    queue = env.get("STACK_ADMISSION") == "haproxy"
+    components = [
+        "api",
+        *(["haproxy"] if queue else []),
+        *(["nginx"] if architecture.nginx else []),
+    ]
     variant = f"variants/{architecture.key}"
     _scripts_stack(env, "down")  # left over from an interrupted run
     try:
         _scripts_stack(env, "up", *components)
         roots = {"API": lambda: stack.pid(f"{variant}/api/api.pid")}
+        if queue:
+            roots |= {"HAProxy": lambda: stack.pid(f"{variant}/haproxy/haproxy.pid")}
         if architecture.nginx:
             roots = {"nginx": lambda: stack.pid(f"{variant}/nginx/nginx.pid")} | roots
         base = f"http://127.0.0.1:{http if architecture.nginx else api}"

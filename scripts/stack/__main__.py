@@ -14,18 +14,23 @@ from scripts.stack import system
 from scripts.stack.base import Component
 from scripts.stack.config import StackConfig, StackError
 from scripts.stack.data import PgBouncer, Postgres, Redis, RedisCache
+from scripts.stack.haproxy import HAProxy
 from scripts.stack.monitoring import Exporter, Prometheus
 from scripts.stack.web import Api, Nginx
 from scripts.stack.worker import JobWorker
 
 
 def components(config: StackConfig) -> list[Component]:
-    """In start order: each one needs the ones before it. A variant has only its web tier."""
+    """In start order: each one needs the ones before it. A variant has only its web tier.
+    HAProxy is there when STACK_ADMISSION=haproxy, or while one is left running (so that
+    `down` stops it and `up` without it retires it)."""
+    haproxy = HAProxy(config)
+    web = [Api(config), *([haproxy] if haproxy.enabled or haproxy.pid() else []), Nginx(config)]
     if config.variant:
-        return [Api(config), Nginx(config)]
+        return web
     return [
         *(Postgres(config), PgBouncer(config), Redis(config), RedisCache(config)),
-        *(Api(config), Nginx(config)),
+        *web,
         JobWorker(config),
         *(Exporter(config), Prometheus(config)),
     ]
@@ -33,7 +38,7 @@ def components(config: StackConfig) -> list[Component]:
 
 def up(config: StackConfig, chosen: list[Component], everything: bool) -> None:
     config.sizing.check()
-    system.ensure_packages()
+    system.ensure_packages({"haproxy": "haproxy"} if config.admission == "haproxy" else None)
     system.raise_nofile_limit()
     config.state.mkdir(parents=True, exist_ok=True)
     config.state.chmod(0o755)  # the service user and nginx's workers traverse it

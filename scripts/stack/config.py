@@ -21,8 +21,12 @@ POSTGRES_HEADROOM = 30
 # PgBouncer client slots kept free of the API's pools: admin console, bench, operators.
 PGBOUNCER_CLIENT_RESERVE = 100
 # What a variant (STACK_VARIANT) runs of its own, beside the stack's data tier.
-VARIANT_COMPONENTS = ("api", "nginx")
+VARIANT_COMPONENTS = ("api", "haproxy", "nginx")
 API_DATABASES = ("pgbouncer", "direct")
+# STACK_ADMISSION: where the line in front of the API lives. "nginx": nginx passes at most
+# max_conns and refuses the rest at once, the API keeps its own line; "haproxy": HAProxy
+# between nginx and the API holds the line (scripts/stack/haproxy.py).
+ADMISSIONS = ("nginx", "haproxy")
 
 
 class StackError(Exception):
@@ -40,6 +44,7 @@ class Ports:
     prometheus: int = 9090
     exporter: int = 9127
     redis_cache: int = 6381
+    haproxy: int = 8002
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,9 @@ class Sizing:
     upstream_max_conns: int = 0
     # uvicorn --backlog: connections nginx opened that no worker has accepted yet.
     api_backlog: int = 4096
+    # STACK_ADMISSION=haproxy: requests HAProxy lets work at the API at once; the rest wait
+    # in HAProxy's queue.
+    haproxy_maxconn: int = 0
 
     @property
     def api_client_connections(self) -> int:
@@ -88,13 +96,26 @@ def default_db_pool_size(server_pool: int, workers: int) -> int:
     return max(2, math.ceil(2 * server_pool / workers))
 
 
-def admission(workers: int, number: Callable[[str, int], int]) -> dict[str, int]:
-    """The API decides who waits and who is refused (app/middleware/admission.py): it sees
-    the real line and each request's budget. nginx passes on what K workers can hold (each
-    MAX_IN_FLIGHT at work + MAX_QUEUED waiting, app/config.py's defaults) and answers 503 at
-    once beyond. A request that waited in the API's listen backlog has spent that time of its
-    budget: nginx stamps X-Request-Start when it hands it on (app/middleware/request_edge.py)."""
-    per_worker = number("MAX_IN_FLIGHT", 32) + number("MAX_QUEUED", 256)
+def admission(workers: int, number: Callable[[str, int], int], where: str) -> dict[str, int]:
+    """`where` is "nginx": the API decides who waits and who is refused
+    (app/middleware/admission.py): it sees the real line and each request's budget. nginx
+    passes on what K workers can hold (each MAX_IN_FLIGHT at work + MAX_QUEUED waiting,
+    app/config.py's defaults) and answers 503 at once beyond. A request that waited in the
+    API's listen backlog has spent that time of its budget: nginx stamps X-Request-Start when
+    it hands it on (app/middleware/request_edge.py).
+
+    "haproxy": nginx passes everything on; HAProxy lets K x MAX_IN_FLIGHT work at the API at
+    once and keeps the rest in its own queue (scripts/stack/haproxy.py), so the API's line
+    only evens out the kernel's share of connections between its workers, and its listen
+    backlog holds no more than HAProxy's few connections."""
+    in_flight = number("MAX_IN_FLIGHT", 32)
+    if where == "haproxy":
+        return {
+            "upstream_max_conns": number("STACK_UPSTREAM_MAX_CONNS", 0),
+            "api_backlog": number("STACK_API_BACKLOG", 256),
+            "haproxy_maxconn": number("STACK_HAPROXY_MAXCONN", workers * in_flight),
+        }
+    per_worker = in_flight + number("MAX_QUEUED", 256)
     max_conns = number("STACK_UPSTREAM_MAX_CONNS", workers * per_worker)
     backlog = min(max(max_conns, 256), 4096) if max_conns else 4096
     return {"upstream_max_conns": max_conns, "api_backlog": number("STACK_API_BACKLOG", backlog)}
@@ -116,6 +137,9 @@ class StackConfig:
     # STACK_API_DATABASE: "pgbouncer" (the design) or "direct" (the API connects straight
     # to PostgreSQL, the naive baseline the bench compares against).
     api_database: str = "pgbouncer"
+    admission: str = "nginx"  # STACK_ADMISSION, one of ADMISSIONS
+    # REQUEST_DEADLINE_S (app/config.py): HAProxy's queue is bounded by it.
+    request_deadline_s: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "StackConfig":
@@ -129,6 +153,9 @@ class StackConfig:
                 raise StackError(f"{name}={raw!r} is not an integer") from exc
 
         workers = number("STACK_WORKERS", os.cpu_count() or 1)
+        where = env.get("STACK_ADMISSION") or "nginx"
+        if where not in ADMISSIONS:
+            raise StackError(f"STACK_ADMISSION={where!r}: choose from {ADMISSIONS}")
         server_pool = number("STACK_PGBOUNCER_POOL_SIZE", 20)
         sizing = Sizing(
             workers=workers,
@@ -137,7 +164,7 @@ class StackConfig:
             db_pool_size=number("DB_POOL_SIZE", default_db_pool_size(server_pool, workers)),
             db_max_overflow=number("DB_MAX_OVERFLOW", 0),
             db_pool_timeout=float(env.get("DB_POOL_TIMEOUT") or 10),
-            **admission(workers, number),
+            **admission(workers, number, where),
         )
         state = Path(env.get("STACK_DIR") or ROOT / ".stack")
         variant = env.get("STACK_VARIANT", "")
@@ -163,6 +190,7 @@ class StackConfig:
                 prometheus=number("STACK_PROMETHEUS_PORT", 9090),
                 exporter=number("STACK_EXPORTER_PORT", 9127),
                 redis_cache=number("STACK_REDIS_CACHE_PORT", 6381),
+                haproxy=number("STACK_HAPROXY_PORT", 8002),
             ),
             sizing=sizing,
             max_body_bytes=number("MAX_BODY_BYTES", 1_048_576),
@@ -171,6 +199,8 @@ class StackConfig:
             jwt_secret=given_secret,
             variant=variant,
             api_database=api_database,
+            admission=where,
+            request_deadline_s=float(env.get("REQUEST_DEADLINE_S") or 5.0),
         )
 
     def dir(self, component: str) -> Path:

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from scripts.stack.config import StackError
@@ -39,8 +39,11 @@ def is_root() -> bool:
     return os.geteuid() == 0
 
 
-def ensure_packages() -> None:
-    missing = sorted({pkg for binary, pkg in PACKAGES.items() if not shutil.which(binary)})
+def ensure_packages(also: Mapping[str, str] | None = None) -> None:
+    """Every binary of PACKAGES, and of `also` (binary -> package: an option's own), or
+    apt-get them when root."""
+    wanted = PACKAGES | dict(also or {})
+    missing = sorted({pkg for binary, pkg in wanted.items() if not shutil.which(binary)})
     if not missing:
         return
     command = ["apt-get", "install", "-y", "--no-install-recommends", *missing]

@@ -14,6 +14,7 @@ from pathlib import Path
 from scripts.stack import system
 from scripts.stack.base import Component, http_ok
 from scripts.stack.config import ROOT, render
+from scripts.stack.haproxy import frontend_maxconn
 from scripts.stack.system import log
 from scripts.stack.worker import import_chunk_idle_s, import_max_bytes
 
@@ -169,9 +170,15 @@ class Nginx(Component):
         (self.dir / "nginx.conf").write_text(conf)
 
     def api_servers(self) -> list[str]:
-        """The `server` lines of the API's upstream group."""
-        max_conns = self.config.sizing.upstream_max_conns
-        return [f"server 127.0.0.1:{self.config.ports.api} max_conns={max_conns};"]
+        """The `server` lines of the API's upstream group: the API, or HAProxy's line in front
+        of it (STACK_ADMISSION=haproxy, scripts/stack/haproxy.py)."""
+        max_conns, port = self.config.sizing.upstream_max_conns, self.config.ports.api
+        if self.config.admission == "haproxy":
+            # Only what HAProxy could not hold open is refused here, at once: no connection
+            # waits unseen in its listen backlog.
+            max_conns = max_conns or frontend_maxconn()
+            port = self.config.ports.haproxy
+        return [f"server 127.0.0.1:{port} max_conns={max_conns};"]
 
     def probe_servers(self) -> list[str]:
         return [f"server 127.0.0.1:{self.config.ports.api};"]

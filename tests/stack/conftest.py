@@ -24,6 +24,7 @@ PORT_VARIABLES = (
     "STACK_REDIS_CACHE_PORT",
     "STACK_PROMETHEUS_PORT",
     "STACK_EXPORTER_PORT",
+    "STACK_HAPROXY_PORT",  # STACK_ADMISSION=haproxy only: a stack without HAProxy ignores it
 )
 WORKERS = 2  # at least two, whatever the CPU count: one is killed while the other serves
 
