@@ -375,7 +375,9 @@ def _replica_failure(exc: BaseException) -> bool:
 
 class RoutedCache(Cache):
     """The shared cache, whose loads go to a replica only if it has replayed the mark: an
-    entry stored under versions bumped after a write must never be built from before it."""
+    entry stored under versions bumped after a write must never be built from before it.
+    A viewer's sets too (app/cache/viewer.py): they are theirs alone, but they name slugs
+    and usernames that anyone's deletion or rename changes."""
 
     async def get_or_load(
         self,
@@ -387,9 +389,6 @@ class RoutedCache(Cache):
         *,
         local: bool = True,
     ) -> str | None:
-        if family == "viewer":  # one viewer's flags: built from their own writes only
-            return await super().get_or_load(family, key, versions, load, items, local=local)
-
         async def shared_load() -> str | None:
             token = _SHARED.set(True)
             try:

@@ -2,7 +2,7 @@
 the article as its author sees it right after the change, read in the same transaction."""
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -70,23 +70,38 @@ async def list_articles(
     # at any depth.
     if window.after is not None or not cached_page(limit=limit, offset=offset):
         return _shaped(await load(viewer_id), selection)
-    # A page depends on which articles it lists ("articles": publish, delete; a favoriter's
-    # page: their favorites) and on what each of them shows (`article:<slug>`, as an item).
-    stamp = [versions.ARTICLES, versions.AUTHORS]
-    if favorited_by is not None:
-        stamp.append(versions.favorites(favorited_by))
     document = await read_through(
         cache,
         connect,
         family="articles",
         key=f"articles:{dumps([tag, author, favorited_by, q, limit, offset])}",
-        versions=stamp,
+        versions=_listing(filters),
         viewer_id=viewer_id,
         load=load,
         items=_listed,
     )
     assert document is not None  # noqa: S101 - a page always exists
     return _shaped(document, selection)
+
+
+def _listing(filters: queries.Filters) -> list[str]:
+    """The versions of which articles a page lists; what each of them shows is an item
+    (`article:<slug>`, `_listed`). A page narrowed to a tag or an author changes only with
+    that tag's or author's articles: a publish elsewhere leaves it cached, where one
+    version of every list ("articles") made every page live less than a second under a
+    publish a second. Searches and favorites pages stay on "articles": a new article may
+    match a search, and a deletion changes its favoriters' pages."""
+    stamp = [versions.LISTS, versions.AUTHORS]
+    if filters.favorited_by is not None:
+        stamp.append(versions.favorites(filters.favorited_by))
+    narrowed = filters.tag is not None or filters.author is not None
+    if not narrowed or filters.q is not None or filters.favorited_by is not None:
+        stamp.append(versions.ARTICLES)
+    if filters.tag is not None:
+        stamp.append(versions.tagged(filters.tag))
+    if filters.author is not None:
+        stamp.append(versions.authored(filters.author))
+    return stamp
 
 
 def _shaped(document: str, selection: fields.Selection | None) -> str:
@@ -215,7 +230,7 @@ async def create(session: AsyncSession, *, author: User, data: NewArticle) -> st
         # The counters' triggers lock a few shared rows: a deadlock is retried, not a 503.
         slug = await in_savepoint(session, partial(session.scalar, statement))
         if slug is not None:
-            published(session)
+            published(session, author=author.username, tags=tags)
             document = await get(session, slug=slug, viewer_id=author.id)
             await events.record(
                 session, events.ARTICLE_PUBLISHED, owner_id=author.id, data=document
@@ -227,9 +242,19 @@ async def create(session: AsyncSession, *, author: User, data: NewArticle) -> st
 _NEW_ROW = ("slug", "title", "description", "body", "tag_list", "author_id")
 
 
-def published(session: AsyncSession) -> None:
-    """Inside a write that adds articles: every list shows them, and their tags are in use."""
-    changed(session, versions.ARTICLES, versions.TAGS)
+def published(session: AsyncSession, *, author: str, tags: Iterable[str]) -> None:
+    """Inside a write that adds an article: the lists that show it, and its tags in use."""
+    changed(session, versions.ARTICLES, versions.TAGS, *_lists_of(author, tags))
+
+
+def published_in_bulk(session: AsyncSession) -> None:
+    """Inside a write that adds articles of any tags (an import chunk): every list."""
+    changed(session, versions.LISTS, versions.ARTICLES, versions.TAGS)
+
+
+def _lists_of(author: str, tags: Iterable[str]) -> list[str]:
+    """The versions of the narrowed lists an article is in (`_listing`)."""
+    return [versions.authored(author), *(versions.tagged(tag) for tag in tags)]
 
 
 async def update_article(
@@ -250,20 +275,24 @@ async def update_article(
         .where(ArticleRow.id == article.id)
         .values(**changes, updated_at=func.now())
     )
-    # What it shows, not which lists show it; under a new slug, also its comments' page.
+    # What it shows, not which lists show it; under a new slug, also its comments' page and
+    # the viewers' sets of favorites, which name it by its slug.
     item_changed(session, versions.article(article.slug), versions.article(current))
     if current != article.slug:
-        changed(session, versions.comments(article.slug))
+        changed(session, versions.comments(article.slug), versions.SLUGS)
     return await get(session, slug=current, viewer_id=user.id)
 
 
 async def delete_article(session: AsyncSession, *, slug: str, user: User) -> None:
     """Delete one's own article with its comments and favorites."""
     article = await _own(session, slug=slug, user=user)
+    lists = _lists_of(user.username, article.tag_list)
     removal = delete(ArticleRow).where(ArticleRow.id == article.id)
     # The counters' triggers lock a few shared rows: a deadlock is retried, not a 503.
     await in_savepoint(session, lambda: session.execute(removal))
-    changed(session, versions.ARTICLES, versions.comments(article.slug))
+    # Its slug is free again: a viewer's set of favorites that names it must not flag a new
+    # article that takes it.
+    changed(session, versions.ARTICLES, versions.SLUGS, versions.comments(article.slug), *lists)
     item_changed(session, versions.article(article.slug))
 
 

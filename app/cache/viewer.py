@@ -1,12 +1,15 @@
 """Public documents as one viewer sees them: `favorited` and `following` are the only parts
 that differ between viewers.
 
-Cached documents are the anonymous view (both flags false). For a logged-in viewer one
-indexed query finds which of the document's articles they favorited and which of its
-people they follow, and the flags are set on the way out: two users never see each other's
-flags. With the cache on, that answer is cached too, per viewer and document, stamped with
-the document's versions and the viewer's own (`viewer_changed`, bumped by their favorites
-and follows): a logged-in reader of a hot page costs PostgreSQL nothing either."""
+Cached documents are the anonymous view (both flags false), and the flags are set on the way
+out: two users never see each other's flags. With the cache on, what sets them is cached per
+viewer, not per document: the slugs of everything they favorited and the names of everyone
+they follow (`Sets`, one indexed query), stamped with the viewer's own version
+(`viewer_changed`, bumped by their favorites and follows) and with what renames the entries
+(a slug changed or freed, a new username). A logged-in reader costs PostgreSQL nothing on any
+page once their sets are cached, not only on the pages they read before. A viewer with more
+than SET_LIMIT of either has no set of that kind: their flags on each page come from one
+query over what the page shows, uncached."""
 
 import re
 from collections.abc import Awaitable, Callable, Iterable
@@ -56,20 +59,59 @@ async def read_through(
     layout = cache.local.memo(key, document, Layout.of) if cache.local else Layout.of(document)
     if not layout.favorited and not layout.following:
         return document
-    asked = [sorted(set(layout.slugs())), sorted(set(layout.usernames()))]
-
-    async def load_flags() -> str:
+    sets = await _sets(cache, connect, viewer_id, local=local)
+    favorited, following = sets.favorited, sets.following
+    if favorited is None or following is None:  # too many to keep: this page's, from SQL
         async with connect() as db:
-            seen = await flags(db, viewer_id, slugs=asked[0], usernames=asked[1])
-        return dumps({"asked": asked, "f": sorted(seen.favorited), "p": sorted(seen.following)})
+            seen = await flags(db, viewer_id, slugs=layout.slugs(), usernames=layout.usernames())
+        favorited, following = seen.favorited, seen.following
+    return layout.personalize(document, favorited, following)
 
-    flags_key = f"flags:{viewer_id}:{key}"
-    stamp = [*versions, versions_of.viewer(viewer_id)]
-    stored = await cache.get_or_load("viewer", flags_key, stamp, load_flags, local=local)
-    entry = orjson.loads(stored or "{}")
-    if entry.get("asked") != asked:  # built from another state of the page (a write raced)
-        entry = orjson.loads(await load_flags())
-    return layout.personalize(document, frozenset(entry["f"]), frozenset(entry["p"]))
+
+# Beyond this many favorites (or follows), a viewer's flags are asked per page: a set this
+# large would cost more to read and parse per request than the page's own query.
+SET_LIMIT = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class Sets:
+    """Everything a viewer favorited (slugs) and follows (usernames); None: more than
+    SET_LIMIT, not kept."""
+
+    favorited: frozenset[str] | None
+    following: frozenset[str] | None
+
+    @classmethod
+    def parse(cls, document: str) -> "Sets":
+        stored = orjson.loads(document)
+        favorited, following = stored["f"], stored["p"]
+        return cls(
+            favorited=None if favorited is None else frozenset(favorited),
+            following=None if following is None else frozenset(following),
+        )
+
+
+async def _sets(cache: Cache, connect: Connect, viewer_id: int, *, local: bool) -> Sets:
+    async def load() -> str:
+        async with connect() as db:
+            favorited, following = await db.one(_sets_statement(), _set_params(viewer_id))
+        return dumps({"f": _bounded(favorited), "p": _bounded(following)})
+
+    key = f"sets:{viewer_id}"
+    # The viewer's own writes, and renames: a set names slugs and usernames.
+    stamp = [versions_of.viewer(viewer_id), versions_of.SLUGS, versions_of.AUTHORS]
+    stored = await cache.get_or_load("viewer", key, stamp, load, local=local)
+    assert stored is not None  # noqa: S101 - the loader always builds one
+    return cache.local.memo(key, stored, Sets.parse) if cache.local else Sets.parse(stored)
+
+
+def _bounded(names: list[str] | None) -> list[str] | None:
+    names = names or []
+    return None if len(names) > SET_LIMIT else sorted(names)
+
+
+def _set_params(viewer_id: int) -> dict[str, int]:
+    return {"viewer_id": viewer_id, "limit": SET_LIMIT + 1}
 
 
 def viewer_changed(session: AsyncSession, viewer_id: int) -> None:
@@ -180,6 +222,31 @@ async def flags(
     }
     favorited, following = await db.one(_statement(), params)
     return ViewerFlags(favorited=frozenset(favorited or ()), following=frozenset(following or ()))
+
+
+@cache
+def _sets_statement() -> Select[*tuple[Any, ...]]:
+    """A viewer's favorites and follows, each cut at SET_LIMIT + 1 (more: not kept)."""
+    viewer = bindparam("viewer_id", type_=BigInteger)
+    limit = bindparam("limit", type_=BigInteger)
+    favorites = (
+        select(Article.slug)
+        .join(Favorite, Favorite.article_id == Article.id)
+        .where(Favorite.user_id == viewer)
+        .limit(limit)
+        .subquery()
+    )
+    follows = (
+        select(User.username)
+        .join(Follow, Follow.followee_id == User.id)
+        .where(Follow.follower_id == viewer)
+        .limit(limit)
+        .subquery()
+    )
+    return select(
+        select(func.array_agg(favorites.c.slug)).scalar_subquery(),
+        select(func.array_agg(follows.c.username)).scalar_subquery(),
+    )
 
 
 @cache

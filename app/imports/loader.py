@@ -125,7 +125,7 @@ async def _insert(session: AsyncSession, *, author_id: int, batch: list[NewArtic
     rows whose slug is taken are sent again with a random suffix, as `articles.create` does."""
     if not batch:
         return
-    articles.published(session)  # every list and /api/tags, once this chunk commits
+    articles.published_in_bulk(session)  # every list and /api/tags, once this chunk commits
     tags = sorted({tag for article in batch for tag in article.tag_list})
     if tags:  # sorted: concurrent writers lock tag rows in one order
         await session.execute(insert(Tag).on_conflict_do_nothing(), [{"name": t} for t in tags])

@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 
+from app.cache import viewer
 from app.cache.store import ITEMS_EPOCH, Cache
 from tests.cache.conftest import Rebuild
 from tests.concurrency.conftest import make_users, publish
@@ -356,3 +357,84 @@ async def test_an_item_write_during_a_page_load_leaves_no_stale_entry(cache):
     assert await cache.get_or_load("articles", key, ["articles"], never, items) == (
         "after the write"
     )  # an undisturbed load is trusted: a hit
+
+
+async def test_a_publish_rebuilds_the_lists_it_is_on_and_no_other_tag_or_author_page(
+    api_engine, cached_client, engine, settings
+):
+    """A new article changes the front page, its tags' pages and its author's: those show it
+    on their next read; another tag's or author's page stays cached (no SQL)."""
+    author, other = await make_users(engine, settings, 2)
+
+    async def post(headers: dict[str, str], title: str, tag: str) -> str:
+        body = {"article": {"title": title, "description": "d", "body": "b", "tagList": [tag]}}
+        response = await cached_client.post("/articles", json=body, headers=headers)
+        return str(response.json()["article"]["slug"])
+
+    await post(other, "Elsewhere", "quiet")
+    untouched = ["/articles?tag=quiet", "/articles?author=crowd2"]
+    changed = ["/articles", "/articles?tag=loud", "/articles?author=crowd1"]
+    for path in untouched + changed:
+        await cached_client.get(path)  # warm
+    slug = await post(author, "Fresh news", "loud")
+
+    with count_statements(api_engine) as statements:
+        for path in untouched:
+            assert (await cached_client.get(path)).json()["articlesCount"] == 1
+    assert statements == []
+    for path in changed:
+        assert slug in [a["slug"] for a in (await cached_client.get(path)).json()["articles"]]
+
+
+async def test_a_viewers_flags_on_a_page_never_read_before_cost_no_sql(
+    api_engine, cached_client, engine, settings
+):
+    """The flags come from the viewer's cached sets (all their favorites and follows), not
+    from a query per page: a page they open for the first time costs nothing."""
+    reader, author = await make_users(engine, settings, 2)
+    first, second = (
+        await publish(cached_client, author, "One"),
+        await publish(cached_client, author, "Two"),
+    )
+    await cached_client.post(f"/articles/{second}/favorite", headers=reader)
+    await cached_client.post("/profiles/crowd2/follow", headers=reader)
+    await cached_client.get(f"/articles/{second}")  # the page, cached anonymously
+    await cached_client.get(f"/articles/{first}", headers=reader)  # the reader's sets
+
+    with count_statements(api_engine) as statements:
+        seen = (await cached_client.get(f"/articles/{second}", headers=reader)).json()
+    assert statements == []
+    assert (seen["article"]["favorited"], seen["article"]["author"]["following"]) == (True, True)
+
+
+async def test_a_deleted_favorites_slug_taken_by_a_new_article_is_not_flagged(
+    cached_client, engine, settings
+):
+    """A viewer's set names slugs: a deletion frees one, and the article that takes it next
+    is not one they favorited."""
+    fan, author = await make_users(engine, settings, 2)
+    slug = await publish(cached_client, author, "Same title")
+    await cached_client.post(f"/articles/{slug}/favorite", headers=fan)
+    assert (await cached_client.get(f"/articles/{slug}", headers=fan)).json()["article"][
+        "favorited"
+    ]
+    await cached_client.delete(f"/articles/{slug}", headers=author)
+    assert await publish(cached_client, author, "Same title") == slug  # the freed slug
+    again = (await cached_client.get(f"/articles/{slug}", headers=fan)).json()["article"]
+    assert again["favorited"] is False
+
+
+async def test_a_viewer_with_more_favorites_than_a_set_holds_gets_their_flags_per_page(
+    cached_client, engine, settings, monkeypatch
+):
+    monkeypatch.setattr(viewer, "SET_LIMIT", 1)
+    reader, author = await make_users(engine, settings, 2)
+    slugs = [await publish(cached_client, author, title) for title in ("A", "B", "C")]
+    for slug in slugs[:2]:
+        await cached_client.post(f"/articles/{slug}/favorite", headers=reader)
+    listed = (await cached_client.get("/articles", headers=reader)).json()["articles"]
+    assert {a["slug"]: a["favorited"] for a in listed} == {
+        slugs[0]: True,
+        slugs[1]: True,
+        slugs[2]: False,
+    }
