@@ -34,7 +34,7 @@ async def test_comments_oldest_first_with_the_viewers_following(client, session,
     author, fan = await make_user(session), await make_user(session)
     article = await make_article(session, author)
     first = await make_comment(session, article, author, body="first")
-    second = await make_comment(session, article, fan, body="second\n\"quoted\"")
+    second = await make_comment(session, article, fan, body='second\n"quoted"')
     await follow(session, fan, author)
     url = f"/articles/{article.slug}/comments"
 
