@@ -90,13 +90,16 @@ def _listing(filters: queries.Filters) -> list[str]:
     that tag's or author's articles: a publish elsewhere leaves it cached, where one
     version of every list ("articles") made every page live less than a second under a
     publish a second. Searches and favorites pages stay on "articles": a new article may
-    match a search, and a deletion changes its favoriters' pages."""
+    match a search, and a deletion changes its favoriters' pages; an edit may make an article
+    match a search or stop matching it ("searches")."""
     stamp = [versions.LISTS, versions.AUTHORS]
     if filters.favorited_by is not None:
         stamp.append(versions.favorites(filters.favorited_by))
     narrowed = filters.tag is not None or filters.author is not None
     if not narrowed or filters.q is not None or filters.favorited_by is not None:
         stamp.append(versions.ARTICLES)
+    if filters.q is not None:
+        stamp.append(versions.SEARCHES)
     if filters.tag is not None:
         stamp.append(versions.tagged(filters.tag))
     if filters.author is not None:
@@ -275,9 +278,11 @@ async def update_article(
         .where(ArticleRow.id == article.id)
         .values(**changes, updated_at=func.now())
     )
-    # What it shows, not which lists show it; under a new slug, also its comments' page and
-    # the viewers' sets of favorites, which name it by its slug.
+    # What it shows, and which searches find it, not which other lists show it; under a new
+    # slug, also its comments' page and the viewers' sets of favorites, which name it by its
+    # slug.
     item_changed(session, versions.article(article.slug), versions.article(current))
+    changed(session, versions.SEARCHES)  # the title, description or body searches match
     if current != article.slug:
         changed(session, versions.comments(article.slug), versions.SLUGS)
     return await get(session, slug=current, viewer_id=user.id)

@@ -2,6 +2,7 @@
 bumps. Readers and writers take them from here, so the two sides cannot drift apart."""
 
 ARTICLES = "articles"  # which articles exist: the front page, searches, favorites pages
+SEARCHES = "searches"  # which articles a search matches: an edit can make one match or not
 LISTS = "lists"  # every list page, whatever it is narrowed by: bulk inserts (imports)
 TAGS = "tags"  # the set of tags in use
 AUTHORS = "authors"  # any profile: they are embedded in articles and comments

@@ -386,6 +386,32 @@ async def test_a_publish_rebuilds_the_lists_it_is_on_and_no_other_tag_or_author_
         assert slug in [a["slug"] for a in (await cached_client.get(path)).json()["articles"]]
 
 
+async def test_an_edit_shows_in_the_searches_it_now_matches_or_no_longer_matches(
+    cached_client, engine, settings
+):
+    """A search page names which articles match: an edit of the text may change that, and
+    the next search shows it, where the article's own item version only changes what the
+    page shows of it."""
+    (author,) = await make_users(engine, settings, 1)
+    body = {"article": {"title": "Plain", "description": "d", "body": "b", "tagList": []}}
+    slug = (await cached_client.post("/articles", json=body, headers=author)).json()["article"][
+        "slug"
+    ]
+
+    async def found(q: str) -> list[str]:
+        page = (await cached_client.get(f"/articles?q={q}")).json()
+        return [article["slug"] for article in page["articles"]]
+
+    assert await found("zeppelin") == []  # cached: no match
+    assert await found("plain") == [slug]
+    edit = {"article": {"body": "a zeppelin, not plain any more"}}
+    await cached_client.put(f"/articles/{slug}", json=edit, headers=author)
+    assert await found("zeppelin") == [slug]
+    edit = {"article": {"body": "now about airships"}}
+    await cached_client.put(f"/articles/{slug}", json=edit, headers=author)
+    assert await found("zeppelin") == []
+
+
 async def test_a_viewers_flags_on_a_page_never_read_before_cost_no_sql(
     api_engine, cached_client, engine, settings
 ):
