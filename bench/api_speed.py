@@ -95,7 +95,9 @@ def parse_args() -> argparse.Namespace:
         default=["uvicorn"],
         help="comma-separated, of uvicorn,granian: each measured in turn, same settings",
     )
-    parser.add_argument("--py-spy", help="path to py-spy: profile the workers in an extra run")
+    parser.add_argument(
+        "--py-spy", help="path to py-spy: profile the workers (API and floor) in an extra run"
+    )
     parser.add_argument(
         "--anatomy", action="store_true", help="also measure each layer's CPU (bench.anatomy)"
     )
@@ -191,8 +193,9 @@ def measure(
         result = run_wrk(wrk, url, script, duration_s=args.duration, **options)
         measured = Measurement(endpoint, api.server, floor, result, cpu.stop())
         print(speed_report.one_line(measured), flush=True)
-        if args.py_spy and not floor:
-            raw = out / f"profile-{api.server}-{endpoint.key}.txt"
+        if args.py_spy:  # the floor too: what the API does beyond it shows side by side
+            side = "floor" if floor else "api"
+            raw = out / f"profile-{api.server}-{side}-{endpoint.key}.txt"
             measured = replace(measured, profile=profile(args, wrk, api, url, script, raw))
         results.append(measured)
     return results

@@ -207,10 +207,11 @@ def render(
         lines += ["## CPU per layer, one request at a time (bench.anatomy)", "", layers, ""]
     profiled = [m for m in results if m.profile]
     if profiled:
-        lines += ["## Where the API workers' time goes (py-spy, one extra run each)", ""]
+        lines += ["## Where the workers' time goes (py-spy, one extra run each)", ""]
         lines += [PROFILE_NOTE, ""]
     for m in profiled:
-        lines += [f"### {m.server}: `{m.endpoint.name}`", "", m.profile or "", ""]
+        side = "floor" if m.floor else "API"
+        lines += [f"### {m.server}, {side}: `{m.endpoint.name}`", "", m.profile or "", ""]
     return "\n".join(lines)
 
 
