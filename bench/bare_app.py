@@ -133,6 +133,15 @@ async def _answer(send: Send, status: int, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def pool(url: str, size: int) -> AsyncConnectionPool[AsyncConnection[tuple[Any, ...]]]:
+    """The floor's pool, not yet open. Autocommit, as the API's read pool (app/db.py): one
+    statement, one round trip. Without it psycopg opens a transaction before the statement
+    and the pool commits it after: two round trips the API does not make."""
+    return AsyncConnectionPool(
+        url, min_size=size, max_size=size, open=False, kwargs={"autocommit": True}
+    )
+
+
 async def _lifespan(receive: Receive, send: Send) -> None:
     global _pool  # one pool per worker process, like the API's engine
     # The garbage collector set as the API sets it (app/gc_tuning.py): the floor is what the
@@ -142,8 +151,7 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             message: Message = await receive()
             if message["type"] == "lifespan.startup":
                 size = int(os.environ.get("DB_POOL_SIZE", "32"))
-                url = plain_url(os.environ["DATABASE_URL"])
-                _pool = AsyncConnectionPool(url, min_size=size, max_size=size, open=False)
+                _pool = pool(plain_url(os.environ["DATABASE_URL"]), size)
                 await _pool.open(wait=True)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":

@@ -5,7 +5,6 @@ from typing import Any
 
 import httpx
 import pytest
-from psycopg_pool import AsyncConnectionPool
 
 from app.config import Settings
 from app.models import Tag
@@ -18,7 +17,7 @@ from tests.conftest import auth, token_for
 
 @pytest.fixture
 async def bare(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
-    async with AsyncConnectionPool(plain_url(database_url), min_size=1, max_size=1) as pool:
+    async with bare_app.pool(plain_url(database_url), 1) as pool:
         monkeypatch.setattr(bare_app, "_pool", pool)
         transport = httpx.ASGITransport(app=bare_app.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bare") as client:
@@ -83,3 +82,12 @@ async def test_floor_of_a_cached_read_answers_from_memory(
     monkeypatch.setattr(bare_app, "_pool", None)  # no database from here on
     again = await bare.get("/api/tags")
     assert (again.status_code, again.content) == (first.status_code, first.content)
+
+
+async def test_floor_reads_in_autocommit_as_the_api_does(database_url: str) -> None:
+    """One statement per read, no BEGIN before it nor COMMIT after: the API's read pool is in
+    autocommit, and a floor with two more round trips per read would flatter the API."""
+    async with bare_app.pool(plain_url(database_url), 1) as pool, pool.connection() as conn:
+        await conn.execute("SELECT 1")
+        assert conn.autocommit
+        assert conn.info.transaction_status.name == "IDLE"
