@@ -3,7 +3,8 @@
 the same stack with the count rule it replaced (bench/lib/targets.py COUNT) started beside it,
 in one run (`--targets on,count,off`: "off" is no admission at all; `queued<N>`, e.g.
 `queued1024`, is the stack with a waiting line of N per worker and nginx's max_conns by the
-stack's rule; "haproxy" is the line held by HAProxy in front of the API, STACK_ADMISSION=haproxy).
+stack's rule; "haproxy" is the lines held by HAProxy in front of the API, STACK_ADMISSION=haproxy,
+the default; "nginx" is nginx's count rule in front of the API's own line, STACK_ADMISSION=nginx).
 
     make stack && make bench-overload              # 500 / 2,000 / 5,000 / 10,000, 20 s each
     make bench-overload BENCH_ARGS=--quick         # 200 / 1,000 connections, 5 s each
@@ -52,6 +53,7 @@ from bench.lib.samplers import BACKENDS, INTERVAL_S, measured
 from bench.lib.targets import (
     COUNT,
     HAPROXY,
+    NGINX,
     NOSHED,
     STACK,
     Architecture,
@@ -68,7 +70,13 @@ from bench.lib.wrk import ensure_wrk, mixed_script, run_wrk, wrk_version
 
 # "on": the stack as it is (admission by waiting time); "count": the rule before it; "off": no
 # admission at all; "queued<N>" (architecture()): the waiting line N deep per worker.
-TARGETS: dict[str, Architecture] = {"on": STACK, "count": COUNT, "off": NOSHED, "haproxy": HAPROXY}
+TARGETS: dict[str, Architecture] = {
+    "on": STACK,
+    "count": COUNT,
+    "off": NOSHED,
+    "haproxy": HAPROXY,
+    "nginx": NGINX,
+}
 DEEPER = re.compile(r"queued([1-9]\d{0,5})")
 # Judged against issue 18's targets: the rules that admit by waiting time.
 NOT_JUDGED = ("count", "off")
@@ -232,21 +240,24 @@ def sampled(read: Callable[[], int | None]) -> Iterator[list[int]]:
 
 
 def haproxy_counts(stat_csv: str) -> dict[str, int]:
-    """From HAProxy's `show stat`: what its frontend refused at once (`dreq`: the line longer
-    than the budget), what its backend could not hand on (`econ`: the queue's timeout, or no
-    API), what the API answered, and the longest line since the counters were cleared."""
+    """From HAProxy's `show stat`: what its frontend refused at once (`dreq`: a line longer
+    than the budget), what its backends, one line per class, could not hand on (`econ`: the
+    queue's timeout, or no API), what the API answered, and the longest line of each class
+    since the counters were cleared."""
     rows = list(csv.DictReader(stat_csv.removeprefix("# ").splitlines()))
 
     def field(proxy: str, name: str, key: str) -> int:
         row = next((r for r in rows if r["pxname"] == proxy and r["svname"] == name), None)
         return int(row[key] or 0) if row is not None else 0
 
+    lines = ("reads", "writes")
     return {
         "refused_at_once": field("api", "FRONTEND", "dreq"),
-        "queue_timeouts": field("api", "BACKEND", "econ"),
-        "to_api": field("api", "api", "stot"),
-        "api_5xx": field("api", "api", "hrsp_5xx"),
-        "queue_max": field("api", "BACKEND", "qmax"),
+        "queue_timeouts": sum(field(line, "BACKEND", "econ") for line in lines),
+        "to_api": sum(field(line, "api", "stot") for line in lines),
+        "api_5xx": sum(field(line, "api", "hrsp_5xx") for line in lines),
+        "queue_max": max(field(line, "BACKEND", "qmax") for line in lines),
+        "write_queue_max": field("writes", "BACKEND", "qmax"),
     }
 
 

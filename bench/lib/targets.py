@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import psycopg
 
 from bench.lib.paths import ROOT
+from scripts.stack.config import StackConfig
 
 DEFAULT_STACK_DIR = ROOT / ".stack"
 
@@ -57,7 +58,8 @@ SINGLE = Architecture(
     "one process, no nginx",
     "clients → one uvicorn process (no nginx; pool by the same sizing rule with K = 1) → "
     "PgBouncer → PostgreSQL",
-    {"STACK_WORKERS": "1"},
+    # No nginx, so no HAProxy line either: the API's own line, as under nginx's rule.
+    {"STACK_ADMISSION": "nginx", "STACK_WORKERS": "1"},
     nginx=False,
 )
 # bench.overload's "count rule": admission as it was before the waiting line (MAX_QUEUED=0:
@@ -67,7 +69,12 @@ COUNT = Architecture(
     "stack, count rule",
     "the stack with MAX_IN_FLIGHT=256, MAX_QUEUED=0 and nginx max_conns 128 (2 workers x 64): "
     "refused at once beyond a fixed count, as before admission by waiting time",
-    {"MAX_IN_FLIGHT": "256", "MAX_QUEUED": "0", "STACK_UPSTREAM_MAX_CONNS": "128"},
+    {
+        "STACK_ADMISSION": "nginx",
+        "MAX_IN_FLIGHT": "256",
+        "MAX_QUEUED": "0",
+        "STACK_UPSTREAM_MAX_CONNS": "128",
+    },
 )
 # The stack as it was before the cache hierarchy and admission by waiting time: Redis the
 # only cache tier (no L1, no nginx micro-cache) and the count rule. The same code, configured
@@ -78,6 +85,7 @@ BEFORE = Architecture(
     "the stack with CACHE_LOCAL_BYTES=0 (no in-process tier), STACK_MICROCACHE=0 (no nginx "
     "micro-cache), MAX_IN_FLIGHT=256, MAX_QUEUED=0 and nginx max_conns 128 (the count rule)",
     {
+        "STACK_ADMISSION": "nginx",
         "CACHE_LOCAL_BYTES": "0",
         "STACK_MICROCACHE": "0",
         "MAX_IN_FLIGHT": "256",
@@ -85,18 +93,31 @@ BEFORE = Architecture(
         "STACK_UPSTREAM_MAX_CONNS": "128",
     },
 )
-# "haproxy" (bench.overload; bench.loadtest's storm): the line in front of the API held by
-# HAProxy (C) instead of the API's event loops, bounded by what the API serves within half
-# the budget at its measured rate (scripts/stack/haproxy.py); nginx passes every miss on.
+# "haproxy" (bench.overload; bench.loadtest's storm): the lines in front of the API held by
+# HAProxy (C) instead of the API's event loops, one for reads and one for writes, each
+# bounded by what the API serves of its class within half the budget at its measured rate,
+# or by nginx's count rule until measured (scripts/stack/haproxy.py); nginx passes every
+# miss on.
 HAPROXY = Architecture(
     "haproxy",
     "stack, HAProxy's line",
-    "the stack with STACK_ADMISSION=haproxy: nginx → HAProxy (K x MAX_IN_FLIGHT "
-    "at the API at once, the rest queued; refused at once when the line exceeds what the API "
-    "serves in half the budget at its measured throughput; timeout queue 0.8 x budget) → API",
+    "the stack with STACK_ADMISSION=haproxy: nginx → HAProxy (a line for reads, K x "
+    "MAX_IN_FLIGHT at the API at once, and one for writes, the server pool's worth; refused "
+    "at once when a line exceeds what the API serves of its class in half the budget at its "
+    "measured throughput, or nginx's count rule until measured; timeout queue 0.8 x budget) "
+    "→ API",
     {"STACK_ADMISSION": "haproxy"},
 )
-ARCHITECTURES = {a.key: a for a in (STACK, NOCACHE, DIRECT, SINGLE, COUNT, BEFORE, HAPROXY)}
+# "nginx": admission as `make stack` did it before HAProxy's line, and as `make cluster` still
+# does: nginx passes at most K x (MAX_IN_FLIGHT + MAX_QUEUED), the API keeps its own line.
+NGINX = Architecture(
+    "nginx",
+    "stack, nginx's count",
+    "the stack with STACK_ADMISSION=nginx: nginx max_conns K x (MAX_IN_FLIGHT + MAX_QUEUED), "
+    "503 at once beyond; the API's own line by waiting time",
+    {"STACK_ADMISSION": "nginx"},
+)
+ARCHITECTURES = {a.key: a for a in (STACK, NOCACHE, DIRECT, SINGLE, COUNT, BEFORE, HAPROXY, NGINX)}
 # bench.overload's "shedding off" (not one of make bench's baselines): no admission control,
 # the request deadline and the rest of the stack as they are.
 NOSHED = Architecture(
@@ -104,7 +125,7 @@ NOSHED = Architecture(
     "stack, shedding off",
     "the stack with MAX_IN_FLIGHT=1000000 and no nginx max_conns: no 503 at admission; "
     "REQUEST_DEADLINE_S stays",
-    {"MAX_IN_FLIGHT": "1000000", "STACK_UPSTREAM_MAX_CONNS": "0"},
+    {"STACK_ADMISSION": "nginx", "MAX_IN_FLIGHT": "1000000", "STACK_UPSTREAM_MAX_CONNS": "0"},
 )
 
 
@@ -117,7 +138,7 @@ def deeper_line(max_queued: int) -> Architecture:
         f"stack, line of {max_queued:,}",
         f"the stack with MAX_QUEUED={max_queued} (MAX_IN_FLIGHT as it is) and nginx max_conns "
         "by the stack's rule, workers x (MAX_IN_FLIGHT + MAX_QUEUED)",
-        {"MAX_QUEUED": str(max_queued)},
+        {"STACK_ADMISSION": "nginx", "MAX_QUEUED": str(max_queued)},
     )
 
 
@@ -283,7 +304,8 @@ def running(stack: Stack, architecture: Architecture) -> Iterator[Target]:
         "STACK_API_PORT": str(api),
         "STACK_HAPROXY_PORT": str(haproxy),
     }
-    queue = env.get("STACK_ADMISSION") == "haproxy"
+    # HAProxy's line sits between nginx and the API: only a variant with nginx has one.
+    queue = architecture.nginx and StackConfig.from_env(env).admission == "haproxy"
     components = [
         "api",
         *(["haproxy"] if queue else []),

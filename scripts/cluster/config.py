@@ -72,6 +72,9 @@ class ClusterConfig:
             "STACK_DIR": str(state),
             "STACK_WORKERS": str(workers),  # uvicorn --workers on each host
             "STACK_PGBOUNCER_POOL_SIZE": str(server_pool),
+            # Each host's share of nginx's count rule admits (scripts/cluster/nodes.py): there
+            # is no HAProxy line per host yet, whatever `make stack` uses.
+            "STACK_ADMISSION": "nginx",
             "STACK_GRACEFUL_SHUTDOWN_S": env.get("CLUSTER_GRACEFUL_SHUTDOWN_S", "20"),
             # Every API process of every host shares each PgBouncer's pool.
             "DB_POOL_SIZE": env.get("DB_POOL_SIZE")

@@ -23,10 +23,11 @@ PGBOUNCER_CLIENT_RESERVE = 100
 # What a variant (STACK_VARIANT) runs of its own, beside the stack's data tier.
 VARIANT_COMPONENTS = ("api", "haproxy", "nginx")
 API_DATABASES = ("pgbouncer", "direct")
-# STACK_ADMISSION: where the line in front of the API lives. "nginx": nginx passes at most
-# max_conns and refuses the rest at once, the API keeps its own line; "haproxy": HAProxy
-# between nginx and the API holds the line (scripts/stack/haproxy.py).
-ADMISSIONS = ("nginx", "haproxy")
+# STACK_ADMISSION: where the line in front of the API lives. "haproxy" (the default): HAProxy
+# between nginx and the API holds a line for reads and one for writes
+# (scripts/stack/haproxy.py); "nginx": nginx passes at most max_conns and refuses the rest at
+# once, the API keeps its own line (as `make cluster` does on each host).
+ADMISSIONS = ("haproxy", "nginx")
 
 
 class StackError(Exception):
@@ -67,9 +68,13 @@ class Sizing:
     upstream_max_conns: int = 0
     # uvicorn --backlog: connections nginx opened that no worker has accepted yet.
     api_backlog: int = 4096
-    # STACK_ADMISSION=haproxy: requests HAProxy lets work at the API at once; the rest wait
-    # in HAProxy's queue.
+    # STACK_ADMISSION=haproxy: reads (GET, HEAD) and writes (every other method) HAProxy lets
+    # work at the API at once, each class in its own line; the rest wait in that line.
     haproxy_maxconn: int = 0
+    haproxy_write_maxconn: int = 0
+    # What nginx's count rule holds (at work and waiting): a class's line holds no more
+    # until its own service rate has been measured.
+    haproxy_prior: int = 0
 
     @property
     def api_client_connections(self) -> int:
@@ -96,7 +101,9 @@ def default_db_pool_size(server_pool: int, workers: int) -> int:
     return max(2, math.ceil(2 * server_pool / workers))
 
 
-def admission(workers: int, number: Callable[[str, int], int], where: str) -> dict[str, int]:
+def admission(
+    workers: int, server_pool: int, number: Callable[[str, int], int], where: str
+) -> dict[str, int]:
     """`where` is "nginx": the API decides who waits and who is refused
     (app/middleware/admission.py): it sees the real line and each request's budget. nginx
     passes on what K workers can hold (each MAX_IN_FLIGHT at work + MAX_QUEUED waiting,
@@ -104,19 +111,26 @@ def admission(workers: int, number: Callable[[str, int], int], where: str) -> di
     API's listen backlog has spent that time of its budget: nginx stamps X-Request-Start when
     it hands it on (app/middleware/request_edge.py).
 
-    "haproxy": nginx passes everything on; HAProxy lets K x MAX_IN_FLIGHT work at the API at
-    once and keeps the rest in its own queue (scripts/stack/haproxy.py), so the API's line
-    only evens out the kernel's share of connections between its workers, and its listen
-    backlog holds no more than HAProxy's few connections."""
+    "haproxy": nginx passes everything on; HAProxy lets K x MAX_IN_FLIGHT reads and at most
+    the PostgreSQL server pool's worth of writes work at the API at once (a write holds a
+    server connection for its transaction: more would only wait unseen in PgBouncer) and
+    keeps the rest in one line per class (scripts/stack/haproxy.py), so the API's line only
+    evens out the kernel's share of connections between its workers, and its listen backlog
+    holds no more than HAProxy's few connections."""
     in_flight = number("MAX_IN_FLIGHT", 32)
+    count_rule = workers * (in_flight + number("MAX_QUEUED", 256))
     if where == "haproxy":
+        reads = number("STACK_HAPROXY_MAXCONN", workers * in_flight)
         return {
             "upstream_max_conns": number("STACK_UPSTREAM_MAX_CONNS", 0),
             "api_backlog": number("STACK_API_BACKLOG", 256),
-            "haproxy_maxconn": number("STACK_HAPROXY_MAXCONN", workers * in_flight),
+            "haproxy_maxconn": reads,
+            "haproxy_write_maxconn": number(
+                "STACK_HAPROXY_WRITE_MAXCONN", min(workers * in_flight, server_pool)
+            ),
+            "haproxy_prior": count_rule,
         }
-    per_worker = in_flight + number("MAX_QUEUED", 256)
-    max_conns = number("STACK_UPSTREAM_MAX_CONNS", workers * per_worker)
+    max_conns = number("STACK_UPSTREAM_MAX_CONNS", count_rule)
     backlog = min(max(max_conns, 256), 4096) if max_conns else 4096
     return {"upstream_max_conns": max_conns, "api_backlog": number("STACK_API_BACKLOG", backlog)}
 
@@ -137,7 +151,7 @@ class StackConfig:
     # STACK_API_DATABASE: "pgbouncer" (the design) or "direct" (the API connects straight
     # to PostgreSQL, the naive baseline the bench compares against).
     api_database: str = "pgbouncer"
-    admission: str = "nginx"  # STACK_ADMISSION, one of ADMISSIONS
+    admission: str = "haproxy"  # STACK_ADMISSION, one of ADMISSIONS
     # REQUEST_DEADLINE_S (app/config.py): HAProxy's queue is bounded by it.
     request_deadline_s: float = 5.0
 
@@ -153,7 +167,7 @@ class StackConfig:
                 raise StackError(f"{name}={raw!r} is not an integer") from exc
 
         workers = number("STACK_WORKERS", os.cpu_count() or 1)
-        where = env.get("STACK_ADMISSION") or "nginx"
+        where = env.get("STACK_ADMISSION") or "haproxy"
         if where not in ADMISSIONS:
             raise StackError(f"STACK_ADMISSION={where!r}: choose from {ADMISSIONS}")
         server_pool = number("STACK_PGBOUNCER_POOL_SIZE", 20)
@@ -164,7 +178,7 @@ class StackConfig:
             db_pool_size=number("DB_POOL_SIZE", default_db_pool_size(server_pool, workers)),
             db_max_overflow=number("DB_MAX_OVERFLOW", 0),
             db_pool_timeout=float(env.get("DB_POOL_TIMEOUT") or 10),
-            **admission(workers, number, where),
+            **admission(workers, server_pool, number, where),
         )
         state = Path(env.get("STACK_DIR") or ROOT / ".stack")
         variant = env.get("STACK_VARIANT", "")

@@ -1,14 +1,19 @@
 """HAProxy between nginx and the API (STACK_ADMISSION=haproxy): the waiting line in front of
 the API's workers, kept in C instead of in their event loops (deploy/stack/haproxy.cfg).
 
-The bound on the line follows the API's real service rate: a newcomer is refused at once
-when the line ahead of it holds more requests than the API serves in WAIT_SHARE of the
-request budget, so what it is let into it can expect to leave within that share; the rest
-of the budget is for its service, the API's own short line and the spread of both. The rate
-is the API's throughput over the last second while it could not keep up (its line busy for
-BUSY_S), remembered through quiet spells; it counts requests handed to the API, not requests
-let into the line, so the rule's own admissions never raise it. `timeout queue`
-(QUEUE_SHARE of the budget) bounds the line in time whatever the rate does meanwhile."""
+Reads (GET, HEAD) and writes (every other method) wait in two lines, each with its own share
+of the API and its own measured rate: a write costs many reads' worth of work, so a rate
+measured on one class would let a burst of the other in whole. The bound on a line follows
+its class's real service rate: a newcomer is refused at once when the line ahead of it holds
+more requests than the API serves of that class in WAIT_SHARE of the request budget, so what
+it is let into it can expect to leave within that share; the rest of the budget is for its
+service, the API's own short line and the spread of both. The rate is the API's throughput
+of that class over the last second while it could not keep up (its line busy for BUSY_S),
+remembered through quiet spells; it counts requests handed to the API, not requests let into
+the line, so the rule's own admissions never raise it. Until a class has been measured, its
+line holds at most what nginx's count rule holds (K x (MAX_IN_FLIGHT + MAX_QUEUED), at work
+and waiting): the prior. `timeout queue` (QUEUE_SHARE of the budget) bounds the line in time
+whatever the rate does meanwhile."""
 
 # ruff: noqa: S603 - runs the stack's own program (haproxy)
 
@@ -42,6 +47,13 @@ def frontend_maxconn() -> int:
     return max(256, (system.raise_nofile_limit() - FD_RESERVE) // 2)
 
 
+def prior_rate(prior: int, maxconn: int, wait_ms: int) -> int:
+    """The rate that stands in for a class not yet measured: the one at which its line may
+    hold what nginx's count rule holds (`prior`, at work and waiting) less the class's own
+    requests at work, so a cold burst beyond that is refused at once."""
+    return max(1, (prior - maxconn) * 1000 // max(1, wait_ms))
+
+
 @dataclass(frozen=True)
 class HAProxy(Component):
     name: str = "haproxy"
@@ -64,8 +76,10 @@ class HAProxy(Component):
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._write_config()
-        maxconn = self.config.sizing.haproxy_maxconn
-        log(f"starting HAProxy on {self.port}: {maxconn} at the API at once, the rest in line")
+        reads, writes = self.config.sizing.haproxy_maxconn, self.config.sizing.haproxy_write_maxconn
+        log(
+            f"starting HAProxy on {self.port}: {reads} reads and {writes} writes at the API at once"
+        )
         self._run([])
 
     def reload(self, pid: int) -> None:
@@ -95,6 +109,7 @@ class HAProxy(Component):
     def _write_config(self) -> None:
         config, sizing = self.config, self.config.sizing
         budget_ms = 1000 * config.request_deadline_s
+        wait_ms = round(WAIT_SHARE * budget_ms)
         values = {
             "DIR": self.dir,
             "HOST": config.host,
@@ -102,9 +117,14 @@ class HAProxy(Component):
             "API_HOST": config.host,
             "API_PORT": config.ports.api,
             "MAXCONN": frontend_maxconn(),
-            "SERVER_MAXCONN": sizing.haproxy_maxconn,
+            "READ_MAXCONN": sizing.haproxy_maxconn,
+            "WRITE_MAXCONN": sizing.haproxy_write_maxconn,
+            "READ_PRIOR_RATE": prior_rate(sizing.haproxy_prior, sizing.haproxy_maxconn, wait_ms),
+            "WRITE_PRIOR_RATE": prior_rate(
+                sizing.haproxy_prior, sizing.haproxy_write_maxconn, wait_ms
+            ),
             "SERVER_TIMEOUT_S": math.ceil(sizing.db_pool_timeout) + 20,
-            "WAIT_MS": round(WAIT_SHARE * budget_ms),
+            "WAIT_MS": wait_ms,
             "QUEUE_TIMEOUT_MS": round(QUEUE_SHARE * budget_ms),
             "MAX_RETRY_AFTER_S": MAX_RETRY_AFTER_S,
             "BUSY_S": BUSY_S,

@@ -53,7 +53,8 @@ def test_architecture_by_name_and_deeper_lines() -> None:
     deep = overload.architecture("queued1024")
     assert deep is not None
     assert deep.key == "queued1024"
-    assert deep.variant_env == {"MAX_QUEUED": "1024"}
+    # The API's own line: nginx's count rule admits, not HAProxy.
+    assert deep.variant_env == {"STACK_ADMISSION": "nginx", "MAX_QUEUED": "1024"}
     assert overload.architecture("queued0") is None
     assert overload.architecture("deep") is None
     assert overload.parse_args(["--targets", "on,queued512"]).targets == ["on", "queued512"]

@@ -20,7 +20,8 @@ def test_variant_keeps_web_state_apart_and_shares_the_data_tier(tmp_path: Path) 
     assert variant.dir("api") == tmp_path / "variants" / "direct" / "api"
     assert variant.dir("nginx") == tmp_path / "variants" / "direct" / "nginx"
     assert variant.dir("postgres") == stack.dir("postgres")
-    assert [c.name for c in components(variant)] == ["api", "nginx"]
+    # Its own web tier: the API, HAProxy's line (the default admission) and nginx.
+    assert [c.name for c in components(variant)] == ["api", "haproxy", "nginx"]
     assert variant.secrets == stack.secrets  # one secrets.json: same roles, same JWT key
 
 
@@ -55,7 +56,7 @@ def test_baselines_change_one_setting_each(tmp_path: Path) -> None:
     assert env["STACK_REDIS_PORT"] == "6380"
     assert ARCHITECTURES["stack"].variant_env is None
     assert ARCHITECTURES["nocache"].variant_env == {"CACHE_ENABLED": "false"}
-    assert ARCHITECTURES["single"].variant_env == {"STACK_WORKERS": "1"}
+    assert ARCHITECTURES["single"].variant_env == {"STACK_ADMISSION": "nginx", "STACK_WORKERS": "1"}
     assert ARCHITECTURES["direct"].variant_env == {
         "STACK_API_DATABASE": "direct",
         "DB_POOL_SIZE": "20",

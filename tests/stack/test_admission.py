@@ -26,6 +26,9 @@ def _limited(key: str, deadline_s: float) -> targets.Architecture:
         "small admission",
         "one worker, two requests at work, a line of 2,000, no cache",
         {
+            # The API's own line: nginx's count rule in front of it, not HAProxy's line
+            # (tests/stack/test_haproxy.py).
+            "STACK_ADMISSION": "nginx",
             "STACK_WORKERS": "1",
             "MAX_IN_FLIGHT": "2",
             "MAX_QUEUED": "2000",  # nginx passes 2,002 at once: every refusal is the API's

@@ -1,6 +1,7 @@
 """The line held by HAProxy in front of the API (STACK_ADMISSION=haproxy), through the real
 stack: a burst that fits the budget is served completely; one that does not is refused at
-once with a Retry-After, and what was refused never reached the API.
+once with a Retry-After, and what was refused never reached the API; before any rate is
+measured, a burst beyond what nginx's count rule would hold is refused at once too.
 
 As in test_admission.py, a second API (here with HAProxy and nginx) runs beside the stack
 under test on its data, with small limits: one worker, two requests at work at once."""
@@ -21,7 +22,7 @@ token = test_admission.token  # the fixture: a token signed with the stack's sec
 LOG_SETTLE_S = 1.0
 
 
-def _queued(key: str, deadline_s: float) -> targets.Architecture:
+def _queued(key: str, deadline_s: float, **env: str) -> targets.Architecture:
     return targets.Architecture(
         key,
         "HAProxy's line",
@@ -32,6 +33,7 @@ def _queued(key: str, deadline_s: float) -> targets.Architecture:
             "MAX_IN_FLIGHT": "2",
             "REQUEST_DEADLINE_S": str(deadline_s),
             "CACHE_ENABLED": "false",
+            **env,
         },
     )
 
@@ -62,7 +64,11 @@ async def test_a_burst_that_fits_the_budget_is_served_completely_from_haproxys_l
 
 
 async def test_a_burst_beyond_the_budget_is_refused_by_haproxy_at_once(token: str) -> None:
-    with targets.running(targets.Stack.load(STATE), _queued("hashed", 0.3)) as target:
+    # Whether the line's bound is the measured rate's or, as a fresh line's, the prior's
+    # (what nginx's count rule would hold, whatever the budget), it stays below what the
+    # API serves within `timeout queue` here: a line of 40 per worker.
+    hashed = _queued("hashed", 0.3, MAX_QUEUED="40")
+    with targets.running(targets.Stack.load(STATE), hashed) as target:
         await _burst(target.base_url, token, 20)
         await asyncio.sleep(LOG_SETTLE_S)
         haproxy_command(haproxy_socket(target), "clear counters all")
@@ -74,7 +80,7 @@ async def test_a_burst_beyond_the_budget_is_refused_by_haproxy_at_once(token: st
     statuses = Counter(status for status, _, _ in answers)
     refused = [(seconds, retry) for status, seconds, retry in answers if status == 503]
     assert statuses[200] > 0
-    assert statuses[503] > 500, statuses
+    assert statuses[503] > 500, (statuses, counts)
     assert set(statuses) <= {200, 503, 504}, statuses
     assert statuses[504] <= 0.02 * len(answers), statuses
     assert all(re.fullmatch(r"[1-9]\d*", retry) and int(retry) <= 30 for _, retry in refused)
@@ -83,5 +89,28 @@ async def test_a_burst_beyond_the_budget_is_refused_by_haproxy_at_once(token: st
     assert counts["refused_at_once"] > statuses[503] / 2, counts
     assert api_worked == counts["to_api"], counts
     assert counts["refused_at_once"] + counts["queue_timeouts"] + counts["to_api"] == 1000
-    # The line stayed far below the burst: bounded by the budget at the measured rate.
+    # The line stayed far below the burst: bounded by the prior or the measured rate.
     assert counts["queue_max"] < 500, counts
+
+
+async def test_a_cold_burst_beyond_the_count_rule_is_refused_at_once_and_the_rest_served(
+    token: str,
+) -> None:
+    # Nothing measured yet: the line holds what nginx's count rule would (1 x (2 + 40)), less
+    # the two at work, however long the budget.
+    with targets.running(
+        targets.Stack.load(STATE), _queued("hacold", 5, MAX_QUEUED="40")
+    ) as target:
+        haproxy_command(haproxy_socket(target), "clear counters all")  # the readiness probes
+        answers = await _burst(target.base_url, token, 300)
+        counts = _counts(target)
+    statuses = Counter(status for status, _, _ in answers)
+    assert set(statuses) == {200, 503}, statuses
+    # What was let in was served; every refusal was HAProxy's at the door, none waited out
+    # `timeout queue`, and each says when to come back.
+    assert statuses[200] == counts["to_api"] >= 42, (statuses, counts)
+    assert statuses[503] == counts["refused_at_once"], (statuses, counts)
+    assert counts["queue_timeouts"] == 0, counts
+    assert all(re.fullmatch(r"[1-9]\d*", retry) for status, _, retry in answers if status == 503)
+    # The line stopped at the prior (a request or two may enter as others leave it).
+    assert 40 <= counts["queue_max"] <= 42, counts
