@@ -1,9 +1,11 @@
 """What the load test points at: the running stack (`make stack`) and its baselines, which are
 the same code started by `scripts.stack` with other settings (STACK_VARIANT), beside it.
 
-    stack    nginx → K uvicorn workers → PgBouncer (transaction mode, 20 server conns) → PostgreSQL
+    stack    nginx → HAProxy's line → K uvicorn workers → PgBouncer (transaction mode, 20 server
+             conns) → PostgreSQL
     nocache  the stack with its Redis read cache switched off (CACHE_ENABLED=false)
-    direct   nginx → K uvicorn workers → PostgreSQL, naive pools: 20 + 30 overflow per worker
+    direct   nginx → HAProxy's line → K uvicorn workers → PostgreSQL, naive pools: 20 + 30
+             overflow per worker
     single   one uvicorn process, clients straight to it (no nginx) → PgBouncer → PostgreSQL
 """
 
@@ -38,7 +40,8 @@ class Architecture:
 STACK = Architecture(
     "stack",
     "stack (nginx + PgBouncer)",
-    "nginx → K uvicorn workers (pool per `deploy/stack/README.md`) → PgBouncer "
+    "nginx → HAProxy's line (STACK_ADMISSION's default) → K uvicorn workers (pool per "
+    "`deploy/stack/README.md`) → PgBouncer "
     "(transaction mode, ≤ 20 server connections) → PostgreSQL",
 )
 NOCACHE = Architecture(
@@ -50,7 +53,8 @@ NOCACHE = Architecture(
 DIRECT = Architecture(
     "direct",
     "naive pools, no PgBouncer",
-    "nginx → K uvicorn workers → PostgreSQL directly, DB_POOL_SIZE=20 + DB_MAX_OVERFLOW=30 per worker",
+    "nginx → HAProxy's line → K uvicorn workers → PostgreSQL directly, DB_POOL_SIZE=20 + "
+    "DB_MAX_OVERFLOW=30 per worker",
     {"STACK_API_DATABASE": "direct", "DB_POOL_SIZE": "20", "DB_MAX_OVERFLOW": "30"},
 )
 SINGLE = Architecture(
