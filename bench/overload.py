@@ -114,7 +114,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--targets",
         default="on,count",
         help="comma-separated: on (waiting line), count, off, queued<N> (a line of N per worker), "
-        "haproxy (HAProxy's line)",
+        "haproxy (HAProxy's lines, the default), nginx (nginx's count rule)",
     )
     parser.add_argument(
         "--retry-after",

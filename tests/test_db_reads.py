@@ -63,7 +63,8 @@ def _shapes(slug: str, username: str, viewer_id: int) -> list[tuple[Any, ...]]:
             (profiles._profile_query(viewer=shown), {"username": username, "viewer_id": who})
         )
     params = {"viewer_id": viewer_id, "slugs": (slug, "other"), "usernames": [username]}
-    shapes.append((viewer._statement(), params))
+    shapes.append((viewer._flags_statement(page=True), params))
+    shapes.append((viewer._flags_statement(page=False), {"viewer_id": viewer_id, "limit": 3}))
     shapes.append((slugs._MOVED_TO, {"slug": slug}))
     shapes.append((tags._NAMES, None))
     return shapes
@@ -114,7 +115,7 @@ def test_a_shape_is_compiled_once() -> None:
 
 
 def test_values_are_processed_as_sqlalchemy_binds_them() -> None:
-    done = compiled(viewer._statement(), _DIALECT)
+    done = compiled(viewer._flags_statement(page=True), _DIALECT)
     values = done.values({"viewer_id": 1, "slugs": ("a", "b"), "usernames": ["c"], "extra": 0})
     assert values == {"viewer_id": 1, "slugs": ["a", "b"], "usernames": ["c"]}  # ARRAY: a list
     with pytest.raises(InvalidRequestError, match="viewer_id"):

@@ -94,7 +94,9 @@ class Sets:
 async def _sets(cache: Cache, connect: Connect, viewer_id: int, *, local: bool) -> Sets:
     async def load() -> str:
         async with connect() as db:
-            favorited, following = await db.one(_sets_statement(), _set_params(viewer_id))
+            favorited, following = await db.one(
+                _flags_statement(page=False), _set_params(viewer_id)
+            )
         return dumps({"f": _bounded(favorited), "p": _bounded(following)})
 
     key = f"sets:{viewer_id}"
@@ -220,48 +222,36 @@ async def flags(
         "slugs": sorted(set(slugs)),
         "usernames": sorted(set(usernames)),
     }
-    favorited, following = await db.one(_statement(), params)
+    favorited, following = await db.one(_flags_statement(page=True), params)
     return ViewerFlags(favorited=frozenset(favorited or ()), following=frozenset(following or ()))
 
 
 @cache
-def _sets_statement() -> Select[*tuple[Any, ...]]:
-    """A viewer's favorites and follows, each cut at SET_LIMIT + 1 (more: not kept)."""
+def _flags_statement(*, page: bool) -> Select[*tuple[Any, ...]]:
+    """The slugs a viewer favorited and the usernames they follow: with `page`, only among
+    those a page shows (`slugs`, `usernames`); else all of them, each cut at `limit`
+    (SET_LIMIT + 1: more is not kept)."""
     viewer = bindparam("viewer_id", type_=BigInteger)
-    limit = bindparam("limit", type_=BigInteger)
     favorites = (
         select(Article.slug)
         .join(Favorite, Favorite.article_id == Article.id)
         .where(Favorite.user_id == viewer)
-        .limit(limit)
-        .subquery()
     )
     follows = (
         select(User.username)
         .join(Follow, Follow.followee_id == User.id)
         .where(Follow.follower_id == viewer)
-        .limit(limit)
-        .subquery()
     )
+    if page:
+        favorites = favorites.where(Article.slug == func.any(bindparam("slugs", type_=ARRAY(Text))))
+        follows = follows.where(
+            User.username == func.any(bindparam("usernames", type_=ARRAY(Text)))
+        )
+    else:
+        limit = bindparam("limit", type_=BigInteger)
+        favorites, follows = favorites.limit(limit), follows.limit(limit)
+    slugs, names = favorites.subquery(), follows.subquery()
     return select(
-        select(func.array_agg(favorites.c.slug)).scalar_subquery(),
-        select(func.array_agg(follows.c.username)).scalar_subquery(),
+        select(func.array_agg(slugs.c.slug)).scalar_subquery(),
+        select(func.array_agg(names.c.username)).scalar_subquery(),
     )
-
-
-@cache
-def _statement() -> Select[*tuple[Any, ...]]:
-    viewer = bindparam("viewer_id", type_=BigInteger)
-    slugs = bindparam("slugs", type_=ARRAY(Text))
-    usernames = bindparam("usernames", type_=ARRAY(Text))
-    favorited = (
-        select(func.array_agg(Article.slug))
-        .join(Favorite, Favorite.article_id == Article.id)
-        .where(Favorite.user_id == viewer, Article.slug == func.any(slugs))
-    )
-    following = (
-        select(func.array_agg(User.username))
-        .join(Follow, Follow.followee_id == User.id)
-        .where(Follow.follower_id == viewer, User.username == func.any(usernames))
-    )
-    return select(favorited.scalar_subquery(), following.scalar_subquery())
