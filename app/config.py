@@ -47,7 +47,11 @@ class Settings(BaseSettings):
     max_queued: int = Field(default=256, ge=0)
     # Migrations and DDL bypass PgBouncer; defaults to DATABASE_URL.
     direct_database_url: str | None = None
+    # Connections per API process: the public reads' own pool (app/driver_pool.py) and the
+    # ORM's, which takes DB_WRITE_POOL_SIZE of them (default: a quarter, at least one) and
+    # DB_MAX_OVERFLOW beyond. A process without public reads (the job worker) gives the ORM all.
     db_pool_size: int = Field(default=10, ge=1)
+    db_write_pool_size: int | None = Field(default=None, ge=1)
     db_max_overflow: int = Field(default=0, ge=0)
     db_pool_timeout: float = Field(default=5.0, gt=0)
     # Server-side prepared statements save PostgreSQL the planning of hot queries, but only
@@ -157,6 +161,22 @@ class Settings(BaseSettings):
             raise ValueError(f"JWT_SECRET {reason}")
         return self
 
+    @property
+    def write_pool_size(self) -> int:
+        return pool_split(self.db_pool_size, self.db_write_pool_size)[1]
+
+    @property
+    def read_pool_size(self) -> int:
+        return pool_split(self.db_pool_size, self.db_write_pool_size)[0]
+
     @cached_property
     def migration_url(self) -> str:
         return self.direct_database_url or self.database_url
+
+
+def pool_split(size: int, writes: int | None = None) -> tuple[int, int]:
+    """(reads, writes): an API process's DB_POOL_SIZE connections between the public reads'
+    pool and the ORM's, `writes` (DB_WRITE_POOL_SIZE) or a quarter for the ORM, at least one
+    each."""
+    writes = writes or max(1, size // 4)
+    return max(1, size - writes), writes

@@ -12,7 +12,7 @@ statement on its fifth use, saving PostgreSQL the planning.
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import DateTime, MetaData
 from sqlalchemy.exc import DBAPIError, InterfaceError, InternalError, OperationalError
@@ -27,8 +27,14 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import NullPool
 
 from app.config import Settings
-from app.db_reads import ReadConnection
+from app.db_reads import ReadConnection, ReadPool
+from app.driver_pool import DriverPool
 from app.observability.pool import MeteredQueuePool
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
+POOL_RECYCLE_S = 1800  # a connection older than this is closed, not reused
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -49,10 +55,24 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: DateTime(timezone=True)}  # noqa: RUF012
 
 
+def connect_args(settings: Settings) -> dict[str, Any]:
+    """psycopg's options for every connection of the app's, the ORM's and the reads'."""
+    return {
+        "prepare_threshold": 5 if settings.db_prepared_statements else None,
+        "application_name": "conduit",
+    }
+
+
 def make_engine(
-    settings: Settings, url: str | None = None, *, pooled: bool = True, autocommit: bool = False
+    settings: Settings,
+    url: str | None = None,
+    *,
+    pooled: bool = True,
+    autocommit: bool = False,
+    pool_size: int | None = None,
 ) -> AsyncEngine:
-    """One pool per process, sized by settings (docs/OPERATIONS.md, "Connection budget").
+    """The ORM's pool of the process, of `pool_size` connections (default DB_POOL_SIZE: a
+    process without a read pool of its own), docs/OPERATIONS.md "Connection budget".
 
     `autocommit` (the API's engine): pooled connections stay in autocommit, so a
     single-statement read takes one as it is, with no BEGIN/COMMIT round trips and no switch
@@ -64,17 +84,14 @@ def make_engine(
         # A failed statement's error (logged, and in tracebacks) names the statement, never
         # its values: they can be passwords' hashes, emails, bodies.
         "hide_parameters": True,
-        "connect_args": {
-            "prepare_threshold": 5 if settings.db_prepared_statements else None,
-            "application_name": "conduit",
-        },
+        "connect_args": connect_args(settings),
     }
     if pooled:
         options |= {
-            "pool_size": settings.db_pool_size,
+            "pool_size": pool_size or settings.db_pool_size,
             "max_overflow": settings.db_max_overflow,
             "pool_timeout": settings.db_pool_timeout,
-            "pool_recycle": 1800,
+            "pool_recycle": POOL_RECYCLE_S,
             "poolclass": MeteredQueuePool,  # conduit_db_pool_* metrics
         }
     else:
@@ -82,6 +99,21 @@ def make_engine(
     if autocommit:
         options["isolation_level"] = "AUTOCOMMIT"
     return create_async_engine(url or settings.database_url, **options)
+
+
+def make_read_pool(
+    settings: Settings, engine: AsyncEngine, tracer_provider: "TracerProvider | None" = None
+) -> ReadPool:
+    """The public reads' own pool on `engine`'s database: DB_POOL_SIZE less the ORM's share
+    (app/driver_pool.py), the same connection options and pool timeout."""
+    connections = DriverPool(
+        engine.url.set(drivername="postgresql").render_as_string(hide_password=False),
+        size=settings.read_pool_size,
+        timeout_s=settings.db_pool_timeout,
+        recycle_s=POOL_RECYCLE_S,
+        **connect_args(settings),
+    )
+    return ReadPool(engine, connections, tracer_provider)
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

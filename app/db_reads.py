@@ -5,9 +5,9 @@ connection, no SQLAlchemy execution layer in between (docs/ARCHITECTURE.md, "Rea
   `%(name)s` parameters, type casts rendered, the values fixed at build time, the bind
   processors), once per statement object; statements are built once per shape by their
   builders (app/articles/queries.py and the like), so this is a cache by shape.
-- `ReadPool.connect`: a connection from the engine's own pool (one pool per process, its
-  `conduit_db_pool_*` metrics and the connection budget unchanged), checked out with
-  `Engine.raw_connection` instead of a `Connection`, then used through psycopg directly.
+- `ReadPool.connect`: a connection of the reads' own pool (app/driver_pool.py: psycopg
+  connections in autocommit, the process's DB_POOL_SIZE shared with the ORM's pool, both
+  counted in the `conduit_db_pool_*` metrics), used through psycopg directly.
 - `ReadConnection`: runs the statements and keeps what SQLAlchemy's execution did for
   reads: errors wrapped in SQLAlchemy's exception classes (so `is_unavailable`, the 503
   handler and the replicas' fallback see what they always saw), a lost connection
@@ -15,8 +15,8 @@ connection, no SQLAlchemy execution layer in between (docs/ARCHITECTURE.md, "Rea
   a span per statement when tracing is on, and `listen` for whoever counts statements.
 
 Writes, and reads inside a write's transaction, stay on the ORM (app/transaction.py).
-psycopg prepares statements only as the engine's connections were configured to
-(`prepare_threshold` from DB_PREPARED_STATEMENTS, app/db.py): never behind PgBouncer.
+The reads' connections are made with the ORM's connection options (`connect_args`, app/db.py):
+psycopg prepares statements only with DB_PREPARED_STATEMENTS, never behind PgBouncer.
 """
 
 from collections.abc import Callable, Mapping
@@ -30,10 +30,12 @@ import psycopg
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import DBAPIError, InvalidRequestError, NoResultFound
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.util import greenlet_spawn, is_exit_exception
+from sqlalchemy.util import is_exit_exception
+
+from app.driver_pool import Connection as Driver
+from app.driver_pool import DriverPool
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer, TracerProvider
@@ -118,12 +120,20 @@ def _listeners_of(engine: AsyncEngine | None) -> list[Listener]:
 
 
 class ReadPool:
-    """Thin reads over one engine's pool (the primary's; each replica has its own)."""
+    """Thin reads on one database (the primary, or a replica): its own connections
+    (app/driver_pool.py; None: only on connections borrowed from the ORM, `borrowed`), and
+    `engine`, the ORM's engine on the same database, whose dialect compiles the statements and
+    in whose name listeners hear them (`listen`)."""
 
-    def __init__(self, engine: AsyncEngine, tracer_provider: "TracerProvider | None" = None):
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        connections: DriverPool | None,
+        tracer_provider: "TracerProvider | None" = None,
+    ) -> None:
         self.engine = engine
         self.dialect = engine.dialect
-        self._sync = engine.sync_engine
+        self.connections = connections
         # The same lists `listen` appends to: one truthiness test per statement.
         self.listeners = _listeners_of(engine)
         self.tracer: Tracer | None = None
@@ -136,13 +146,19 @@ class ReadPool:
         """`async with pool.connect() as db:` a pooled connection, back in the pool after."""
         return Checkout(self)
 
-    async def checkout(self) -> PoolProxiedConnection:
+    async def checkout(self) -> Driver:
+        if self.connections is None:
+            raise InvalidRequestError("this read pool only reads on borrowed connections")
         try:
-            return await greenlet_spawn(self._sync.raw_connection)
+            return await self.connections.get()
         except psycopg.Error as exc:
             # What `Engine.connect` raises for a connection it cannot make (PostgreSQL or
             # PgBouncer down): an OperationalError, i.e. a 503. A pool timeout passes as is.
             raise _wrapped(exc, None, None, self.dialect, invalidated=False) from exc
+
+    async def close(self) -> None:
+        if self.connections is not None:
+            await self.connections.close()
 
 
 class Releasing:
@@ -178,11 +194,11 @@ class Checkout(Releasing):
 class ReadConnection:
     """A pooled driver connection for reads: `scalar`, `first`, `one`, `all`."""
 
-    __slots__ = ("_fairy", "_owned", "pool")
+    __slots__ = ("_driver", "_owned", "pool")
 
-    def __init__(self, pool: ReadPool, fairy: PoolProxiedConnection, *, owned: bool = True):
+    def __init__(self, pool: ReadPool, driver: Driver, *, owned: bool = True):
         self.pool = pool
-        self._fairy: PoolProxiedConnection | None = fairy
+        self._driver: Driver | None = driver
         self._owned = owned  # False: borrowed, the lender returns it
 
     @property
@@ -242,10 +258,9 @@ class ReadConnection:
             return await self._run(sql, values)
 
     async def _run(self, sql: str, values: dict[str, object]) -> list[Row]:
-        fairy = self._fairy
-        if fairy is None:
+        driver = self._driver
+        if driver is None:
             raise InvalidRequestError("this read connection is closed or was invalidated")
-        driver: psycopg.AsyncConnection[Row] = fairy.driver_connection  # type: ignore[assignment]
         try:
             cursor = await driver.execute(sql, values)
             return await cursor.fetchall()
@@ -254,37 +269,35 @@ class ReadConnection:
             # disconnect, and the pool's other connections as old as it are suspect too.
             lost = driver.closed or driver.broken
             if lost:
-                await self._invalidate(exc, whole_pool=True)
+                await self._invalidate(whole_pool=True)
             raise _wrapped(exc, sql, values, self.pool.dialect, invalidated=lost) from exc
         except BaseException as exc:
             if is_exit_exception(exc):
                 # Cancelled (deadline, client gone) mid-statement: psycopg has asked the
                 # server to cancel, but the connection may be left mid-protocol; SQLAlchemy
                 # discards it, and so do we.
-                await self._invalidate(exc, whole_pool=False)
+                await self._invalidate(whole_pool=False)
             raise
 
-    async def _invalidate(self, exc: BaseException, *, whole_pool: bool) -> None:
-        fairy, self._fairy = self._fairy, None
-        if fairy is None or not self._owned:
+    async def _invalidate(self, *, whole_pool: bool) -> None:
+        driver, self._driver = self._driver, None
+        connections = self.pool.connections
+        if driver is None or not self._owned or connections is None:
             return
+        await connections.put(driver, discard=True)
         if whole_pool:
-            # What SQLAlchemy's Connection does on a disconnect (no public equivalent):
-            # connections made before this one are replaced at their next checkout.
-            await greenlet_spawn(self.pool._sync.pool._invalidate, fairy, exc)
-        else:
-            await greenlet_spawn(fairy.invalidate, exc)
+            await connections.discard_idle()
 
     async def release(self) -> None:
-        fairy, self._fairy = self._fairy, None
-        if fairy is not None and self._owned:
-            await greenlet_spawn(fairy.close)  # rolls back only if a transaction is open
+        driver, self._driver = self._driver, None
+        if driver is not None and self._owned and self.pool.connections is not None:
+            await self.pool.connections.put(driver)
 
     async def move_to(self, pool: ReadPool) -> None:
         """Give this connection back (unless it was lost) and go on with one from `pool`."""
         await self.release()
         self.pool = pool
-        self._fairy = await pool.checkout()
+        self._driver = await pool.checkout()
         self._owned = True
 
 
@@ -296,7 +309,8 @@ class _Borrowed:
 
     async def __aenter__(self) -> ReadConnection:
         fairy = await self._connection.get_raw_connection()
-        return ReadConnection(ReadPool(self._connection.engine), fairy, owned=False)
+        driver = cast(Driver, fairy.driver_connection)
+        return ReadConnection(ReadPool(self._connection.engine, None), driver, owned=False)
 
     async def __aexit__(self, *_: object) -> None:
         return None

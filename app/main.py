@@ -36,8 +36,7 @@ from app.articles.router import router as articles_router
 from app.cache.store import Cache
 from app.comments.router import router as comments_router
 from app.config import Settings
-from app.db import is_unavailable, make_engine, make_sessionmaker
-from app.db_reads import ReadPool
+from app.db import is_unavailable, make_engine, make_read_pool, make_sessionmaker
 from app.errors import AppError, TooManyRequests
 from app.health import router as health_router
 from app.imports.router import router as imports_router
@@ -92,7 +91,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, AppState]]:
-        engine = make_engine(settings, autocommit=True)  # reads: a connection as it comes
+        # The ORM's share of the connections (writes); public reads have a pool of their own.
+        engine = make_engine(settings, autocommit=True, pool_size=settings.write_pool_size)
         if tracer_provider is not None:
             tracing.instrument_engine(engine, tracer_provider)
         redis = make_redis(settings)  # the job queue's and rate limits': never evicts
@@ -112,16 +112,15 @@ def create_app(
             router.start()
         if settings.cache_enabled and (url := settings.redis_cache_url or settings.redis_url):
             cache.listen(url, connect_timeout_s=settings.redis_timeout_s)  # L1's invalidations
+        reads = router.reads if router else make_read_pool(settings, engine, tracer_provider)
         try:
             with gc_tuning.tuned_for_serving():
                 yield as_lifespan_state(
                     AppState(
                         settings=settings,
                         engine=engine,
-                        # Public reads run on the driver, through the engine's own pool.
-                        connect=router.connect
-                        if router
-                        else ReadPool(engine, tracer_provider).connect,
+                        # Public reads run on the driver (app/db_reads.py).
+                        connect=router.connect if router else reads.connect,
                         sessions=make_sessionmaker(engine),
                         redis=redis,
                         jobs=make_queue(settings, redis),
@@ -132,7 +131,9 @@ def create_app(
                 )
         finally:
             if router is not None:
-                await router.close()
+                await router.close()  # its read pools too
+            else:
+                await reads.close()
             await cache.close()
             if cache_redis is not None and cache_redis is not redis:
                 await cache_redis.aclose()

@@ -41,8 +41,9 @@ from sqlalchemy.sql import ClauseElement
 
 from app.cache.store import Cache, Items, Loader
 from app.config import Settings
-from app.db import is_unavailable, make_engine
+from app.db import is_unavailable, make_engine, make_read_pool
 from app.db_reads import ReadConnection, ReadPool, Releasing, Row
+from app.driver_pool import Connection as Driver
 from app.observability import context, metrics
 
 if TYPE_CHECKING:
@@ -127,7 +128,7 @@ class WritePositions:
 class Node:
     name: str
     engine: AsyncEngine
-    reads: ReadPool  # over `engine`'s pool
+    reads: ReadPool  # on `engine`'s database
     replayed: int = -1  # as of the last good poll; only ever below the truth
     lag_s: float = math.inf
     polled_at: float = -math.inf  # monotonic time of the last good poll
@@ -171,14 +172,15 @@ class Replicas:
         tracer_provider: "TracerProvider | None" = None,
     ) -> None:
         self.primary = primary
-        self.reads = ReadPool(primary, tracer_provider)
+        self.reads = make_read_pool(settings, primary, tracer_provider)
         self.positions = positions
         self.max_lag_s = settings.replica_max_lag_s
         self.poll_s = settings.replica_poll_s
         self.nodes = []
         for n, url in enumerate(settings.database_replica_urls, start=1):
-            engine = make_engine(settings, url, autocommit=True)
-            self.nodes.append(Node(f"replica-{n}", engine, ReadPool(engine, tracer_provider)))
+            engine = make_engine(settings, url, autocommit=True, pool_size=settings.write_pool_size)
+            reads = make_read_pool(settings, engine, tracer_provider)
+            self.nodes.append(Node(f"replica-{n}", engine, reads))
         self._samples = _Samples(keep_s=self.max_lag_s + 1)
         self._poller: asyncio.Task[None] | None = None
         # The position question in flight to each node, shared (`_question`).
@@ -195,7 +197,9 @@ class Replicas:
         for pending in waiting:
             pending.cancel()
         await asyncio.gather(*waiting, return_exceptions=True)
+        await self.reads.close()
         for node in self.nodes:
+            await node.reads.close()
             await node.engine.dispose()
 
     def connect(self) -> "RoutedCheckout":
@@ -329,13 +333,13 @@ class RoutedCheckout(Releasing):
         if node is not None:
             metrics.DB_READS.labels(node.name).inc()
             try:
-                fairy = await node.reads.checkout()
+                driver = await node.reads.checkout()
             except (DBAPIError, PoolTimeout) as exc:
                 if not _replica_failure(exc):
                     raise
                 router.failed(node, exc)
             else:
-                self._connection = RoutedConnection(router, node, fairy)
+                self._connection = RoutedConnection(router, node, driver)
                 return self._connection
         metrics.DB_READS.labels(PRIMARY).inc()
         self._connection = RoutedConnection(router, None, await router.reads.checkout())
@@ -348,8 +352,8 @@ class RoutedConnection(ReadConnection):
 
     __slots__ = ("_node", "_router")
 
-    def __init__(self, router: Replicas, node: Node | None, fairy: Any) -> None:
-        super().__init__(router.reads if node is None else node.reads, fairy)
+    def __init__(self, router: Replicas, node: Node | None, driver: Driver) -> None:
+        super().__init__(router.reads if node is None else node.reads, driver)
         self._router = router
         self._node = node
 

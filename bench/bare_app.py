@@ -24,6 +24,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from app import gc_tuning
 from app.articles import cursors, pages, queries
+from app.config import pool_split
 from bench.lib import statements
 from bench.lib.database import plain_url
 from bench.lib.statements import Statement
@@ -150,7 +151,9 @@ async def _lifespan(receive: Receive, send: Send) -> None:
         while True:
             message: Message = await receive()
             if message["type"] == "lifespan.startup":
-                size = int(os.environ.get("DB_POOL_SIZE", "32"))
+                # As large as the API's read pool on the same settings.
+                total, writes = os.environ.get("DB_POOL_SIZE"), os.environ.get("DB_WRITE_POOL_SIZE")
+                size, _ = pool_split(int(total or 10), int(writes) if writes else None)
                 _pool = pool(plain_url(os.environ["DATABASE_URL"]), size)
                 await _pool.open(wait=True)
                 await send({"type": "lifespan.startup.complete"})

@@ -1,7 +1,7 @@
 """CPU per read statement by execution path, in one process, one read at a time: the ORM's
 (`engine.connect()` + `scalar`, how public reads ran before app/db_reads.py), the driver
-path (`ReadPool`, the engine's own pool), and a plain psycopg_pool (the floor). Rounds
-alternate the paths, so the machine's drift affects each alike.
+path (`ReadPool` on the reads' own pool, app/driver_pool.py), and a plain psycopg_pool (the
+floor). Rounds alternate the paths, so the machine's drift affects each alike.
 
     .venv/bin/python -m bench.read_paths --database-url postgresql://...   # a seeded database
 """
@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.articles import queries
 from app.config import Settings, async_url
-from app.db import make_engine
+from app.db import make_engine, make_read_pool
 from app.db_reads import ReadPool, compiled
 from bench.lib.database import plain_url
 
@@ -39,9 +39,11 @@ async def _cpu_us(step: Step, n: int) -> float:
 
 
 async def measure(url: str, n: int, rounds: int) -> dict[str, list[float]]:
-    settings = Settings(database_url=async_url(url), jwt_secret=secrets.token_urlsafe(48))
-    engine = make_engine(settings, autocommit=True)
-    reads = ReadPool(engine)
+    settings = Settings(
+        database_url=async_url(url), jwt_secret=secrets.token_urlsafe(48), db_pool_size=2
+    )
+    engine = make_engine(settings, autocommit=True, pool_size=settings.write_pool_size)
+    reads = make_read_pool(settings, engine)  # one connection, as the floor's
     floor: AsyncConnectionPool[AsyncConnection[tuple[Any, ...]]] = AsyncConnectionPool(
         plain_url(url),
         min_size=1,
@@ -63,6 +65,7 @@ async def measure(url: str, n: int, rounds: int) -> dict[str, list[float]]:
         return results
     finally:
         await floor.close()
+        await reads.close()
         await engine.dispose()
 
 

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.cache.store import Cache
 from app.config import Settings
-from app.db import Base, make_engine, make_sessionmaker
+from app.db import Base, make_engine, make_read_pool, make_sessionmaker
 from app.db_reads import ReadPool, borrowed
 from app.main import create_app
 from app.redis import make_redis
@@ -116,12 +116,31 @@ def serve_with_state(app: FastAPI, state: AppState) -> ASGIApp:
     return asgi
 
 
+# The read pools `make_state` made, one per engine, closed when the session ends.
+_READ_POOLS: dict[AsyncEngine, ReadPool] = {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def _close_read_pools() -> AsyncIterator[None]:
+    yield
+    for pool in _READ_POOLS.values():
+        await pool.close()
+
+
+def read_pool(settings: Settings, engine: AsyncEngine) -> ReadPool:
+    """A read pool on `engine`'s database, as the lifespan makes it; one per engine."""
+    if engine not in _READ_POOLS:
+        _READ_POOLS[engine] = make_read_pool(settings, engine)
+    return _READ_POOLS[engine]
+
+
 def make_state(settings: Settings, engine: AsyncEngine, **fields: Any) -> AppState:
     """The lifespan's state over `engine`, without Redis; `fields` replace any part."""
+    connect = fields.pop("connect", None) or read_pool(settings, engine).connect
     state = AppState(
         settings=settings,
         engine=engine,
-        connect=ReadPool(engine).connect,
+        connect=connect,
         sessions=make_sessionmaker(engine),
         redis=None,
         jobs=None,

@@ -25,7 +25,7 @@ from app.articles.cursors import Position
 from app.cache import viewer
 from app.comments import service as comments
 from app.config import Settings
-from app.db import make_engine
+from app.db import make_engine, make_read_pool
 from app.db_reads import ReadPool, borrowed, compiled
 from app.main import create_app
 from app.observability import tracing
@@ -130,13 +130,23 @@ def test_a_statement_rendered_per_execution_is_refused() -> None:
         compiled(expanding, _DIALECT)
 
 
+# One connection for reads (and one for the ORM): the next read reuses exactly that one.
+_SMALL = {"db_pool_size": 2, "db_write_pool_size": 1, "db_max_overflow": 0, "db_pool_timeout": 2.0}
+
+
 @pytest.fixture
-async def small_engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
-    """One pooled connection, no overflow: the next read reuses exactly that one."""
-    update = {"db_pool_size": 1, "db_max_overflow": 0, "db_pool_timeout": 2.0}
-    engine = make_engine(settings.model_copy(update=update), autocommit=True)
-    yield engine
+async def small_pool(settings: Settings) -> AsyncIterator[ReadPool]:
+    small = settings.model_copy(update=_SMALL)
+    engine = make_engine(small, autocommit=True, pool_size=small.write_pool_size)
+    pool = make_read_pool(small, engine)
+    yield pool
+    await pool.close()
     await engine.dispose()
+
+
+def _lent(pool: ReadPool) -> int:
+    assert pool.connections is not None
+    return pool.connections.checkedout()
 
 
 async def _backend(pool: ReadPool) -> int:
@@ -151,12 +161,11 @@ async def _terminate(engine: AsyncEngine, pid: int) -> None:
 
 
 async def test_a_connection_lost_under_a_read_is_a_503_and_the_pool_recovers(
-    settings: Settings, engine: AsyncEngine, small_engine: AsyncEngine
+    settings: Settings, engine: AsyncEngine, small_pool: ReadPool
 ) -> None:
-    pool = ReadPool(small_engine)
-    lost = await _backend(pool)
+    lost = await _backend(small_pool)
     await _terminate(engine, lost)
-    state = make_state(settings, small_engine, connect=pool.connect)
+    state = make_state(settings, small_pool.engine, connect=small_pool.connect)
     transport = httpx.ASGITransport(app=serve_with_state(create_app(settings), state))
     async with httpx.AsyncClient(transport=transport, base_url=ROOT + "/api") as client:
         during = await client.get("/tags")
@@ -164,16 +173,15 @@ async def test_a_connection_lost_under_a_read_is_a_503_and_the_pool_recovers(
     assert during.status_code == 503
     assert during.headers["Retry-After"] == "1"
     assert after.status_code == 200
-    assert await _backend(pool) != lost  # the broken one never went back into the pool
-    assert "Current Checked out connections: 0" in small_engine.pool.status()
+    assert await _backend(small_pool) != lost  # the broken one never went back into the pool
+    assert _lent(small_pool) == 0
 
 
 async def test_a_lost_connection_raises_what_sqlalchemy_raises(
-    engine: AsyncEngine, small_engine: AsyncEngine
+    engine: AsyncEngine, small_pool: ReadPool
 ) -> None:
-    pool = ReadPool(small_engine)
-    await _terminate(engine, await _backend(pool))
-    async with pool.connect() as db:
+    await _terminate(engine, await _backend(small_pool))
+    async with small_pool.connect() as db:
         with pytest.raises(OperationalError) as raised:
             await db.scalar(text("SELECT :secret"), {"secret": "hunter2"})
     assert raised.value.connection_invalidated
@@ -181,21 +189,32 @@ async def test_a_lost_connection_raises_what_sqlalchemy_raises(
     assert "hunter2" not in str(raised.value)
 
 
-async def test_an_unreachable_database_is_an_operational_error(settings: Settings) -> None:
+async def test_an_unreachable_database_is_an_operational_error_at_once(
+    settings: Settings,
+) -> None:
+    """Not after the pool timeout: a read that cannot connect is a 503 the client retries,
+    as SQLAlchemy's pool answers it."""
     url = "postgresql+psycopg://x@127.0.0.1:1/x"
-    nowhere = make_engine(settings.model_copy(update={"database_url": url}), autocommit=True)
+    nowhere_settings = settings.model_copy(update={"database_url": url, "db_pool_timeout": 5.0})
+    nowhere = make_engine(nowhere_settings, autocommit=True)
+    pool = make_read_pool(nowhere_settings, nowhere)
+    started = time.monotonic()
     try:
-        with pytest.raises(OperationalError):
-            async with ReadPool(nowhere).connect():
-                pass
+        for _ in range(3):  # and again: a failed attempt gives its place back
+            with pytest.raises(OperationalError):
+                async with pool.connect():
+                    pass
     finally:
+        await pool.close()
         await nowhere.dispose()
+    assert time.monotonic() - started < 2.5
+    assert _lent(pool) == 0
 
 
 async def test_a_cancelled_read_stops_its_statement_and_leaves_a_healthy_pool(
-    engine: AsyncEngine, small_engine: AsyncEngine
+    engine: AsyncEngine, small_pool: ReadPool
 ) -> None:
-    pool = ReadPool(small_engine)
+    pool = small_pool
     cancelled = await _backend(pool)
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.3), pool.connect() as db:
@@ -213,7 +232,7 @@ async def test_a_cancelled_read_stops_its_statement_and_leaves_a_healthy_pool(
     # Discarded as SQLAlchemy discards a connection cancelled mid-statement; the next read
     # gets a fresh one.
     assert await _backend(pool) != cancelled
-    assert "Current Checked out connections: 0" in small_engine.pool.status()
+    assert _lent(pool) == 0
 
 
 @pytest.mark.parametrize("prepared", [False, True])
@@ -222,29 +241,31 @@ async def test_reads_prepare_statements_only_when_the_settings_allow(
 ) -> None:
     """Behind PgBouncer in transaction mode a named prepared statement would break: psycopg
     keeps the engine's `prepare_threshold` (DB_PREPARED_STATEMENTS) on the driver path too."""
-    update = {"db_pool_size": 1, "db_max_overflow": 0, "db_prepared_statements": prepared}
-    engine = make_engine(settings.model_copy(update=update), autocommit=True)
+    chosen = settings.model_copy(update=_SMALL | {"db_prepared_statements": prepared})
+    engine = make_engine(chosen, autocommit=True)
+    pool = make_read_pool(chosen, engine)
     try:
-        async with ReadPool(engine).connect() as db:
+        async with pool.connect() as db:
             for _ in range(6):  # past psycopg's threshold of 5 when preparing is on
                 await db.all(tags._NAMES)
             named = await db.scalar(text("SELECT count(*) FROM pg_prepared_statements"))
     finally:
+        await pool.close()
         await engine.dispose()
     assert (named > 0) is prepared
 
 
-async def test_a_read_span_is_named_and_attributed_like_the_orms(
-    small_engine: AsyncEngine,
-) -> None:
+async def test_a_read_span_is_named_and_attributed_like_the_orms(small_pool: ReadPool) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.instrument_engine(small_engine, provider)
+    engine = small_pool.engine
+    tracing.instrument_engine(engine, provider)
     statement = queries.single("nowhere", None)[0]
-    async with small_engine.connect() as conn:
+    async with engine.connect() as conn:
         await conn.execute(statement, {"slug": "nowhere"})
-    async with ReadPool(small_engine, provider).connect() as db:
+    traced = ReadPool(engine, small_pool.connections, provider)
+    async with traced.connect() as db:
         assert await db.scalar(statement, {"slug": "nowhere"}) is None
     orm, thin = exporter.get_finished_spans()
     assert thin.instrumentation_scope is not None

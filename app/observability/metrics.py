@@ -109,12 +109,12 @@ HTTP_SHED = Counter(
 # ---- Database (app/observability/pool.py; retries in the write path) ----
 DB_POOL_SIZE = Gauge(
     "conduit_db_pool_size",
-    "Configured SQLAlchemy pool size, summed over worker processes.",
+    "Configured connections (the ORM's pool and the public reads'), summed over worker processes.",
     multiprocess_mode="livesum",
 )
 DB_POOL_MAX_OVERFLOW = Gauge(
     "conduit_db_pool_max_overflow",
-    "Configured SQLAlchemy max_overflow, summed over worker processes.",
+    "Configured max_overflow of the ORM's pool, summed over worker processes.",
     multiprocess_mode="livesum",
 )
 DB_POOL_CHECKED_OUT = Gauge(

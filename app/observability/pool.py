@@ -21,8 +21,14 @@ class MeteredQueuePool(AsyncAdaptedQueuePool):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        metrics.DB_POOL_SIZE.set(self.size())
-        metrics.DB_POOL_MAX_OVERFLOW.set(max(self._max_overflow, 0))
+        recorder.POOL.track(self)
+
+    def max_overflow(self) -> int:
+        return max(self._max_overflow, 0)
+
+    def dispose(self) -> None:
+        super().dispose()
+        recorder.POOL.forget(self)  # `Engine.dispose` goes on with a new one (tracked)
 
     def connect(self) -> PoolProxiedConnection:
         started = perf_counter()
@@ -30,12 +36,12 @@ class MeteredQueuePool(AsyncAdaptedQueuePool):
             connection = super().connect()
         except PoolTimeout:
             metrics.DB_POOL_TIMEOUTS.inc()
-            recorder.POOL.used(self, perf_counter() - started)
+            recorder.POOL.used(perf_counter() - started)
             raise
-        recorder.POOL.used(self, perf_counter() - started)
+        recorder.POOL.used(perf_counter() - started)
         context.reached(context.DATABASE)
         return connection
 
     def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
         super()._do_return_conn(record)
-        recorder.POOL.used(self)
+        recorder.POOL.used()

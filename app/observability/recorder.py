@@ -13,6 +13,7 @@ answers /metrics. Another worker's counts are at most that late in a scrape.
 import asyncio
 from bisect import bisect_left
 from typing import Protocol
+from weakref import WeakSet
 
 from prometheus_client import Histogram
 
@@ -91,22 +92,34 @@ def _add(histogram: Histogram, tally: list[float]) -> None:
 
 
 class Pool(Protocol):
+    def size(self) -> int: ...
+    def max_overflow(self) -> int: ...
     def checkedout(self) -> int: ...
     def overflow(self) -> int: ...
 
 
 class PoolRecorder:
-    """The `conduit_db_pool_*` gauges and wait histogram: waits tallied, the gauges read from
-    the pool's own counts when they are written (so they cannot drift)."""
+    """The `conduit_db_pool_*` gauges and wait histogram of the process's pools together (the
+    ORM's and the reads' own, app/driver_pool.py; the gauges have no pool label): waits
+    tallied, the gauges read from the pools' own counts when they are written (so they
+    cannot drift)."""
 
     def __init__(self) -> None:
-        self._pool: Pool | None = None  # the last pool used: the gauges have no pool label
+        self._pools: WeakSet[Pool] = WeakSet()  # open ones; a pool forgotten is dropped
         self._waits = [0.0] * (len(_WAIT_BOUNDS) + 1)
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def used(self, pool: Pool, waited_s: float | None = None) -> None:
+    def track(self, pool: Pool) -> None:
+        """Count `pool` in the gauges until `forget`."""
+        self._pools.add(pool)
+        self._write_sizes()
+
+    def forget(self, pool: Pool) -> None:
+        self._pools.discard(pool)
+        self._write_sizes()
+
+    def used(self, waited_s: float | None = None) -> None:
         """A checkout (that waited `waited_s`) or a return."""
-        self._pool = pool
         if waited_s is not None:
             self._waits[bisect_left(_WAIT_BOUNDS, waited_s)] += 1
             self._waits[-1] += waited_s
@@ -121,12 +134,18 @@ class PoolRecorder:
 
     def flush(self) -> None:
         self._loop = None
-        if self._pool is not None:
-            metrics.DB_POOL_CHECKED_OUT.set(self._pool.checkedout())
-            metrics.DB_POOL_OVERFLOW.set(max(self._pool.overflow(), 0))
+        self._write_sizes()
+        pools = list(self._pools)
+        metrics.DB_POOL_CHECKED_OUT.set(sum(pool.checkedout() for pool in pools))
+        metrics.DB_POOL_OVERFLOW.set(sum(max(pool.overflow(), 0) for pool in pools))
         waits, self._waits = self._waits, [0.0] * (len(_WAIT_BOUNDS) + 1)
         if any(waits):
             _add(metrics.DB_POOL_WAIT, waits)
+
+    def _write_sizes(self) -> None:
+        pools = list(self._pools)
+        metrics.DB_POOL_SIZE.set(sum(pool.size() for pool in pools))
+        metrics.DB_POOL_MAX_OVERFLOW.set(sum(pool.max_overflow() for pool in pools))
 
 
 # One each per process: every app built in it (tests build many) shares the tallies.

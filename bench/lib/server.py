@@ -48,10 +48,14 @@ class Api:
         self.server = server
         self._env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL",)}
         # Straight to PostgreSQL, so the run uses what only a direct connection allows:
-        # prepared statements, and a pool as large as the connections wrk keeps per worker
-        # (waiting for a pooled connection costs more CPU than PostgreSQL spends per
-        # connection). Either can be overridden from the environment.
-        self._env = {"DB_PREPARED_STATEMENTS": "true", "DB_POOL_SIZE": "32"} | self._env
+        # prepared statements, and a read pool as large as the connections wrk keeps per
+        # worker (waiting for a pooled connection costs more CPU than PostgreSQL spends per
+        # connection): 32 for reads, 4 for the ORM. Any can be overridden from the environment.
+        self._env = {
+            "DB_PREPARED_STATEMENTS": "true",
+            "DB_POOL_SIZE": "36",
+            "DB_WRITE_POOL_SIZE": "4",
+        } | self._env
         self._env |= {"DATABASE_URL": database_url, "LOG_LEVEL": "WARNING"} | dict(env or {})
         # A throwaway signing key of the run's own: the API refuses to start without one.
         self._env.setdefault("JWT_SECRET", secrets.token_urlsafe(48))

@@ -1,11 +1,14 @@
 """/metrics after real traffic, in process: names, labels, route templates, the pool."""
 
+import gc
+
 import httpx
 from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
+from app.db import make_engine, make_read_pool
 from app.main import create_app
 from app.observability import metrics, recorder
 from tests.conftest import ROOT
@@ -96,19 +99,42 @@ async def test_unhandled_errors_are_5xx_with_request_id(app: FastAPI) -> None:
     )
 
 
-async def test_pool_reports_checkouts_and_waits(engine: AsyncEngine) -> None:
-    def sample(name: str) -> float:
-        recorder.flush()  # as /metrics does before it answers
-        return value(parse(metrics.exposition().decode()), name)
+def _sample(name: str) -> float:
+    recorder.flush()  # as /metrics does before it answers
+    return value(parse(metrics.exposition().decode()), name)
 
-    waits = sample("conduit_db_pool_wait_seconds_count")
-    lent = sample("conduit_db_pool_checked_out_connections")
+
+async def test_pool_reports_checkouts_and_waits(engine: AsyncEngine) -> None:
+    waits = _sample("conduit_db_pool_wait_seconds_count")
+    lent = _sample("conduit_db_pool_checked_out_connections")
     async with engine.connect() as connection:
         await connection.execute(text("SELECT 1"))
-        assert sample("conduit_db_pool_checked_out_connections") == lent + 1
-    assert sample("conduit_db_pool_checked_out_connections") == lent
-    assert sample("conduit_db_pool_wait_seconds_count") == waits + 1
-    assert sample("conduit_db_pool_size") == engine.pool.size()  # type: ignore[attr-defined]
+        assert _sample("conduit_db_pool_checked_out_connections") == lent + 1
+    assert _sample("conduit_db_pool_checked_out_connections") == lent
+    assert _sample("conduit_db_pool_wait_seconds_count") == waits + 1
+
+
+async def test_the_reads_pool_counts_with_the_orms(settings: Settings) -> None:
+    """The gauges are the process's connections, the ORM's and the public reads' together
+    (app/driver_pool.py): its size while it is open, its checkouts, its waits."""
+    gc.collect()  # pools of earlier tests' engines, forgotten: no longer counted
+    size = _sample("conduit_db_pool_size")
+    lent = _sample("conduit_db_pool_checked_out_connections")
+    engine = make_engine(settings, autocommit=True, pool_size=settings.write_pool_size)
+    reads = make_read_pool(settings, engine)
+    try:
+        assert _sample("conduit_db_pool_size") == size + settings.db_pool_size
+        waits = _sample("conduit_db_pool_wait_seconds_count")
+        async with reads.connect() as db:
+            await db.scalar(text("SELECT 1"))
+            assert _sample("conduit_db_pool_checked_out_connections") == lent + 1
+        assert _sample("conduit_db_pool_checked_out_connections") == lent
+        assert _sample("conduit_db_pool_wait_seconds_count") == waits + 1
+        await reads.close()
+        assert _sample("conduit_db_pool_size") == size + settings.write_pool_size
+    finally:
+        await reads.close()
+        await engine.dispose()
 
 
 async def test_metrics_can_be_switched_off(settings: Settings) -> None:
