@@ -13,6 +13,7 @@ connection, no SQLAlchemy execution layer in between (docs/ARCHITECTURE.md, "Rea
   handler and the replicas' fallback see what they always saw), a lost connection
   invalidated (with its pool's older connections, as SQLAlchemy does) instead of returned,
   a span per statement when tracing is on, and `listen` for whoever counts statements.
+  Beyond it: a read on a connection found lost runs again, once, on a fresh one.
 
 Writes, and reads inside a write's transaction, stay on the ORM (app/transaction.py).
 The reads' connections are made with the ORM's connection options (`connect_args`, app/db.py):
@@ -258,26 +259,41 @@ class ReadConnection:
             return await self._run(sql, values)
 
     async def _run(self, sql: str, values: dict[str, object]) -> list[Row]:
-        driver = self._driver
-        if driver is None:
-            raise InvalidRequestError("this read connection is closed or was invalidated")
-        try:
-            cursor = await driver.execute(sql, values)
-            return await cursor.fetchall()
-        except psycopg.Error as exc:
-            # SQLAlchemy's rule: a connection the driver found closed or broken is a
-            # disconnect, and the pool's other connections as old as it are suspect too.
-            lost = driver.closed or driver.broken
-            if lost:
+        # A read runs again, once, on a fresh connection when the driver found its own closed
+        # or broken (`retries_lost`): the usual cause is a connection that died while idle
+        # (PostgreSQL or PgBouncer restarted since it was last used), and a read has no
+        # effect to repeat.
+        retried = False
+        while True:
+            driver = self._driver
+            if driver is None:
+                raise InvalidRequestError("this read connection is closed or was invalidated")
+            try:
+                cursor = await driver.execute(sql, values)
+                return await cursor.fetchall()
+            except psycopg.Error as exc:
+                # SQLAlchemy's rule: a connection the driver found closed or broken is a
+                # disconnect, and the pool's other connections as old as it are suspect too.
+                lost = driver.closed or driver.broken
+                if not lost:
+                    raise _wrapped(exc, sql, values, self.pool.dialect, invalidated=False) from exc
                 await self._invalidate(whole_pool=True)
-            raise _wrapped(exc, sql, values, self.pool.dialect, invalidated=lost) from exc
-        except BaseException as exc:
-            if is_exit_exception(exc):
-                # Cancelled (deadline, client gone) mid-statement: psycopg has asked the
-                # server to cancel, but the connection may be left mid-protocol; SQLAlchemy
-                # discards it, and so do we.
-                await self._invalidate(whole_pool=False)
-            raise
+                if retried or not self.retries_lost():
+                    raise _wrapped(exc, sql, values, self.pool.dialect, invalidated=True) from exc
+            except BaseException as exc:
+                if is_exit_exception(exc):
+                    # Cancelled (deadline, client gone) mid-statement: psycopg has asked the
+                    # server to cancel, but the connection may be left mid-protocol;
+                    # SQLAlchemy discards it, and so do we.
+                    await self._invalidate(whole_pool=False)
+                raise
+            retried = True
+            self._driver = await self.pool.checkout()  # cannot connect: a 503 as any other
+
+    def retries_lost(self) -> bool:
+        """Whether a statement on a lost connection runs again on a fresh one of the pool
+        (not on a borrowed connection: its lender's)."""
+        return self._owned
 
     async def _invalidate(self, *, whole_pool: bool) -> None:
         driver, self._driver = self._driver, None

@@ -114,15 +114,15 @@ class HotRead:
         self._checks = checks
         self._query = query or {}
 
-    def match(self, scope: Scope) -> Params | None:
+    def match(self, path: str, query_string: bytes) -> Params | None:
         """The path's and query's parameters if the request is this read's plain case."""
-        found = self._regex.match(_route_path(scope))
+        found = self._regex.match(path)
         if found is None:
             return None
         params: Params = found.groupdict()
         if not all(check(params[name]) for name, check in self._checks.items()):
             return None
-        query = _plain_query(scope["query_string"], self._query)
+        query = _plain_query(query_string, self._query)
         return None if query is None else params | query
 
 
@@ -138,8 +138,9 @@ class HotReads:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
+            path, query_string = _route_path(scope), scope["query_string"]
             for read in self.reads:
-                if (params := read.match(scope)) is not None:
+                if (params := read.match(path, query_string)) is not None:
                     scope["route"], scope["path_params"] = read, params
                     tracing.route_selected(scope, read.path_format)
                     await self._answer(read, scope, receive, send)

@@ -357,6 +357,11 @@ class RoutedConnection(ReadConnection):
         self._router = router
         self._node = node
 
+    def retries_lost(self) -> bool:
+        # On a replica, a lost connection takes the replica out of rotation and the statement
+        # goes to the primary (`all`), rather than to the same replica again.
+        return self._node is None and super().retries_lost()
+
     async def all(
         self, statement: ClauseElement, params: Mapping[str, object] | None = None
     ) -> list[Row]:

@@ -160,33 +160,58 @@ async def _terminate(engine: AsyncEngine, pid: int) -> None:
         await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
 
 
-async def test_a_connection_lost_under_a_read_is_a_503_and_the_pool_recovers(
+async def test_a_connection_that_died_while_idle_is_replaced_under_the_read(
     settings: Settings, engine: AsyncEngine, small_pool: ReadPool
 ) -> None:
+    """PostgreSQL or PgBouncer restarted since the connection was last used: the read runs
+    again on a fresh connection, and the client never sees it."""
     lost = await _backend(small_pool)
     await _terminate(engine, lost)
     state = make_state(settings, small_pool.engine, connect=small_pool.connect)
     transport = httpx.ASGITransport(app=serve_with_state(create_app(settings), state))
     async with httpx.AsyncClient(transport=transport, base_url=ROOT + "/api") as client:
-        during = await client.get("/tags")
-        after = await client.get("/tags")
-    assert during.status_code == 503
-    assert during.headers["Retry-After"] == "1"
-    assert after.status_code == 200
+        response = await client.get("/tags")
+    assert response.status_code == 200
     assert await _backend(small_pool) != lost  # the broken one never went back into the pool
     assert _lent(small_pool) == 0
 
 
-async def test_a_lost_connection_raises_what_sqlalchemy_raises(
-    engine: AsyncEngine, small_pool: ReadPool
+# Each connection it runs on is lost under it: the read's one retry is lost too.
+_FATAL = text("SELECT pg_terminate_backend(pg_backend_pid()) OR CAST(:secret AS text) = ''")
+
+
+async def test_a_connection_lost_again_under_the_retry_raises_what_sqlalchemy_raises(
+    small_pool: ReadPool,
 ) -> None:
-    await _terminate(engine, await _backend(small_pool))
+    first = await _backend(small_pool)
     async with small_pool.connect() as db:
         with pytest.raises(OperationalError) as raised:
-            await db.scalar(text("SELECT :secret"), {"secret": "hunter2"})
+            await db.scalar(_FATAL, {"secret": "hunter2"})
     assert raised.value.connection_invalidated
-    assert "SELECT %(secret)s" in str(raised.value)  # the statement, never its values
-    assert "hunter2" not in str(raised.value)
+    assert "CAST(%(secret)s AS text)" in str(raised.value)  # the statement...
+    assert "hunter2" not in str(raised.value)  # ...never its values
+    assert await _backend(small_pool) != first
+    assert _lent(small_pool) == 0
+
+
+async def test_a_read_whose_connections_are_lost_is_a_503(
+    settings: Settings, small_pool: ReadPool
+) -> None:
+    app = create_app(settings)
+
+    @app.get("/api/test/fatal")
+    async def fatal_read() -> None:
+        async with small_pool.connect() as db:
+            await db.scalar(_FATAL, {"secret": "x"})
+
+    state = make_state(settings, small_pool.engine, connect=small_pool.connect)
+    transport = httpx.ASGITransport(app=serve_with_state(app, state))
+    async with httpx.AsyncClient(transport=transport, base_url=ROOT + "/api") as client:
+        during = await client.get("/test/fatal")
+        after = await client.get("/tags")
+    assert during.status_code == 503
+    assert during.headers["Retry-After"] == "1"
+    assert after.status_code == 200
 
 
 async def test_an_unreachable_database_is_an_operational_error_at_once(

@@ -387,30 +387,38 @@ class _Work:
     take seconds), or when the client disconnects. A cancellation that comes from inside
     the work (not the edge's, nor the server's) ends in a clean 503."""
 
-    __slots__ = ("_deadline", "_deadline_s", "_exchange", "_timers", "_watch")
+    __slots__ = ("_deadline", "_deadline_s", "_exchange", "_timer", "_watch")
 
     def __init__(
         self, exchange: Exchange, deadline: float | None, deadline_s: float, *, watch: bool
     ) -> None:
         self._exchange, self._deadline, self._deadline_s = exchange, deadline, deadline_s
         self._watch = watch
-        self._timers: list[asyncio.TimerHandle] = []
+        # One timer at a time: the watch's (WATCH_AFTER_S in), which then sets the deadline's.
+        self._timer: asyncio.TimerHandle | None = None
 
     async def __aenter__(self) -> None:
         exchange = self._exchange
         loop = asyncio.get_running_loop()
         exchange._task = asyncio.current_task()
         exchange.cancelled = False
-        if self._deadline is not None:
-            when = loop.time() + self._deadline - time.monotonic()
-            self._timers.append(loop.call_at(when, exchange._expire, self._deadline_s))
-        if self._watch:
-            self._timers.append(loop.call_later(WATCH_AFTER_S, exchange._watch))
+        now = loop.time()
+        expires = None if self._deadline is None else now + self._deadline - time.monotonic()
+        if self._watch and (expires is None or now + WATCH_AFTER_S < expires):
+            self._timer = loop.call_at(now + WATCH_AFTER_S, self._watched, expires)
+        elif expires is not None:
+            self._timer = loop.call_at(expires, exchange._expire, self._deadline_s)
+
+    def _watched(self, expires: float | None) -> None:
+        self._exchange._watch()
+        if expires is not None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_at(expires, self._exchange._expire, self._deadline_s)
 
     async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> bool:
         exchange = self._exchange
-        for timer in self._timers:
-            timer.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
         task, exchange._task = exchange._task, None
         assert task is not None  # noqa: S101 - set on entry
         if exchange.cancelled:
