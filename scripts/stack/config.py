@@ -11,6 +11,7 @@ from functools import cached_property
 from pathlib import Path
 
 from app import jwt_secret
+from app.config import pool_split
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "deploy" / "stack"
@@ -102,7 +103,11 @@ def default_db_pool_size(server_pool: int, workers: int) -> int:
 
 
 def admission(
-    workers: int, server_pool: int, number: Callable[[str, int], int], where: str
+    workers: int,
+    server_pool: int,
+    number: Callable[[str, int], int],
+    where: str,
+    orm_connections: int,
 ) -> dict[str, int]:
     """`where` is "nginx": the API decides who waits and who is refused
     (app/middleware/admission.py): it sees the real line and each request's budget. nginx
@@ -112,8 +117,9 @@ def admission(
     it hands it on (app/middleware/request_edge.py).
 
     "haproxy": nginx passes everything on; HAProxy lets K x MAX_IN_FLIGHT reads and at most
-    the PostgreSQL server pool's worth of writes work at the API at once (a write holds a
-    server connection for its transaction: more would only wait unseen in PgBouncer) and
+    as many writes work at the API at once as there are connections for them, the ORM's pools'
+    (`orm_connections`) or the PostgreSQL server pool if smaller (a write holds one for its
+    transaction: more would only wait unseen in the API's pool or in PgBouncer) and
     keeps the rest in one line per class (scripts/stack/haproxy.py), so the API's line only
     evens out the kernel's share of connections between its workers, and its listen backlog
     holds no more than HAProxy's few connections."""
@@ -126,7 +132,8 @@ def admission(
             "api_backlog": number("STACK_API_BACKLOG", 256),
             "haproxy_maxconn": reads,
             "haproxy_write_maxconn": number(
-                "STACK_HAPROXY_WRITE_MAXCONN", min(workers * in_flight, server_pool)
+                "STACK_HAPROXY_WRITE_MAXCONN",
+                min(workers * in_flight, server_pool, orm_connections),
             ),
             "haproxy_prior": count_rule,
         }
@@ -171,14 +178,20 @@ class StackConfig:
         if where not in ADMISSIONS:
             raise StackError(f"STACK_ADMISSION={where!r}: choose from {ADMISSIONS}")
         server_pool = number("STACK_PGBOUNCER_POOL_SIZE", 20)
+        db_pool_size = number("DB_POOL_SIZE", default_db_pool_size(server_pool, workers))
+        db_max_overflow = number("DB_MAX_OVERFLOW", 0)
+        # Each worker's connections for writes: the ORM's share of its pool (app/config.py).
+        _, orm_pool = pool_split(db_pool_size, number("DB_WRITE_POOL_SIZE", 0) or None)
         sizing = Sizing(
             workers=workers,
             server_pool=server_pool,
             max_client_conn=number("STACK_MAX_CLIENT_CONN", 10_000),
-            db_pool_size=number("DB_POOL_SIZE", default_db_pool_size(server_pool, workers)),
-            db_max_overflow=number("DB_MAX_OVERFLOW", 0),
+            db_pool_size=db_pool_size,
+            db_max_overflow=db_max_overflow,
             db_pool_timeout=float(env.get("DB_POOL_TIMEOUT") or 10),
-            **admission(workers, server_pool, number, where),
+            **admission(
+                workers, server_pool, number, where, workers * (orm_pool + db_max_overflow)
+            ),
         )
         state = Path(env.get("STACK_DIR") or ROOT / ".stack")
         variant = env.get("STACK_VARIANT", "")

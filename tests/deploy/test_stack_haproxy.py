@@ -40,10 +40,11 @@ def test_haproxy_holds_the_line_and_nginx_passes_everything_to_it(tmp_path):
 def test_reads_and_writes_wait_in_lines_of_their_own(tmp_path):
     config = _config(tmp_path, STACK_ADMISSION="haproxy", STACK_PGBOUNCER_POOL_SIZE="12")
     text = _rendered(config)
-    # Writes: no more at work than PostgreSQL has server connections for them.
-    assert config.sizing.haproxy_write_maxconn == 12
+    # Writes: no more at work than there are connections for them: the workers' ORM pools
+    # (2 x a quarter of DB_POOL_SIZE 12), fewer than PostgreSQL's 12 server connections.
+    assert config.sizing.haproxy_write_maxconn == 6
     assert re.search(r"^backend reads\n(?:.*\n)*?    server api \S+ maxconn 64$", text, re.M)
-    assert re.search(r"^backend writes\n(?:.*\n)*?    server api \S+ maxconn 12$", text, re.M)
+    assert re.search(r"^backend writes\n(?:.*\n)*?    server api \S+ maxconn 6$", text, re.M)
     assert "use_backend reads if read\n    default_backend writes" in text
     assert "srv_sess_rate(reads/api)" in text
     assert "srv_sess_rate(writes/api)" in text
@@ -56,7 +57,9 @@ def test_an_unmeasured_line_holds_what_nginxs_count_rule_holds(tmp_path):
     # At the prior rate, half the 5 s budget fits the count rule less the class's own at work.
     assert prior_rate(264, 64, 2500) * 2500 // 1000 == 264 - 64
     assert f"int({prior_rate(264, 64, 2500)}) if read {{ var(proc.read_capacity)" in text
-    assert f"int({prior_rate(264, 20, 2500)}) if !read {{ var(proc.write_capacity)" in text
+    # Writes at work: the two workers' ORM pools, 5 each (a quarter of DB_POOL_SIZE 20).
+    assert config.sizing.haproxy_write_maxconn == 2 * 5
+    assert f"int({prior_rate(264, 10, 2500)}) if !read {{ var(proc.write_capacity)" in text
 
 
 def test_haproxy_bounds_its_line_by_the_request_budget(tmp_path):
