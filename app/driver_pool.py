@@ -50,7 +50,7 @@ class DriverPool:
         self._connect_kwargs = {"autocommit": True, **connect_kwargs}
         self._idle: list[Connection] = []  # a stack: the last returned is lent first
         self._made: dict[Connection, float] = {}  # every open connection: when it was made
-        self._making = 0  # connections being made
+        self._making = 0  # connections being made, or places handed to a waiter to make one
         # Checkouts waiting for a connection; each gets one, or None: "make one, in my place"
         # (a connection was closed and its place in `size` handed on).
         self._waiters: deque[asyncio.Future[Connection | None]] = deque()
