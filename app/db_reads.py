@@ -195,12 +195,11 @@ class Checkout(Releasing):
 class ReadConnection:
     """A pooled driver connection for reads: `scalar`, `first`, `one`, `all`."""
 
-    __slots__ = ("_driver", "_owned", "pool")
+    __slots__ = ("_driver", "pool")
 
-    def __init__(self, pool: ReadPool, driver: Driver, *, owned: bool = True):
-        self.pool = pool
+    def __init__(self, pool: ReadPool, driver: Driver):
+        self.pool = pool  # without connections of its own: `driver` is borrowed, the lender's
         self._driver: Driver | None = driver
-        self._owned = owned  # False: borrowed, the lender returns it
 
     @property
     def engine(self) -> AsyncEngine:
@@ -293,12 +292,12 @@ class ReadConnection:
     def retries_lost(self) -> bool:
         """Whether a statement on a lost connection runs again on a fresh one of the pool
         (not on a borrowed connection: its lender's)."""
-        return self._owned
+        return self.pool.connections is not None
 
     async def _invalidate(self, *, whole_pool: bool) -> None:
         driver, self._driver = self._driver, None
         connections = self.pool.connections
-        if driver is None or not self._owned or connections is None:
+        if driver is None or connections is None:
             return
         await connections.put(driver, discard=True)
         if whole_pool:
@@ -306,7 +305,7 @@ class ReadConnection:
 
     async def release(self) -> None:
         driver, self._driver = self._driver, None
-        if driver is not None and self._owned and self.pool.connections is not None:
+        if driver is not None and self.pool.connections is not None:
             await self.pool.connections.put(driver)
 
     async def move_to(self, pool: ReadPool) -> None:
@@ -314,7 +313,6 @@ class ReadConnection:
         await self.release()
         self.pool = pool
         self._driver = await pool.checkout()
-        self._owned = True
 
 
 class _Borrowed:
@@ -326,7 +324,7 @@ class _Borrowed:
     async def __aenter__(self) -> ReadConnection:
         fairy = await self._connection.get_raw_connection()
         driver = cast(Driver, fairy.driver_connection)
-        return ReadConnection(ReadPool(self._connection.engine, None), driver, owned=False)
+        return ReadConnection(ReadPool(self._connection.engine, None), driver)
 
     async def __aexit__(self, *_: object) -> None:
         return None

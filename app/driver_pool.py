@@ -26,7 +26,8 @@ import psycopg
 from psycopg.pq import TransactionStatus
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from app.observability import context, metrics, recorder
+from app.observability import recorder
+from app.observability.pool import checked_out
 
 Connection = psycopg.AsyncConnection[tuple[Any, ...]]
 
@@ -76,11 +77,9 @@ class DriverPool:
         try:
             connection = await self._get()
         except PoolTimeout:
-            metrics.DB_POOL_TIMEOUTS.inc()
-            recorder.POOL.used(perf_counter() - started)
+            checked_out(started, timed_out=True)
             raise
-        recorder.POOL.used(perf_counter() - started)
-        context.reached(context.DATABASE)
+        checked_out(started)
         return connection
 
     async def _get(self) -> Connection:

@@ -1,7 +1,8 @@
-"""SQLAlchemy pool metrics: configured size, connections lent out, overflow, wait for one.
+"""Pool metrics: configured size, connections lent out, overflow, wait for one.
 
 SQLAlchemy has no event before a checkout starts waiting, so a subclass of the async engine's
-default pool times `Pool.connect()`; every checkout and return is tallied in plain Python
+default pool times `Pool.connect()` (and the reads' own pool, app/driver_pool.py, its `get`,
+both through `checked_out`); every checkout and return is tallied in plain Python
 (recorder.py: written at most once a second, and before /metrics answers), the lent-out and
 overflow gauges then set from the pool's own counts, so they cannot drift. (Pool events cannot be
 listened to on an async pool class, and per instance they would be copied on `recreate()`.)
@@ -35,13 +36,22 @@ class MeteredQueuePool(AsyncAdaptedQueuePool):
         try:
             connection = super().connect()
         except PoolTimeout:
-            metrics.DB_POOL_TIMEOUTS.inc()
-            recorder.POOL.used(perf_counter() - started)
+            checked_out(started, timed_out=True)
             raise
-        recorder.POOL.used(perf_counter() - started)
-        context.reached(context.DATABASE)
+        checked_out(started)
         return connection
 
     def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
         super()._do_return_conn(record)
         recorder.POOL.used()
+
+
+def checked_out(started: float, *, timed_out: bool = False) -> None:
+    """A checkout from one of the process's pools (this one, the reads' own in
+    app/driver_pool.py) that began at `started` (`perf_counter`) is over: its wait tallied,
+    and it timed out (counted) or the request has reached the database."""
+    if timed_out:
+        metrics.DB_POOL_TIMEOUTS.inc()
+    recorder.POOL.used(perf_counter() - started)
+    if not timed_out:
+        context.reached(context.DATABASE)
