@@ -14,8 +14,9 @@ validates and answers as the OpenAPI document says. One behaviour, whichever ans
 tests/test_hot_reads.py compares the two.
 
 The layers skipped are those with nothing to do for a GET: rate limits and idempotency keys
-(writes), streamed uploads (imports), Starlette's exception layer (its handlers are the ones
-`HotReads` calls) and FastAPI's exit stack (no dependencies here).
+(writes), streamed uploads (imports), Starlette's and FastAPI's exception layers (their
+handlers are the ones `HotReads` calls), FastAPI's body limit and exit stack (no body, no
+dependencies here).
 """
 
 import inspect
@@ -128,8 +129,10 @@ class HotRead:
 
 class HotReads:
     """The layer that answers the plain case of the hot reads (module docstring); every other
-    request goes on to `app`. An exception is answered by the handler the app has for it,
-    as Starlette's exception layer would; one without a handler goes on up (a 500)."""
+    request goes on to `app`. It sits outside Starlette's exception layers (app/main.py), so it
+    answers an exception as they would: by the handler the app has for it, and one without
+    (or whose handler declines it) by the app's 500 handler, then raises it on, as
+    Starlette's ServerErrorMiddleware does, for the server's log and the trace."""
 
     def __init__(self, app: ASGIApp, *, handlers: Mapping[Any, Handler]) -> None:
         self.app = app
@@ -151,19 +154,35 @@ class HotReads:
         try:
             response = await read.answer(scope, scope["path_params"])
         except Exception as exc:
-            handler = self._handler(exc)
-            if handler is None:
-                raise
-            answered = handler(Request(scope, receive), exc)
-            response = await answered if inspect.isawaitable(answered) else answered
-        await response(scope, receive, send)
+            await self._fail(exc, scope, receive, send)
+        else:
+            await response(scope, receive, send)
+
+    async def _fail(self, exc: Exception, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        if (handler := self._handler(exc)) is not None:
+            try:
+                response = await _handled(handler, request, exc)
+            except Exception as declined:  # e.g. a DBAPIError that is a bug, not an outage
+                exc = declined
+            else:
+                await response(scope, receive, send)
+                return
+        if (server_error := self._handlers.get(Exception)) is None:
+            raise exc
+        await (await _handled(server_error, request, exc))(scope, receive, send)
+        raise exc
 
     def _handler(self, exc: Exception) -> Handler | None:
         for kind in type(exc).__mro__:
-            # The handler of Exception is the outermost layer's (ServerErrorMiddleware).
             if kind is not Exception and (handler := self._handlers.get(kind)) is not None:
                 return handler
         return None
+
+
+async def _handled(handler: Handler, request: Request, exc: Exception) -> Response:
+    answered = handler(request, exc)
+    return await answered if inspect.isawaitable(answered) else answered
 
 
 def _route_path(scope: Scope) -> str:

@@ -1,24 +1,26 @@
 """The application factory: settings in, FastAPI app out.
 
-Middleware, outermost first:
+Layers, outermost first:
 
 1. RequestEdge (app/middleware/request_edge.py), one layer: CORS; request id, metrics and the
    access log line (it answers /metrics and the liveness probes itself); 431 and 413 before
    any parsing; admission (a bounded line, 503 for what cannot be served in time); the
    deadline (504); cancellation when the client goes away.
-2. RateLimit (when configured): 429 per client or user, in Redis.
-3. StreamedUploads: bulk imports, a few at once (503), paced by an idle timeout (408).
-4. Idempotency: replays, conflicts, the transaction shared with the session dependency.
-5. FastAPI's own exception handling → routes.
+2. HotReads (app/hot_reads.py): the plain case of the hottest GETs, answered here.
+3. Starlette's and FastAPI's outer layers: the 500 handler (`unexpected` below), FastAPI's
+   exception telemetry and body limit. They wrap only what the two layers above pass on.
+4. RateLimit (when configured): 429 per client or user, in Redis.
+5. StreamedUploads: bulk imports, a few at once (503), paced by an idle timeout (408).
+6. Idempotency: replays, conflicts, the transaction shared with the session dependency.
+7. FastAPI's own exception handling → routes.
 
-Outside all of them sit FastAPI's native telemetry (the server span, only when tracing is on)
-and Starlette's ServerErrorMiddleware (the 500 handler below, which still sees the request id).
+Outside all of them sits FastAPI's native telemetry (the server span, only when tracing is on).
 """
 
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import swagger_ui_bundle
 from fastapi import FastAPI, Request
@@ -29,7 +31,9 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.routing import compile_path
+from starlette.types import ASGIApp
 
 from app import gc_tuning, hot_reads, jwt_secret, replicas
 from app.articles.router import router as articles_router
@@ -45,7 +49,7 @@ from app.middleware.idempotency import Idempotency
 from app.middleware.ratelimit import RateLimit
 from app.middleware.request_edge import RequestEdge
 from app.middleware.uploads import StreamedUploads
-from app.observability import context, logs, metrics, recorder, tracing
+from app.observability import logs, metrics, recorder, tracing
 from app.observability.routes import RouteTemplates
 from app.openapi import error_responses
 from app.profiles.router import router as profiles_router
@@ -80,9 +84,27 @@ IMPORTS_PATH = "/api/imports"
 AUTH_PATHS = ("/api/users", "/api/users/login")
 
 
+class Conduit(FastAPI):
+    """FastAPI with the edge's layers (`edge_middleware`, outermost first) outside Starlette's
+    and FastAPI's own outer layers: what the edge answers itself (probes, /metrics, 413,
+    431, 503, the hot reads) passes through nothing else. The edge renders no 500 of the
+    app's: Starlette's handler inside it does, so the edge adds the request id and counts it.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.edge_middleware: list[Middleware] = []
+
+    def build_middleware_stack(self) -> ASGIApp:
+        app = super().build_middleware_stack()
+        for cls, args, kwargs in reversed(self.edge_middleware):
+            app = cls(app, *args, **kwargs)
+        return app
+
+
 def create_app(
     settings: Settings | None = None, *, tracer_provider: "TracerProvider | None" = None
-) -> FastAPI:
+) -> Conduit:
     """`tracer_provider` overrides the one OTEL_EXPORTER_OTLP_ENDPOINT configures (tests)."""
     settings = settings or Settings()
     jwt_secret.require(settings.jwt_secret)  # no API without a signing secret of its own
@@ -143,7 +165,7 @@ def create_app(
             recorder.flush()
             metrics.withdraw_this_process()
 
-    app = FastAPI(
+    app = Conduit(
         title="Conduit API",
         version="1.0.0",
         description="The RealWorld Conduit API, built for thousands of concurrent users.",
@@ -184,21 +206,23 @@ def create_app(
         or settings.rate_limit_login_per_account_per_minute
     ):
         app.add_middleware(RateLimit, settings=settings)
-    # The plain case of the hottest reads, answered without FastAPI (app/hot_reads.py).
-    app.add_middleware(hot_reads.HotReads, handlers=app.exception_handlers)
-    app.add_middleware(
-        RequestEdge,
-        deadline_s=settings.request_deadline_s,
-        max_in_flight=settings.max_in_flight,
-        max_queued=settings.max_queued,
-        max_body_bytes=settings.max_body_bytes,
-        max_header_bytes=settings.max_header_bytes,
-        streamed={IMPORTS_PATH: settings.import_max_bytes},
-        cors_origins=settings.cors_origins,
-        routes=RouteTemplates(app),
-        metrics=settings.metrics_enabled,
-        access_log=settings.access_log,
-    )
+    app.edge_middleware = [
+        Middleware(
+            RequestEdge,
+            deadline_s=settings.request_deadline_s,
+            max_in_flight=settings.max_in_flight,
+            max_queued=settings.max_queued,
+            max_body_bytes=settings.max_body_bytes,
+            max_header_bytes=settings.max_header_bytes,
+            streamed={IMPORTS_PATH: settings.import_max_bytes},
+            cors_origins=settings.cors_origins,
+            routes=RouteTemplates(app),
+            metrics=settings.metrics_enabled,
+            access_log=settings.access_log,
+        ),
+        # The plain case of the hottest reads, answered without FastAPI (app/hot_reads.py).
+        Middleware(hot_reads.HotReads, handlers=app.exception_handlers),
+    ]
     return app
 
 
@@ -250,7 +274,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return _errors(500, ["internal server error"], context.request_id_headers())
+        return _errors(500, ["internal server error"])  # the edge adds the request id
 
 
 def _allowed_methods(request: Request) -> str:

@@ -7,13 +7,14 @@ from typing import Any, cast
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.articles import service as articles_service
 from app.config import Settings
 from app.db_reads import borrowed
 from app.hot_reads import HotRead, HotReads
-from app.main import create_app
+from app.main import Conduit, create_app
 from tests.conftest import ROOT, auth, make_state, serve_with_state, token_for
 from tests.factories import favorite, follow, make_article, make_comment, make_user
 
@@ -30,11 +31,7 @@ async def clients(
 ) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
     """(the app, the same app without its hot reads' layer), over one state."""
     state = make_state(settings, engine, connect=lambda: borrowed(connection), sessions=sessions)
-    hot = create_app(settings)
-    plain: FastAPI = create_app(settings)
-    layers = len(plain.user_middleware)
-    plain.user_middleware = [m for m in plain.user_middleware if m.cls is not cast(Any, HotReads)]
-    assert len(plain.user_middleware) == layers - 1
+    hot, plain = create_app(settings), _without_hot_reads(settings)
     async with (
         httpx.AsyncClient(
             transport=httpx.ASGITransport(app=serve_with_state(hot, state)), base_url=ROOT
@@ -44,6 +41,14 @@ async def clients(
         ) as without,
     ):
         yield with_hot, without
+
+
+def _without_hot_reads(settings: Settings) -> Conduit:
+    app = create_app(settings)
+    layers = len(app.edge_middleware)
+    app.edge_middleware = [m for m in app.edge_middleware if m.cls is not cast(Any, HotReads)]
+    assert len(app.edge_middleware) == layers - 1
+    return app
 
 
 @pytest.fixture
@@ -166,3 +171,52 @@ async def test_an_old_slug_moves_on_either_route(
     assert comments.status_code == 301
     assert comments.headers["location"] == f"/api/articles/{new_slug}/comments"
     assert served == [f"/api/articles/{old_slug}", f"/api/articles/{old_slug}/comments"]
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        RuntimeError("boom"),
+        # A database error that is no outage: its handler declines it, so it is a 500 too.
+        ProgrammingError("SELECT", {}, Exception("syntax error")),
+        # An outage: its own handler's 503.
+        OperationalError("SELECT", {}, Exception("server closed the connection")),
+    ],
+)
+async def test_a_fault_in_a_read_is_answered_alike_on_either_route(
+    settings: Settings,
+    engine: AsyncEngine,
+    served: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    fault: Exception,
+) -> None:
+    """The hot reads sit outside Starlette's exception layers (app/main.py): a fault gets
+    the same answer there, with the request id, and an unhandled one still goes on up."""
+
+    async def failing(*_: object, **__: object) -> str:
+        raise fault
+
+    monkeypatch.setattr(articles_service, "get_cached", failing)
+    state = make_state(settings, engine)
+    answers = []
+    for app in (create_app(settings), _without_hot_reads(settings)):
+        transport = httpx.ASGITransport(
+            app=serve_with_state(app, state), raise_app_exceptions=False
+        )
+        async with httpx.AsyncClient(transport=transport, base_url=ROOT) as client:
+            answers.append(
+                await client.get("/api/articles/some-slug", headers={"X-Request-ID": "fault-1"})
+            )
+    assert served == ["/api/articles/some-slug"]  # the first app's hot route answered
+    hot, plain = answers
+    expected = 503 if isinstance(fault, OperationalError) else 500
+    assert hot.status_code == plain.status_code == expected
+    assert hot.json() == plain.json()
+    assert list(hot.json()["errors"]) == ["body"]
+    assert hot.headers.get_list("x-request-id") == ["fault-1"]
+    assert plain.headers.get_list("x-request-id") == ["fault-1"]
+    # The 500s are the app's handler's, on either route (logged with the exception).
+    logged = [r for r in caplog.records if r.getMessage().startswith("unhandled error on GET")]
+    assert len(logged) == (2 if expected == 500 else 0)
+    assert all(record.exc_info is not None for record in logged)

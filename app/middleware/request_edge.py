@@ -34,6 +34,8 @@ import asyncio
 import logging
 import math
 import time
+import weakref
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from time import perf_counter
 from typing import Any
@@ -92,6 +94,7 @@ class RequestEdge:
         self.app = app
         self.deadline_s = deadline_s
         self.admission = Admission(slots=max_in_flight, max_queued=max_queued)
+        self.watches = Watches()
         self.max_body_bytes = max_body_bytes
         self.max_header_bytes = max_header_bytes
         self.streamed = dict(streamed or {})
@@ -141,16 +144,20 @@ class RequestEdge:
             else:
                 await self._guarded(scope, receive, exchange)
             failed = False
+        except Exception:
+            # The app's 500 is rendered inside (app/main.py): only a fault of the edge's own
+            # layers gets here with nothing sent.
+            if not exchange.started:
+                log.exception("unhandled error at the edge on %s %s", scope["method"], path)
+                await edge.send_error(exchange.send, 500, "internal server error")
+            raise
         finally:
             if self.metrics or self.access_log:
                 status = exchange.status
                 if exchange.gone and not exchange.started and not failed:
                     status = CLIENT_GONE  # cancelled, nobody to answer
                 self._record(scope, status, perf_counter() - started, failed)
-            # On an unhandled exception the context stays: Starlette's outer error handler
-            # renders the 500 after this returns, and its log line and X-Request-ID need it.
-            if not failed:
-                context.leave(token)
+            context.leave(token)
 
     async def _guarded(self, scope: Scope, receive: Receive, exchange: "Exchange") -> None:
         if self.max_header_bytes is not None and _header_bytes(scope) > self.max_header_bytes:
@@ -189,7 +196,7 @@ class RequestEdge:
         if scope["method"] in _NO_BODY:
             exchange.body = b""
         else:  # under the deadline, but not listened to: the reader hears a disconnect
-            async with exchange.work(deadline, self.deadline_s, watch=False):
+            async with exchange.work(deadline, self.deadline_s):
                 try:
                     exchange.body = await edge.read_body(receive, limit=limit)
                 except PayloadTooLarge:
@@ -227,7 +234,7 @@ class RequestEdge:
                 return
         served_from = time.monotonic()
         try:
-            async with exchange.work(deadline, self.deadline_s, watch=True):
+            async with exchange.work(deadline, self.deadline_s, self.watches):
                 await self.app(scope, exchange.receive, exchange.send)
         finally:
             self.admission.release(time.monotonic() - served_from)
@@ -377,46 +384,109 @@ class Exchange:
             self.cancelled = True
             self._task.cancel()
 
-    def work(self, deadline: float | None, deadline_s: float, *, watch: bool) -> "_Work":
-        return _Work(self, deadline, deadline_s, watch=watch)
+    def work(
+        self, deadline: float | None, deadline_s: float, watches: "Watches | None" = None
+    ) -> "_Work":
+        return _Work(self, deadline, deadline_s, watches)
+
+
+class Watches:
+    """When each request at work has run WATCH_AFTER_S: one timer for all of them.
+
+    All start watching the same delay after they start, so they come due in the order they
+    started: a queue, with one timer armed for its head. A timer per request cost more than
+    any other single step of the edge (bench/README.md, "Where the time goes"), for a
+    moment that most requests never reach. The queue holds weak references: a request that
+    has ended lets go of its objects at once, not WATCH_AFTER_S later."""
+
+    __slots__ = ("_due", "_loop", "_timer")
+
+    def __init__(self) -> None:
+        self._due: deque[tuple[float, weakref.ref[_Work]]] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, loop: asyncio.AbstractEventLoop, at: float, work: "_Work") -> None:
+        if loop is not self._loop:  # another event loop (tests): the old one's queue is moot
+            self._loop, self._timer = loop, None
+            self._due.clear()
+        self._due.append((at, weakref.ref(work)))
+        if self._timer is None:
+            self._timer = loop.call_at(at, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        assert self._loop is not None  # noqa: S101 - armed by add()
+        now = self._loop.time()
+        due = self._due
+        while due:
+            at, work = due[0]
+            if at > now:
+                self._timer = self._loop.call_at(at, self._fire)
+                return
+            due.popleft()
+            if (running := work()) is not None:
+                running.watch_due()
 
 
 class _Work:
     """The app's (or the body reader's) part of a request, cancellable by the edge: at the
     deadline (504 at once, before the work has unwound: cancelling a running statement can
-    take seconds), or when the client disconnects. A cancellation that comes from inside
-    the work (not the edge's, nor the server's) ends in a clean 503."""
+    take seconds), or when the client disconnects (watched from WATCH_AFTER_S on, through
+    `watches`; none: not listened to). A cancellation that comes from inside the work (not
+    the edge's, nor the server's) ends in a clean 503."""
 
-    __slots__ = ("_deadline", "_deadline_s", "_exchange", "_timer", "_watch")
+    __slots__ = (
+        "__weakref__",
+        "_deadline",
+        "_deadline_s",
+        "_exchange",
+        "_expires",
+        "_running",
+        "_timer",
+        "_watches",
+    )
 
     def __init__(
-        self, exchange: Exchange, deadline: float | None, deadline_s: float, *, watch: bool
+        self,
+        exchange: Exchange,
+        deadline: float | None,
+        deadline_s: float,
+        watches: Watches | None,
     ) -> None:
         self._exchange, self._deadline, self._deadline_s = exchange, deadline, deadline_s
-        self._watch = watch
-        # One timer at a time: the watch's (WATCH_AFTER_S in), which then sets the deadline's.
-        self._timer: asyncio.TimerHandle | None = None
+        self._watches = watches
+        self._expires: float | None = None  # the deadline on the loop's clock
+        self._running = False
+        self._timer: asyncio.TimerHandle | None = None  # the deadline's, once it is set
 
     async def __aenter__(self) -> None:
         exchange = self._exchange
         loop = asyncio.get_running_loop()
         exchange._task = asyncio.current_task()
         exchange.cancelled = False
+        self._running = True
         now = loop.time()
-        expires = None if self._deadline is None else now + self._deadline - time.monotonic()
-        if self._watch and (expires is None or now + WATCH_AFTER_S < expires):
-            self._timer = loop.call_at(now + WATCH_AFTER_S, self._watched, expires)
+        if self._deadline is not None:
+            self._expires = now + self._deadline - time.monotonic()
+        expires = self._expires
+        if self._watches is not None and (expires is None or now + WATCH_AFTER_S < expires):
+            self._watches.add(loop, now + WATCH_AFTER_S, self)  # the deadline's timer then
         elif expires is not None:
             self._timer = loop.call_at(expires, exchange._expire, self._deadline_s)
 
-    def _watched(self, expires: float | None) -> None:
+    def watch_due(self) -> None:
+        """WATCH_AFTER_S have passed (Watches): listen for the client, and set the deadline."""
+        if not self._running:
+            return
         self._exchange._watch()
-        if expires is not None:
+        if self._expires is not None:
             loop = asyncio.get_running_loop()
-            self._timer = loop.call_at(expires, self._exchange._expire, self._deadline_s)
+            self._timer = loop.call_at(self._expires, self._exchange._expire, self._deadline_s)
 
     async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> bool:
         exchange = self._exchange
+        self._running = False
         if self._timer is not None:
             self._timer.cancel()
         task, exchange._task = exchange._task, None

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.config import Settings
 from app.db import make_engine, make_read_pool
 from app.main import create_app
+from app.middleware.request_edge import RequestEdge
 from app.observability import metrics, recorder
 from tests.conftest import ROOT
 from tests.observability.scrape import family_names, parse, value
@@ -148,5 +149,4 @@ async def test_metrics_can_be_switched_off(settings: Settings) -> None:
 def test_observation_is_in_the_outermost_layer(app: FastAPI) -> None:
     """Outside every limiter (the edge's own admission, RateLimit): /metrics is answered
     before them, and what they refuse is still counted and logged."""
-    order = [getattr(middleware.cls, "__name__", "") for middleware in app.user_middleware]
-    assert order[0] == "RequestEdge"
+    assert isinstance(app.build_middleware_stack(), RequestEdge)
