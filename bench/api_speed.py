@@ -73,6 +73,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--truncate", action="store_true", help="may empty DATABASE_URL's tables")
     parser.add_argument("--duration", type=int, default=15, help="seconds per measured run")
     parser.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per endpoint")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure the whole sequence this many times (API, floor, floor, API each round), "
+        "so that the machine's drift over a run averages out; the report adds them up",
+    )
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--workers", type=int, default=2, help="workers per server")
@@ -235,13 +242,13 @@ def run(
     args: argparse.Namespace, wrk: str, url: str, out: Path, endpoints: list[Endpoint]
 ) -> list[Measurement]:
     """The API and (`--bare`) its floor in ABBA order, uncached then cached, each on every
-    server: API, floor, floor, API, each run half as long, so that a drift in the machine's
-    speed during the run favours neither side (the report adds up each side's two runs);
-    the servers also take turns in alternating order (A B, B A, ...)."""
+    server: API, floor, floor, API (`--rounds` times), each run half as long, so that a drift
+    in the machine's speed during the run favours neither side (the report adds up each
+    side's runs); the servers also take turns in alternating order (A B, B A, ...)."""
     secret = os.environ.get("JWT_SECRET") or secrets.token_urlsafe(48)
     token = make_token(VIEWER_ID, secret=secret, ttl_seconds=24 * 3600)
     first = write_scripts(out, endpoints, token, url, args.slugs)
-    order = (False, True, True, False) if args.bare else (False,)  # floor or not
+    order = ((False, True, True, False) if args.bare else (False,)) * args.rounds  # floor or not
     phases = [
         (cached, floor)
         for cached in (False, True)

@@ -172,7 +172,9 @@ def render(
         "",
         f"{args.workers} workers ({servers}; uvloop, HTTP/1.1, uvicorn with httptools) straight "
         f"to PostgreSQL, wrk with {args.connections} connections and {args.threads} threads, "
-        f"{args.duration} s per endpoint after {args.warmup} s of warm-up, all on one machine. "
+        f"{args.duration} s per endpoint after {args.warmup} s of warm-up"
+        + (f", in each of {args.rounds} rounds" if getattr(args, "rounds", 1) > 1 else "")
+        + ", all on one machine. "
         "No cache, except where marked `cached`: then the API's read cache is on, in a Redis of "
         "the run's own. The floor is bench/bare_app.py on the same server: the API's own "
         "statements on psycopg and nothing else (for a cached read: the same bytes from "
