@@ -87,9 +87,9 @@ AUTH_PATHS = ("/api/users", "/api/users/login")
 class Conduit(FastAPI):
     """FastAPI with the edge's layers (`edge_middleware`, outermost first) outside Starlette's
     and FastAPI's own outer layers: what the edge answers itself (probes, /metrics, 413,
-    431, 503, the hot reads) passes through nothing else. The edge renders no 500 of the
-    app's: Starlette's handler inside it does, so the edge adds the request id and counts it.
-    """
+    431, 503, the hot reads) passes through nothing else. The app's 500s are rendered inside
+    the edge, by its 500 handler (`unexpected`: called by Starlette's ServerErrorMiddleware,
+    or by the hot reads), so the edge adds the request id to them and counts them."""
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)

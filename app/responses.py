@@ -46,8 +46,8 @@ def public_read(document: str, *, if_none_match: str | None, personal: bool) -> 
     """A public GET's answer with a strong ETag (a hash of the exact body: equal bodies, equal
     tags, whichever worker or cache tier built them); 304 without a body when the client
     already has it. The hash is XXH3's 128 bits: a tag is no secret and only has to tell one
-    URL's versions apart, and a cryptographic hash of a page of the list cost more than the
-    rest of its answer (bench/README.md, "Where the time goes")."""
+    URL's versions apart, and a cryptographic hash cost microseconds per kilobyte on every
+    public read (docs/BENCHMARKS.md, "The edge outermost")."""
     body = document.encode()
     etag = b'"%s"' % xxhash.xxh3_128_hexdigest(body).encode()
     headers = [(b"etag", etag), (b"cache-control", _PRIVATE if personal else _PUBLIC), _VARY]

@@ -25,9 +25,11 @@ For each HTTP request, in this order:
 6. Client gone: the work is cancelled when the client disconnects, so an overloaded process
    stops working for nobody and recovers as soon as the load drops.
 
-The app runs in the request's own task: the deadline is a timer, and the disconnect is
-listened for only by requests still running after WATCH_AFTER_S (or waiting in line), so the
-usual request costs no extra task (bench/README.md, "Where the time goes").
+The app runs in the request's own task. Only a request still running after WATCH_AFTER_S
+(or waiting in line) listens for the disconnect and gets a timer for its deadline; until
+then one timer per process (`Watches`) serves every request, so the usual request costs no
+extra task and no timer (bench/README.md, "Where the time goes"; docs/BENCHMARKS.md, "The
+edge outermost").
 """
 
 import asyncio
@@ -394,9 +396,9 @@ class Watches:
     """When each request at work has run WATCH_AFTER_S: one timer for all of them.
 
     All start watching the same delay after they start, so they come due in the order they
-    started: a queue, with one timer armed for its head. A timer per request cost more than
-    any other single step of the edge (bench/README.md, "Where the time goes"), for a
-    moment that most requests never reach. The queue holds weak references: a request that
+    started: a queue, with one timer armed for its head. A libuv timer armed and cancelled
+    per request was a measurable share of the edge's CPU (docs/BENCHMARKS.md, "The edge
+    outermost"), for a moment that most requests never reach. The queue holds weak references: a request that
     has ended lets go of its objects at once, not WATCH_AFTER_S later."""
 
     __slots__ = ("_due", "_loop", "_timer")

@@ -10,6 +10,9 @@ own. Rows, outermost first:
 
 - ASGI: the whole app called in-process (middleware, routing, dependencies, session,
   queries, models, JSON), without uvicorn/httptools; `/livez` is the framework's floor.
+  "The document in hand" is the one row that reaches inside: the article's read
+  (`app.articles.service.get_cached`) stands in with the document it returned, so the row is
+  the API's own layers around a read (the edge, the hot read, the answer and its ETag).
 - SQLAlchemy session: open, `SELECT 1`, commit, close, as the app's engine does it.
 - psycopg: each statement the endpoint ran, with its parameters, on a plain connection
   (prepare_threshold=None, like the app); the note is PostgreSQL's own planning and
@@ -24,11 +27,13 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
+from unittest.mock import patch
 
 import psycopg
 from sqlalchemy import Engine, event, text
 
 from app import db_reads
+from app.articles import service as articles_service
 from app.config import Settings
 from app.db import make_engine, make_sessionmaker
 from app.main import create_app
@@ -161,6 +166,10 @@ async def measure(url: str, n: int, only: str | None = None) -> list[Row]:
             sql[name] = statements
             note = f"{size:,} bytes, {len(statements)} statements"
             await add(f"ASGI {name}", _asgi(app, state, path, query), note)
+        article = endpoints["GET /api/articles/{slug}"][0]
+        with _document_in_hand(await asgi_get(app, state, article)):
+            step = _asgi(app, state, article, b"")
+            await add("ASGI GET /api/articles/{slug}, the document in hand", step, "no database")
 
     engine = make_engine(settings)
     sessions = make_sessionmaker(engine)
@@ -188,6 +197,18 @@ async def measure(url: str, n: int, only: str | None = None) -> list[Row]:
 def _short(sql: str) -> str:
     words = " ".join(sql.split())
     return words[:60] + ("…" if len(words) > 60 else "")
+
+
+@contextmanager
+def _document_in_hand(body: bytes) -> Iterator[None]:
+    """The article's read answers `body` without a cache or a database."""
+    document = body.decode()
+
+    async def in_hand(*_: object, **__: object) -> str:
+        return document
+
+    with patch.object(articles_service, "get_cached", in_hand):
+        yield
 
 
 def _asgi(app: Any, state: dict[str, Any], path: str, query: bytes) -> Step:
