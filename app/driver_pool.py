@@ -35,6 +35,8 @@ Connection = psycopg.AsyncConnection[tuple[Any, ...]]
 class DriverPool:
     """At most `size` connections to `conninfo`, made on demand (module docstring)."""
 
+    metrics_label = "reads"  # the `pool` label of conduit_db_pool_*
+
     def __init__(
         self,
         conninfo: str,
@@ -77,9 +79,9 @@ class DriverPool:
         try:
             connection = await self._get()
         except PoolTimeout:
-            checked_out(started, timed_out=True)
+            checked_out(self, started, timed_out=True)
             raise
-        checked_out(started)
+        checked_out(self, started)
         return connection
 
     async def _get(self) -> Connection:
@@ -136,7 +138,7 @@ class DriverPool:
     async def put(self, connection: Connection, *, discard: bool = False) -> None:
         """Take a connection back: for the next checkout, or closed if `discard`, if it is
         not idle (a statement cancelled mid-way, a transaction left open), broken or old."""
-        recorder.POOL.used()
+        recorder.POOL.used(self)
         reusable = (
             not discard
             and not self._closed

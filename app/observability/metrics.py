@@ -107,34 +107,43 @@ HTTP_SHED = Counter(
 )
 
 # ---- Database (app/observability/pool.py; retries in the write path) ----
+# The `pool` label: `orm`, SQLAlchemy's (writes; all of a job worker's), or `reads`, the public
+# reads' own (app/driver_pool.py); a process with replicas adds each node's to the same two.
+POOLS = ("orm", "reads")
 DB_POOL_SIZE = Gauge(
     "conduit_db_pool_size",
-    "Configured connections (the ORM's pool and the public reads'), summed over worker processes.",
+    "Configured connections, by pool, summed over worker processes.",
+    ["pool"],
     multiprocess_mode="livesum",
 )
 DB_POOL_MAX_OVERFLOW = Gauge(
     "conduit_db_pool_max_overflow",
-    "Configured max_overflow of the ORM's pool, summed over worker processes.",
+    "Configured max_overflow (the ORM's pool has one), summed over worker processes.",
+    ["pool"],
     multiprocess_mode="livesum",
 )
 DB_POOL_CHECKED_OUT = Gauge(
     "conduit_db_pool_checked_out_connections",
-    "Pooled connections lent to a request right now.",
+    "Pooled connections lent to a request right now, by pool.",
+    ["pool"],
     multiprocess_mode="livesum",
 )
 DB_POOL_OVERFLOW = Gauge(
     "conduit_db_pool_overflow_connections",
-    "Connections open beyond the pool size (as of the last checkout).",
+    "Connections open beyond the pool size (as of the last checkout), by pool.",
+    ["pool"],
     multiprocess_mode="livesum",
 )
 DB_POOL_WAIT = Histogram(
     "conduit_db_pool_wait_seconds",
-    "Time to get a connection from the pool, connecting included.",
+    "Time to get a connection from the pool, connecting included, by pool.",
+    ["pool"],
     buckets=WAIT_BUCKETS,
 )
 DB_POOL_TIMEOUTS = Counter(
     "conduit_db_pool_timeouts_total",
-    "Checkouts that gave up after DB_POOL_TIMEOUT (answered 503).",
+    "Checkouts that gave up after DB_POOL_TIMEOUT (answered 503), by pool.",
+    ["pool"],
 )
 DB_RETRIES = Counter(
     "conduit_db_retries_total",

@@ -20,6 +20,8 @@ from app.observability import context, metrics, recorder
 class MeteredQueuePool(AsyncAdaptedQueuePool):
     """AsyncAdaptedQueuePool that reports to the `conduit_db_pool_*` metrics."""
 
+    metrics_label = "orm"  # the `pool` label of conduit_db_pool_*
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         recorder.POOL.track(self)
@@ -36,22 +38,22 @@ class MeteredQueuePool(AsyncAdaptedQueuePool):
         try:
             connection = super().connect()
         except PoolTimeout:
-            checked_out(started, timed_out=True)
+            checked_out(self, started, timed_out=True)
             raise
-        checked_out(started)
+        checked_out(self, started)
         return connection
 
     def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
         super()._do_return_conn(record)
-        recorder.POOL.used()
+        recorder.POOL.used(self)
 
 
-def checked_out(started: float, *, timed_out: bool = False) -> None:
-    """A checkout from one of the process's pools (this one, the reads' own in
-    app/driver_pool.py) that began at `started` (`perf_counter`) is over: its wait tallied,
-    and it timed out (counted) or the request has reached the database."""
+def checked_out(pool: recorder.Pool, started: float, *, timed_out: bool = False) -> None:
+    """A checkout from `pool` (this one, the reads' own in app/driver_pool.py) that began at
+    `started` (`perf_counter`) is over: its wait tallied, and it timed out (counted) or the
+    request has reached the database."""
     if timed_out:
-        metrics.DB_POOL_TIMEOUTS.inc()
-    recorder.POOL.used(perf_counter() - started)
+        metrics.DB_POOL_TIMEOUTS.labels(pool.metrics_label).inc()
+    recorder.POOL.used(pool, perf_counter() - started)
     if not timed_out:
         context.reached(context.DATABASE)

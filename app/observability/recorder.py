@@ -92,6 +92,8 @@ def _add(histogram: Histogram, tally: list[float]) -> None:
 
 
 class Pool(Protocol):
+    @property
+    def metrics_label(self) -> str: ...  # one of metrics.POOLS
     def size(self) -> int: ...
     def max_overflow(self) -> int: ...
     def checkedout(self) -> int: ...
@@ -99,14 +101,13 @@ class Pool(Protocol):
 
 
 class PoolRecorder:
-    """The `conduit_db_pool_*` gauges and wait histogram of the process's pools together (the
-    ORM's and the reads' own, app/driver_pool.py; the gauges have no pool label): waits
-    tallied, the gauges read from the pools' own counts when they are written (so they
-    cannot drift)."""
+    """The `conduit_db_pool_*` gauges and wait histogram of the process's pools, by the `pool`
+    label (metrics.POOLS: the ORM's, the reads' own, app/driver_pool.py): waits tallied, the
+    gauges read from the pools' own counts when they are written (so they cannot drift)."""
 
     def __init__(self) -> None:
         self._pools: WeakSet[Pool] = WeakSet()  # open ones; a pool forgotten is dropped
-        self._waits = [0.0] * (len(_WAIT_BOUNDS) + 1)
+        self._waits = {label: _no_waits() for label in metrics.POOLS}
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def track(self, pool: Pool) -> None:
@@ -118,11 +119,12 @@ class PoolRecorder:
         self._pools.discard(pool)
         self._write_sizes()
 
-    def used(self, waited_s: float | None = None) -> None:
-        """A checkout (that waited `waited_s`) or a return."""
+    def used(self, pool: Pool, waited_s: float | None = None) -> None:
+        """A checkout from `pool` (that waited `waited_s`) or a return to it."""
         if waited_s is not None:
-            self._waits[bisect_left(_WAIT_BOUNDS, waited_s)] += 1
-            self._waits[-1] += waited_s
+            waits = self._waits[pool.metrics_label]
+            waits[bisect_left(_WAIT_BOUNDS, waited_s)] += 1
+            waits[-1] += waited_s
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no event loop (a script's sync engine): at once
@@ -135,17 +137,29 @@ class PoolRecorder:
     def flush(self) -> None:
         self._loop = None
         self._write_sizes()
-        pools = list(self._pools)
-        metrics.DB_POOL_CHECKED_OUT.set(sum(pool.checkedout() for pool in pools))
-        metrics.DB_POOL_OVERFLOW.set(sum(max(pool.overflow(), 0) for pool in pools))
-        waits, self._waits = self._waits, [0.0] * (len(_WAIT_BOUNDS) + 1)
-        if any(waits):
-            _add(metrics.DB_POOL_WAIT, waits)
+        for label, pools in self._by_label().items():
+            metrics.DB_POOL_CHECKED_OUT.labels(label).set(sum(p.checkedout() for p in pools))
+            metrics.DB_POOL_OVERFLOW.labels(label).set(sum(max(p.overflow(), 0) for p in pools))
+        for label, waits in self._waits.items():
+            if any(waits):
+                self._waits[label] = _no_waits()
+                _add(metrics.DB_POOL_WAIT.labels(label), waits)
 
     def _write_sizes(self) -> None:
-        pools = list(self._pools)
-        metrics.DB_POOL_SIZE.set(sum(pool.size() for pool in pools))
-        metrics.DB_POOL_MAX_OVERFLOW.set(sum(pool.max_overflow() for pool in pools))
+        for label, pools in self._by_label().items():
+            metrics.DB_POOL_SIZE.labels(label).set(sum(pool.size() for pool in pools))
+            metrics.DB_POOL_MAX_OVERFLOW.labels(label).set(sum(p.max_overflow() for p in pools))
+
+    def _by_label(self) -> dict[str, list[Pool]]:
+        """Every label, each with its open pools (none: its gauges read 0)."""
+        pools: dict[str, list[Pool]] = {label: [] for label in metrics.POOLS}
+        for pool in list(self._pools):
+            pools[pool.metrics_label].append(pool)
+        return pools
+
+
+def _no_waits() -> list[float]:
+    return [0.0] * (len(_WAIT_BOUNDS) + 1)
 
 
 # One each per process: every app built in it (tests build many) shares the tallies.

@@ -100,39 +100,50 @@ async def test_unhandled_errors_are_5xx_with_request_id(app: FastAPI) -> None:
     )
 
 
-def _sample(name: str) -> float:
+def _sample(name: str, pool: str) -> float:
     recorder.flush()  # as /metrics does before it answers
-    return value(parse(metrics.exposition().decode()), name)
+    return value(parse(metrics.exposition().decode()), name, pool=pool)
+
+
+def _samples(name: str) -> tuple[float, float]:
+    """(the ORM's pool, the reads' own)."""
+    return _sample(name, "orm"), _sample(name, "reads")
 
 
 async def test_pool_reports_checkouts_and_waits(engine: AsyncEngine) -> None:
-    waits = _sample("conduit_db_pool_wait_seconds_count")
-    lent = _sample("conduit_db_pool_checked_out_connections")
+    waits = _sample("conduit_db_pool_wait_seconds_count", "orm")
+    lent = _sample("conduit_db_pool_checked_out_connections", "orm")
     async with engine.connect() as connection:
         await connection.execute(text("SELECT 1"))
-        assert _sample("conduit_db_pool_checked_out_connections") == lent + 1
-    assert _sample("conduit_db_pool_checked_out_connections") == lent
-    assert _sample("conduit_db_pool_wait_seconds_count") == waits + 1
+        assert _sample("conduit_db_pool_checked_out_connections", "orm") == lent + 1
+    assert _sample("conduit_db_pool_checked_out_connections", "orm") == lent
+    assert _sample("conduit_db_pool_wait_seconds_count", "orm") == waits + 1
 
 
-async def test_the_reads_pool_counts_with_the_orms(settings: Settings) -> None:
-    """The gauges are the process's connections, the ORM's and the public reads' together
-    (app/driver_pool.py): its size while it is open, its checkouts, its waits."""
+async def test_each_pool_counts_under_its_own_label(settings: Settings) -> None:
+    """The gauges are by pool: the ORM's and the public reads' own (app/driver_pool.py), each
+    its size while it is open, its checkouts, its waits, and not the other's."""
     gc.collect()  # pools of earlier tests' engines, forgotten: no longer counted
-    size = _sample("conduit_db_pool_size")
-    lent = _sample("conduit_db_pool_checked_out_connections")
+    orm_size, reads_size = _samples("conduit_db_pool_size")
+    lent = _samples("conduit_db_pool_checked_out_connections")
     engine = make_engine(settings, autocommit=True, pool_size=settings.write_pool_size)
     reads = make_read_pool(settings, engine)
     try:
-        assert _sample("conduit_db_pool_size") == size + settings.db_pool_size
-        waits = _sample("conduit_db_pool_wait_seconds_count")
+        assert _samples("conduit_db_pool_size") == (
+            orm_size + settings.write_pool_size,
+            reads_size + settings.read_pool_size,
+        )
+        waits = _samples("conduit_db_pool_wait_seconds_count")
         async with reads.connect() as db:
             await db.scalar(text("SELECT 1"))
-            assert _sample("conduit_db_pool_checked_out_connections") == lent + 1
-        assert _sample("conduit_db_pool_checked_out_connections") == lent
-        assert _sample("conduit_db_pool_wait_seconds_count") == waits + 1
+            assert _samples("conduit_db_pool_checked_out_connections") == (lent[0], lent[1] + 1)
+        assert _samples("conduit_db_pool_checked_out_connections") == lent
+        assert _samples("conduit_db_pool_wait_seconds_count") == (waits[0], waits[1] + 1)
         await reads.close()
-        assert _sample("conduit_db_pool_size") == size + settings.write_pool_size
+        assert _samples("conduit_db_pool_size") == (
+            orm_size + settings.write_pool_size,
+            reads_size,
+        )
     finally:
         await reads.close()
         await engine.dispose()

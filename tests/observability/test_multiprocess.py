@@ -14,6 +14,7 @@ import httpx
 import pytest
 from prometheus_client import multiprocess
 
+from app.config import pool_split
 from app.observability import recorder
 from tests.observability.scrape import parse, value
 
@@ -94,7 +95,10 @@ async def test_metrics_add_up_every_worker(server: tuple[str, Path]) -> None:
         duration = {"method": "GET", "route": "/api/tags"}
         assert value(scrape, "conduit_http_request_duration_seconds_count", **duration) == REQUESTS
         assert value(scrape, "conduit_http_requests_in_flight") == 0
-        assert value(scrape, "conduit_db_pool_size") == 2 * 10  # two workers, DB_POOL_SIZE 10
+        # Two workers, DB_POOL_SIZE 10 each, split between the reads' pool and the ORM's.
+        reads, writes = pool_split(10)
+        assert value(scrape, "conduit_db_pool_size", pool="reads") == 2 * reads
+        assert value(scrape, "conduit_db_pool_size", pool="orm") == 2 * writes
 
 
 def _per_worker(metrics_dir: Path, labels: dict[str, str]) -> dict[str, float]:
