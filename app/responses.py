@@ -52,21 +52,21 @@ def public_read(document: str, *, if_none_match: str | None, personal: bool) -> 
     etag = b'"%s"' % xxhash.xxh3_128_hexdigest(body).encode()
     headers = [(b"etag", etag), (b"cache-control", _PRIVATE if personal else _PUBLIC), _VARY]
     if not personal:
-        headers.append((b"x-accel-expires", _micro_cache_expiry().encode()))
+        headers.append((b"x-accel-expires", _micro_cache_expiry()))
     if if_none_match is not None and _matches(if_none_match, etag.decode()):
         return Prebuilt(304, b"", headers)
     headers += [(b"content-length", b"%d" % len(body)), _JSON]
     return Prebuilt(200, body, headers)
 
 
-def _micro_cache_expiry() -> str:
+def _micro_cache_expiry() -> bytes:
     """How long nginx's micro-cache keeps this answer: to the end of the current second.
 
     nginx counts validity in whole seconds and keeps a copy while its clock's second is at most
     the one given, so `max-age=1` alone meant a copy could be served until nearly two seconds
     after it was built; `@<this second>` keeps it under one. nginx takes this header over
     Cache-Control and never passes it on to the client (docs/ARCHITECTURE.md "Cache")."""
-    return f"@{int(time.time())}"
+    return b"@%d" % int(time.time())
 
 
 def _matches(if_none_match: str, etag: str) -> bool:

@@ -370,9 +370,6 @@ class Exchange:
         if listener is not None and not listener.done():
             listener.cancel()
 
-    def _watch(self) -> None:
-        self.listen()
-
     def _expire(self, deadline_s: float) -> None:
         if not self.started and not self.gone:
             self.answered = True
@@ -398,8 +395,9 @@ class Watches:
     All start watching the same delay after they start, so they come due in the order they
     started: a queue, with one timer armed for its head. A libuv timer armed and cancelled
     per request was a measurable share of the edge's CPU (docs/BENCHMARKS.md, "The edge
-    outermost"), for a moment that most requests never reach. The queue holds weak references: a request that
-    has ended lets go of its objects at once, not WATCH_AFTER_S later."""
+    outermost"), for a moment that most requests never reach. The queue holds weak
+    references: a request that has ended lets go of its objects at once, not WATCH_AFTER_S
+    later."""
 
     __slots__ = ("_due", "_loop", "_timer")
 
@@ -474,16 +472,17 @@ class _Work:
         expires = self._expires
         if self._watches is not None and (expires is None or now + WATCH_AFTER_S < expires):
             self._watches.add(loop, now + WATCH_AFTER_S, self)  # the deadline's timer then
-        elif expires is not None:
-            self._timer = loop.call_at(expires, exchange._expire, self._deadline_s)
+        else:
+            self._arm_deadline(loop)
 
     def watch_due(self) -> None:
         """WATCH_AFTER_S have passed (Watches): listen for the client, and set the deadline."""
-        if not self._running:
-            return
-        self._exchange._watch()
+        if self._running:
+            self._exchange.listen()
+            self._arm_deadline(asyncio.get_running_loop())
+
+    def _arm_deadline(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._expires is not None:
-            loop = asyncio.get_running_loop()
             self._timer = loop.call_at(self._expires, self._exchange._expire, self._deadline_s)
 
     async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> bool:

@@ -113,11 +113,11 @@ class PoolRecorder:
     def track(self, pool: Pool) -> None:
         """Count `pool` in the gauges until `forget`."""
         self._pools.add(pool)
-        self._write_sizes()
+        self._write_sizes(self._by_label())
 
     def forget(self, pool: Pool) -> None:
         self._pools.discard(pool)
-        self._write_sizes()
+        self._write_sizes(self._by_label())
 
     def used(self, pool: Pool, waited_s: float | None = None) -> None:
         """A checkout from `pool` (that waited `waited_s`) or a return to it."""
@@ -136,8 +136,10 @@ class PoolRecorder:
 
     def flush(self) -> None:
         self._loop = None
-        self._write_sizes()
-        for label, pools in self._by_label().items():
+        # Sizes too: a pool collected without `forget` (a test's engine) has left the set.
+        by_label = self._by_label()
+        self._write_sizes(by_label)
+        for label, pools in by_label.items():
             metrics.DB_POOL_CHECKED_OUT.labels(label).set(sum(p.checkedout() for p in pools))
             metrics.DB_POOL_OVERFLOW.labels(label).set(sum(max(p.overflow(), 0) for p in pools))
         for label, waits in self._waits.items():
@@ -145,8 +147,9 @@ class PoolRecorder:
                 self._waits[label] = _no_waits()
                 _add(metrics.DB_POOL_WAIT.labels(label), waits)
 
-    def _write_sizes(self) -> None:
-        for label, pools in self._by_label().items():
+    @staticmethod
+    def _write_sizes(by_label: dict[str, list[Pool]]) -> None:
+        for label, pools in by_label.items():
             metrics.DB_POOL_SIZE.labels(label).set(sum(pool.size() for pool in pools))
             metrics.DB_POOL_MAX_OVERFLOW.labels(label).set(sum(p.max_overflow() for p in pools))
 
